@@ -1,0 +1,163 @@
+"""AttributeActor: holds one model; computes every configured method and model-stage metric.
+
+Ray Data calls it with a pandas batch of decoded rows (see ``salbench.pipeline.stages``) and
+gets one output row per (sample, method), with ``status`` "ok" or an error code. Errors of
+one sample or one method never fail the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from salbench import methods, metrics, models
+from salbench.models.base import to_tensor
+from salbench.pipeline.config import RunConfig, parse_config
+
+log = logging.getLogger(__name__)
+
+OUTPUT_COLUMNS = [
+    "shard", "index", "sample_id", "model", "method", "status", "error", "label", "target",
+    "pred", "target_prob", "values", "map", "crop", "boxes", "height", "width", "seconds",
+]
+
+
+def pick_device(requested: str) -> torch.device:
+    """"auto" -> CUDA when this process sees a GPU, else CPU; "cpu"/"cuda" as asked."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("resources.device is 'cuda' but this worker sees no CUDA device")
+    return torch.device(requested)
+
+
+def _error_message(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+class AttributeActor:
+    """Model stage of the pipeline for one model (GPU when available, else CPU).
+
+    Args:
+        config: the run config as a dict (``RunConfig.to_dict()``).
+        model_index: which entry of ``config.models`` this actor serves.
+    """
+
+    def __init__(self, config: dict[str, Any], model_index: int) -> None:
+        self.config: RunConfig = parse_config(config)
+        res = self.config.resources
+        if res.torch_threads:
+            torch.set_num_threads(res.torch_threads)
+        self.device = pick_device(res.device)
+        comp = self.config.models[model_index]
+        self.model_label = comp.label
+        self.model = models.load(comp.name, weights=comp.params.get("weights"),
+                                 device=self.device)
+        self.method_specs = [(m, methods.get(m.name)) for m in self.config.methods]
+        self.metric_specs = [
+            (m, spec) for m in self.config.metrics
+            if (spec := metrics.get(m.name)).stage == "model"
+        ]
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        rows = batch.to_dict("records")
+        out: list[dict[str, Any]] = []
+        ok = [r for r in rows if r["status"] == "ok"]
+        for r in rows:
+            if r["status"] != "ok":
+                out += [self._row(r, m.label, r["status"], r["error"]) for m, _ in
+                        self.method_specs]
+        if ok:
+            out += self._attribute(ok)
+        frame = pd.DataFrame(out, columns=OUTPUT_COLUMNS)
+        return frame.sort_values(["index", "method"], kind="stable").reset_index(drop=True)
+
+    def _row(self, r: dict[str, Any], method: str, status: str, error: str = "",
+             **extra: Any) -> dict[str, Any]:
+        row = {
+            "shard": r["shard"], "index": r["index"], "sample_id": r["sample_id"],
+            "model": self.model_label, "method": method, "status": status, "error": error,
+            "label": r["label"], "target": -1, "pred": -1, "target_prob": float("nan"),
+            "values": "{}", "map": b"", "crop": b"", "boxes": r["boxes"], "height": 0, "width": 0, "seconds": 0.0,
+        }
+        row.update(extra)
+        return row
+
+    def _targets(self, rows: list[dict[str, Any]], x: torch.Tensor) -> tuple[np.ndarray, ...]:
+        with torch.no_grad():
+            probs = torch.softmax(self.model(x), dim=1).cpu()
+        pred = probs.argmax(1).numpy()
+        labels = np.array([r["label"] for r in rows])
+        target = np.where(labels >= 0, labels, pred)
+        valid = target < probs.shape[1]
+        p = probs.gather(1, torch.as_tensor(np.where(valid, target, 0)).view(-1, 1))
+        return pred, target, p.squeeze(1).numpy(), valid
+
+    def _attribute(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        h, w = self.model.input_size
+        x = torch.stack([
+            to_tensor(np.frombuffer(r["crop"], np.uint8).reshape(h, w, 3)) for r in rows
+        ]).to(self.device)
+        pred, target, prob, valid = self._targets(rows, x)
+        out = []
+        for r, t, v in zip(rows, target, valid):
+            if not v:
+                msg = f"label {t} is out of range for model {self.model_label} " \
+                      f"({self.model.num_classes} classes)"
+                out += [self._row(r, m.label, "bad_label", msg) for m, _ in self.method_specs]
+        keep = np.flatnonzero(valid)
+        if len(keep) == 0:
+            return out
+        rows = [rows[i] for i in keep]
+        x, tgt = x[keep], torch.as_tensor(target[keep], device=self.device)
+        common = {"target": target[keep], "pred": pred[keep], "target_prob": prob[keep]}
+        for comp, spec in self.method_specs:
+            out += self._one_method(rows, x, tgt, comp, spec, common)
+        return out
+
+    def _one_method(self, rows: list[dict[str, Any]], x: torch.Tensor, target: torch.Tensor,
+                    comp: Any, spec: Any, common: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        params = comp.call_params()
+        if "seed" in spec.defaults and "seed" not in params:
+            params["seed"] = self.config.seed
+        per = [dict(target=int(common["target"][i]), pred=int(common["pred"][i]),
+                    target_prob=float(common["target_prob"][i])) for i in range(len(rows))]
+        t0 = time.perf_counter()
+        try:
+            res = methods.attribute_with_info(comp.name, self.model, x, target,
+                                              profile=self.config.profile, **params)
+            maps = methods.to_map(res.attr, self.config.map_reduce)
+        except Exception as exc:
+            log.warning("method %s failed on %d samples: %s", comp.label, len(rows), exc)
+            return [self._row(r, comp.label, "method_error", _error_message(exc), **p)
+                    for r, p in zip(rows, per)]
+        seconds = (time.perf_counter() - t0) / len(rows)
+        values: list[dict[str, Any]] = [
+            {k: float(v[i]) for k, v in res.info.items()} for i in range(len(rows))
+        ]
+        status, error = ["ok"] * len(rows), [""] * len(rows)
+        for mcomp, mspec in self.metric_specs:
+            try:
+                cols = mspec.fn(self.model, x, target, maps,
+                                **mspec.params(self.config.profile, **mcomp.call_params()))
+            except Exception as exc:
+                log.warning("metric %s failed: %s", mcomp.label, exc)
+                status, error = ["metric_error"] * len(rows), [
+                    f"{mcomp.label}: {_error_message(exc)}"] * len(rows)
+                continue
+            for i in range(len(rows)):
+                for col, v in cols.items():
+                    values[i][col] = np.asarray(v[i], np.float64).tolist()
+        maps_np = maps.detach().cpu().numpy().astype(np.float16)
+        return [
+            self._row(r, comp.label, status[i], error[i], values=json.dumps(values[i]),
+                      map=maps_np[i].tobytes(), crop=r["crop"], height=maps_np.shape[1],
+                      width=maps_np.shape[2], seconds=seconds, **per[i])
+            for i, r in enumerate(rows)
+        ]

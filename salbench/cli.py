@@ -1,0 +1,153 @@
+"""``salbench`` command line: run, demo, resume, list, shard (SPEC 6)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from salbench.errors import SalbenchError
+
+if TYPE_CHECKING:
+    from salbench.pipeline.config import RunConfig
+
+#: The demo's config; ``configs/demo.yaml`` in the repository holds the same (a test checks).
+DEMO_CONFIG = {
+    "name": "demo",
+    "out": "runs",
+    "seed": 0,
+    "profile": "fast",
+    "dataset": {"kind": "sample"},
+    "models": ["efficientnet_lite0"],
+    "methods": ["vg", "gxi", "ig"],
+    "metrics": ["insertion", "deletion", "pointing_game"],
+    "resources": {"shard_size": 4},
+}
+
+KEY_METRICS = ("insertion_auc", "deletion_auc", "pointing_game_hit", "completeness_error")
+
+
+def results_table(summary: pd.DataFrame) -> str:
+    """A short text table: mean of the key metrics per model x method, with n."""
+    if summary.empty:
+        return "(no results)"
+    keep = summary[summary["metric"].isin(KEY_METRICS)]
+    table = keep.pivot_table(index=["model", "method"], columns="metric", values="mean")
+    n = summary.groupby(["model", "method"])[["n_rows", "n_error"]].max()
+    return table.join(n).to_string(float_format=lambda v: f"{v:.4f}")
+
+
+def _run(config: "RunConfig", run_dir: str | None = None) -> int:
+    from salbench.pipeline import run
+
+    result = run(config, run_dir=run_dir)
+    print(results_table(result.summary))
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from salbench.pipeline import load_config
+
+    config = load_config(args.config, _overrides(args))
+    return _run(config)
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    sets = list(args.set or [])
+    if getattr(args, "address", None):
+        sets.append(f"resources.address={args.address}")
+    if getattr(args, "out", None):
+        sets.append(f"out={args.out}")
+    return sets
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from salbench.pipeline.config import apply_overrides, parse_config
+
+    return _run(parse_config(apply_overrides(DEMO_CONFIG, _overrides(args))))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from salbench.pipeline import resume
+
+    result = resume(args.run_dir)
+    print(results_table(result.summary))
+    print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import salbench
+
+    registry = {"models": salbench.models, "methods": salbench.methods,
+                "metrics": salbench.metrics, "datasets": salbench.datasets}[args.what]
+    for name in registry.names():
+        print(name)
+    return 0
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    from salbench.datasets.parquet import shard_command
+
+    shard_command(args.src, args.dst, args.rows_per_shard)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``salbench`` command."""
+    p = argparse.ArgumentParser(prog="salbench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a config file")
+    r.add_argument("config", help="YAML config (see configs/)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set profile=paper (repeatable)")
+    r.add_argument("--address", help="Ray address: 'auto' joins a running `ray start --head`")
+    r.add_argument("--out", help="output directory (default: the config's 'out')")
+    r.set_defaults(fn=cmd_run)
+
+    d = sub.add_parser("demo", help="the embedded default: sample photos, EfficientNet-Lite0")
+    d.add_argument("--out", help="output directory (default ./runs)")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    d.add_argument("--address", help="Ray address: 'auto' joins a running `ray start --head`")
+    d.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("resume", help="finish an interrupted run")
+    s.add_argument("run_dir")
+    s.set_defaults(fn=cmd_resume)
+
+    ls = sub.add_parser("list", help="list registered names")
+    ls.add_argument("what", choices=["models", "methods", "metrics", "datasets"])
+    ls.set_defaults(fn=cmd_list)
+
+    sh = sub.add_parser("shard", help="convert a folder or dataset into Parquet shards")
+    sh.add_argument("src", help="an image folder, or a dataset kind such as 'sample'")
+    sh.add_argument("dst", help="output directory for shard-NNNNN.parquet files")
+    sh.add_argument("--rows-per-shard", type=int, default=256)
+    sh.set_defaults(fn=cmd_shard)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; a SalbenchError prints one clear line and exits with status 2."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.fn(args) or 0)
+    except SalbenchError as exc:
+        print(f"salbench: error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"salbench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["DEMO_CONFIG", "build_parser", "main", "results_table"]

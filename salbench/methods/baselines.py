@@ -1,0 +1,40 @@
+"""Baselines (reference inputs) for path methods and perturbation metrics."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms.functional import gaussian_blur
+
+BASELINES = ("black", "white", "blur", "uniform")
+
+
+def make_baseline(
+    x: torch.Tensor,
+    kind: str | float | torch.Tensor = "black",
+    *,
+    blur_sigma: float = 5.0,
+    seed: int = 0,
+) -> torch.Tensor:
+    """A baseline like ``x`` (float [B, 3, H, W] in [0, 1]).
+
+    kind: "black" (0), "white" (1), a number c (constant c), "blur" (Gaussian blur of x with
+    ``blur_sigma`` px, kernel 2*ceil(3 sigma)+1), "uniform" (U[0,1] noise from ``seed``), or a
+    tensor broadcastable to x.
+    """
+    if isinstance(kind, torch.Tensor):
+        return kind.to(device=x.device, dtype=x.dtype).expand_as(x).clone()
+    if isinstance(kind, (int, float)) and not isinstance(kind, bool):
+        return torch.full_like(x, float(kind))
+    if kind == "black":
+        return torch.zeros_like(x)
+    if kind == "white":
+        return torch.ones_like(x)
+    if kind == "blur":
+        k = 2 * int(torch.tensor(3.0 * blur_sigma).ceil()) + 1
+        k = min(k, 2 * (min(x.shape[-2:]) // 2) - 1)
+        return gaussian_blur(x, [k, k], [blur_sigma, blur_sigma])
+    if kind == "uniform":
+        g = torch.Generator(device="cpu").manual_seed(int(seed))
+        return torch.rand(x.shape, generator=g).to(x.device, x.dtype)
+    valid = ", ".join(BASELINES)
+    raise ValueError(f"unknown baseline {kind!r}; valid: {valid}, a number or a tensor")

@@ -1,0 +1,15 @@
+"""Faithfulness and localization metrics (SPEC 5): a registry of model- and CPU-stage metrics."""
+
+from __future__ import annotations
+
+from salbench.metrics.registry import REGISTRY, MetricSpec, get, register
+
+
+def names() -> list[str]:
+    """Registered metric names."""
+    return REGISTRY.names()
+
+
+from salbench.metrics import localization, perturbation  # noqa: E402,F401
+
+__all__ = ["MetricSpec", "REGISTRY", "get", "names", "register"]

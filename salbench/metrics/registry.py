@@ -1,0 +1,89 @@
+"""The metric registry: each metric runs on the model stage or the CPU stage (SPEC 5, 6).
+
+A ``model`` metric needs forward passes: ``fn(model, x, target, maps, **params)`` with
+x float [B, 3, H, W] in [0, 1], target int64 [B], maps float32 [B, H, W]; it returns a dict
+column -> B values (numbers or 1-D float arrays for curves).
+A ``cpu`` metric is model-free: ``fn(sample, **params)`` where ``sample`` has ``map`` float32
+[H, W], ``image`` uint8 [H, W, 3], ``boxes`` float32 [N, 4] (x0, y0, x1, y1 in map pixels),
+``label`` and ``target``; it returns a dict column -> value.
+``columns`` maps each output column to "float" (scalar) or "curve" (list of float32).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from salbench.errors import ConfigError
+from salbench.registry import Registry, decorator
+
+STAGES = ("model", "cpu")
+COLUMN_KINDS = ("float", "curve")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A registered metric (see the module docstring for ``fn``'s signature per stage)."""
+
+    name: str
+    fn: Callable[..., dict[str, Any]]
+    stage: str
+    columns: dict[str, str]
+    defaults: dict[str, Any]
+    fast: dict[str, Any]
+    description: str = ""
+
+    def params(self, profile: str = "paper", **overrides: Any) -> dict[str, Any]:
+        """Defaults, then the fast profile (if chosen), then ``overrides`` (validated)."""
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            raise ConfigError(
+                f"metric {self.name!r} has no parameter(s) {unknown}; "
+                f"its parameters are {sorted(self.defaults)}"
+            )
+        merged = dict(self.defaults)
+        if profile == "fast":
+            merged.update(self.fast)
+        merged.update(overrides)
+        return merged
+
+
+def _build(
+    name: str,
+    fn: Callable[..., Any],
+    *,
+    stage: str,
+    columns: dict[str, str],
+    defaults: dict[str, Any] | None = None,
+    fast: dict[str, Any] | None = None,
+) -> MetricSpec:
+    if stage not in STAGES:
+        raise ValueError(f"metric {name!r}: stage must be one of {STAGES}, got {stage!r}")
+    bad = {c: k for c, k in columns.items() if k not in COLUMN_KINDS}
+    if bad:
+        raise ValueError(f"metric {name!r}: column kinds must be in {COLUMN_KINDS}, got {bad}")
+    if defaults is None:
+        skip = 4 if stage == "model" else 1
+        params = list(inspect.signature(fn).parameters.values())[skip:]
+        defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    doc = (inspect.getdoc(fn) or "").split("\n", 1)[0]
+    return MetricSpec(name, fn, stage, dict(columns), dict(defaults), dict(fast or {}), doc)
+
+
+REGISTRY: Registry[MetricSpec] = Registry("metric")
+
+#: ``@register("name", stage="model"|"cpu", columns={...}, defaults=..., fast=...)``.
+register = decorator(REGISTRY, _build)
+
+
+def get(name: str) -> MetricSpec:
+    """The MetricSpec registered as ``name``."""
+    entry = REGISTRY.get(name)
+    if not isinstance(entry, MetricSpec):
+        raise ConfigError(
+            f"metric {name!r} resolves to {type(entry).__name__}; register it with "
+            "@salbench.metrics.register(name, stage=..., columns=...)"
+        )
+    return entry

@@ -1,0 +1,252 @@
+"""Run configuration: YAML (safe_load) validated into typed objects (SPEC 6).
+
+Every error names the bad key (``methods[1].steps``, ``dataset.kind``, ...). Example::
+
+    out: runs
+    seed: 0
+    profile: fast                       # fast | paper
+    dataset: {kind: sample}             # any registered dataset kind with its parameters
+    models: [efficientnet_lite0]        # or [{name: resnet50, weights: /path/resnet50.pth}]
+    methods: [vg, ig]                   # or [{name: ig, steps: 200}]
+    metrics: [insertion, deletion, pointing_game]
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from salbench import datasets, methods, metrics, models
+from salbench.errors import ConfigError, UnknownNameError
+
+DEFAULT_METRICS = ["insertion", "deletion", "pointing_game"]
+
+
+@dataclass(frozen=True)
+class Component:
+    """A model, method or metric: its registry name and its parameters."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """The name used in output tables (``alias`` if given, else ``name``)."""
+        return str(self.params.get("alias", self.name))
+
+    def call_params(self) -> dict[str, Any]:
+        """Parameters without the table-only ``alias``."""
+        return {k: v for k, v in self.params.items() if k != "alias"}
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    """Ray resources and batching.
+
+    address: None (start a local Ray), "auto" (join a running ``ray start --head``) or a
+    cluster address. device: "auto" (CUDA when the cluster has GPUs), "cpu" or "cuda".
+    """
+
+    address: str | None = None
+    device: str = "auto"
+    batch_size: int = 8
+    shard_size: int = 16
+    attribute_actors: int = 1
+    attribute_num_gpus: float = 1.0
+    attribute_num_cpus: float = 1.0
+    cpu_actors: int = 1
+    cpu_num_cpus: float = 0.5
+    torch_threads: int | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run configuration."""
+
+    dataset: dict[str, Any]
+    models: tuple[Component, ...]
+    methods: tuple[Component, ...]
+    metrics: tuple[Component, ...]
+    out: str = "runs"
+    seed: int = 0
+    profile: str = "fast"
+    map_reduce: str = "abs_sum"
+    save_maps: bool = False
+    name: str = "run"
+    resources: ResourceConfig = field(default_factory=ResourceConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict that :func:`parse_config` turns back into an equal RunConfig."""
+        d = asdict(self)
+        for key in ("models", "methods", "metrics"):
+            d[key] = [{"name": c["name"], **c["params"]} for c in d[key]]
+        return d
+
+    def hash(self) -> str:
+        """A short stable hash of everything that changes results (not ``out``/resources)."""
+        d = self.to_dict()
+        for key in ("out", "resources", "name"):
+            d.pop(key)
+        d["resources"] = {"batch_size": self.resources.batch_size}
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+_TOP_KEYS = {
+    "dataset", "models", "methods", "metrics", "out", "seed", "profile", "map_reduce",
+    "save_maps", "name", "resources",
+}
+
+
+def _components(raw: Any, key: str, check: Any) -> tuple[Component, ...]:
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{key}: expected a non-empty list of names or {{name: ...}} mappings")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"{key}[{i}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ConfigError(f"{where}: expected a name or a mapping with a 'name' key")
+        params = {k: v for k, v in item.items() if k != "name"}
+        if "params" in params and isinstance(params["params"], dict):
+            params.update(params.pop("params"))
+        comp = Component(item["name"], params)
+        try:
+            check(comp)
+        except (UnknownNameError, ConfigError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        out.append(comp)
+    labels = [c.label for c in out]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError(f"{key}: {dup} appear more than once; give one an 'alias'")
+    return tuple(out)
+
+
+def _check_model(c: Component) -> None:
+    if not c.name.startswith("timm:"):
+        models.REGISTRY.get(c.name)
+    unknown = set(c.params) - {"weights", "alias", "num_gpus"}
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)}; allowed: weights, alias, num_gpus")
+
+
+def _check_method(c: Component) -> None:
+    methods.get(c.name).params("paper", **c.call_params())
+
+
+def _check_metric(c: Component) -> None:
+    metrics.get(c.name).params("paper", **c.call_params())
+
+
+def _typed(raw: dict[str, Any], key: str, name: str, kind: type | tuple[type, ...]) -> Any:
+    value = raw[name]
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(f"{key}{name}: expected a number, got {value!r}")
+    if not isinstance(value, kind):
+        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{key}{name}: expected {want}, got {value!r}")
+    return value
+
+
+def _resources(raw: Any) -> ResourceConfig:
+    if raw is None:
+        return ResourceConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError("resources: expected a mapping")
+    defaults = ResourceConfig()
+    allowed = set(asdict(defaults))
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"resources: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    values = {}
+    for name in raw:
+        if name in ("address", "torch_threads") and raw[name] is None:
+            values[name] = None
+            continue
+        kind = {"address": str, "device": str}.get(name)
+        if kind is None:
+            kind = int if isinstance(getattr(defaults, name), int) or name == "torch_threads" \
+                else (int, float)
+        values[name] = _typed(raw, "resources.", name, kind)
+        if kind is not str and values[name] <= 0:
+            raise ConfigError(f"resources.{name}: must be positive, got {values[name]}")
+    if values.get("device", "auto") not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"resources.device: expected auto, cpu or cuda, got {values['device']!r}")
+    return ResourceConfig(**values)
+
+
+def parse_config(raw: Any) -> RunConfig:
+    """Validate a config mapping into a RunConfig; ConfigError names the bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config must be a mapping of keys, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}")
+    for key in ("dataset", "models", "methods"):
+        if key not in raw:
+            raise ConfigError(f"missing required key {key!r}")
+    ds = raw["dataset"]
+    if isinstance(ds, str):
+        ds = {"kind": ds}
+    if not isinstance(ds, dict) or "kind" not in ds:
+        raise ConfigError("dataset: expected a mapping with a 'kind' key, e.g. {kind: sample}")
+    try:
+        datasets.REGISTRY.get(ds["kind"])
+    except UnknownNameError as exc:
+        raise ConfigError(f"dataset.kind: {exc}") from None
+    kw: dict[str, Any] = {}
+    for name, kind in (("out", str), ("seed", int), ("profile", str), ("map_reduce", str),
+                       ("save_maps", bool), ("name", str)):
+        if name in raw:
+            kw[name] = _typed(raw, "", name, kind)
+    if kw.get("profile", "fast") not in ("fast", "paper"):
+        raise ConfigError(f"profile: expected fast or paper, got {kw['profile']!r}")
+    if kw.get("map_reduce", "abs_sum") not in methods.REDUCTIONS:
+        raise ConfigError(f"map_reduce: expected one of {methods.REDUCTIONS}")
+    return RunConfig(
+        dataset=copy.deepcopy(ds),
+        models=_components(raw["models"], "models", _check_model),
+        methods=_components(raw["methods"], "methods", _check_method),
+        metrics=_components(raw.get("metrics", DEFAULT_METRICS), "metrics", _check_metric),
+        resources=_resources(raw.get("resources")),
+        **kw,
+    )
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (value parsed as YAML) to a raw config mapping."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a mapping")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config file (safe_load), apply ``overrides`` and validate it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+    return parse_config(apply_overrides(raw or {}, overrides or []))

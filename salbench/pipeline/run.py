@@ -1,0 +1,196 @@
+"""Run orchestration: plan shards, start or join Ray, stream the graph, write tables (SPEC 6).
+
+Output under ``<out>/<run_id>/``: ``samples/shard-*.parquet`` (+ ``.done`` markers),
+``summary.parquet``, ``manifest.json``, ``config.yaml`` and ``run.log``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import pandas as pd
+import yaml
+
+from salbench import models
+from salbench.datasets import open_dataset
+from salbench.errors import ConfigError
+from salbench.pipeline import manifest as mf
+from salbench.pipeline import tables
+from salbench.pipeline.config import RunConfig, parse_config
+
+log = logging.getLogger("salbench")
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote its tables, and the tables themselves."""
+
+    run_dir: Path
+    samples: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def plan_shards(n: int, shard_size: int) -> list[dict[str, int]]:
+    """Split rows 0..n-1 into consecutive shards of ``shard_size`` rows."""
+    return [
+        {"shard": i, "start": start, "stop": min(n, start + shard_size)}
+        for i, start in enumerate(range(0, n, shard_size))
+    ]
+
+
+def new_run_dir(config: RunConfig, today: dt.date | None = None) -> Path:
+    """``<out>/<name>-<YYYYMMDD>-<config hash>``; a suffix -2, -3, ... if that exists."""
+    day = (today or dt.date.today()).strftime("%Y%m%d")
+    base = Path(config.out) / f"{config.name}-{day}-{config.hash()}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def ensure_ray(address: str | None) -> None:
+    """Join the Ray cluster at ``address`` ("auto" = a local ``ray start``), or start one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    ctx_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+    if address:
+        ray.init(address=address, **ctx_args)
+    else:
+        ray.init(**ctx_args)
+
+
+def _configure_ray_data(progress: bool) -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = progress
+    ctx.enable_operator_progress_bars = progress
+
+
+def _file_logger(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def run(
+    config: RunConfig,
+    *,
+    run_dir: Path | None = None,
+    progress: TextIO | None = sys.stderr,
+    ray_progress_bars: bool = False,
+) -> RunResult:
+    """Run ``config`` (or finish the unfinished shards of ``run_dir``) and write the tables."""
+    t_start = time.time()
+    dataset = open_dataset(config.dataset)
+    shards = plan_shards(len(dataset), config.resources.shard_size)
+    if not shards:
+        raise ConfigError(f"dataset {config.dataset} has no rows")
+    fresh = run_dir is None
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+    run_id = run_dir.name
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    handler = _file_logger(run_dir)
+    try:
+        if fresh:
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        geometries = []
+        for comp in config.models:  # fail fast (missing weights) before starting Ray work
+            m = models.load(comp.name, weights=comp.params.get("weights"))
+            geometries.append((m.input_size, m.crop_fraction))
+        done = tables.finished_shards(run_dir)
+        pending = [s for s in shards if s["shard"] not in done]
+        manifest = {
+            "run_id": run_id, "status": "running", "config": config.to_dict(),
+            "config_hash": config.hash(), "packages": mf.package_versions(),
+            "git_commit": mf.git_commit(), "host": mf.host_info(),
+            "dataset": {"spec": config.dataset, "rows": len(dataset),
+                        "fingerprint": dataset.fingerprint()},
+            "seed": config.seed, "shards": len(shards),
+            "started": dt.datetime.now(dt.timezone.utc).isoformat(),
+        }
+        mf.write_manifest(run_dir, manifest)
+        log.info("run %s: %d shards, %d pending", run_id, len(shards), len(pending))
+        timings = _execute(config, run_dir, run_id, pending, geometries, progress,
+                           ray_progress_bars) if pending else {}
+        samples = tables.read_samples(run_dir)
+        summary = tables.summarize(samples, config)
+        tables.write_table(summary, run_dir / "summary.parquet")
+        manifest.update(
+            status="complete", finished=dt.datetime.now(dt.timezone.utc).isoformat(),
+            wall_seconds=round(time.time() - t_start, 3), timings=timings,
+            counts={"rows": len(samples), "ok": int((samples["status"] == "ok").sum()),
+                    "errors": int((samples["status"] != "ok").sum()),
+                    "shards_run_now": len(pending)},
+        )
+        mf.write_manifest(run_dir, manifest)
+        return RunResult(run_dir, samples, summary)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _execute(
+    config: RunConfig,
+    run_dir: Path,
+    run_id: str,
+    pending: list[dict[str, int]],
+    geometries: list[tuple[tuple[int, int], float]],
+    progress: TextIO | None,
+    ray_progress_bars: bool,
+) -> dict[str, Any]:
+    from salbench.pipeline.graph import build_graph
+
+    ensure_ray(config.resources.address)
+    _configure_ray_data(ray_progress_bars)
+    per_row = len(config.models) * len(config.methods)
+    expected = {s["shard"]: (s["stop"] - s["start"]) * per_row for s in pending}
+    buffers: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
+    t0, written = time.time(), 0
+    ds = build_graph(config, pending, geometries)
+    for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+        for row in batch.to_dict("records"):
+            shard = int(row["shard"])
+            buffers[shard].append(row)
+            if row["status"] == "ok":
+                seconds[(row["model"], row["method"])].append(float(row["seconds"]))
+            if len(buffers[shard]) == expected[shard]:
+                tables.write_shard(run_dir, shard,
+                                   tables.rows_to_table(buffers.pop(shard), config, run_id))
+                written += 1
+                msg = (f"[salbench] shard {shard} written ({written}/{len(pending)} pending "
+                       f"shards, {time.time() - t0:.1f} s)")
+                log.info(msg)
+                if progress is not None:
+                    print(msg, file=progress, flush=True)
+    if buffers:
+        missing = {s: f"{len(r)}/{expected[s]}" for s, r in buffers.items()}
+        raise RuntimeError(f"pipeline ended with incomplete shards (rows seen): {missing}")
+    return {
+        "execute_seconds": round(time.time() - t0, 3),
+        "method_seconds_per_image": {
+            f"{m}/{k}": round(sum(v) / len(v), 4) for (m, k), v in sorted(seconds.items())
+        },
+    }
+
+
+def resume(run_dir: str | Path, **kwargs: Any) -> RunResult:
+    """Finish a run from its directory: reads the config from the manifest, skips done shards."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").is_file():
+        raise ConfigError(f"{run_dir} is not a salbench run directory (no manifest.json)")
+    config = parse_config(mf.read_manifest(run_dir)["config"])
+    return run(config, run_dir=run_dir, **kwargs)

@@ -1,0 +1,83 @@
+"""Pure per-row stage functions of the Ray Data graph: read shards, decode + crop.
+
+They run inside Ray tasks but know nothing of Ray. Rows between stages use fixed-type
+columns only (ints, strings, bytes), so every block has the same Arrow schema: arrays travel
+as raw bytes (``crop``: uint8 [H, W, 3]; ``map``: float16 [H, W]) and boxes as JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from salbench.datasets import open_dataset
+from salbench.datasets.base import Dataset
+from salbench.datasets.decode import decode_image, encode_png
+from salbench.errors import BadInputError
+from salbench.models.base import center_crop, crop_boxes
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(spec_json: str) -> Dataset:
+    return open_dataset(json.loads(spec_json))
+
+
+def read_shard(item: dict[str, Any], *, dataset_json: str) -> Iterator[dict[str, Any]]:
+    """Shard item {shard, start, stop} -> its dataset rows with bytes images, boxes as JSON.
+
+    A row that cannot be read carries ``read_error`` (the reason) and an empty image.
+    """
+    ds = _dataset(dataset_json)
+    start, stop = int(item["start"]), int(item["stop"])
+    for offset, row in enumerate(ds.read(start, stop)):
+        image, error = row.get("image", b""), str(row.get("error") or "")
+        if isinstance(image, np.ndarray):
+            try:
+                image = encode_png(image)
+            except (BadInputError, ValueError, TypeError) as exc:
+                image, error = b"", f"cannot encode array image: {exc}"
+        yield {
+            "shard": int(item["shard"]),
+            "index": start + offset,
+            "sample_id": str(row["sample_id"]),
+            "image": bytes(image),
+            "label": int(row.get("label", -1) if row.get("label") is not None else -1),
+            "boxes": json.dumps(np.asarray(row.get("boxes") or [], float).reshape(-1, 4).tolist()),
+            "source": str(row.get("source", "")),
+            "read_error": error,
+        }
+
+
+def decode_batch(
+    batch: pd.DataFrame, *, input_size: tuple[int, int], crop_fraction: float
+) -> pd.DataFrame:
+    """Decode each image, centre-crop it for the model, map its boxes into the crop.
+
+    Output columns: shard, index, sample_id, label, source, boxes (JSON, crop pixels), crop
+    (uint8 [H, W, 3] bytes, empty on error), status ("ok" or "bad_image"), error (reason).
+    """
+    out = []
+    for row in batch.to_dict("records"):
+        rec = {k: row[k] for k in ("shard", "index", "sample_id", "label", "source")}
+        rec.update(boxes="[]", crop=b"", status="ok", error="")
+        try:
+            if row["read_error"]:
+                raise BadInputError(row["read_error"])
+            img = decode_image(row["image"])
+            rec["crop"] = center_crop(img, input_size, crop_fraction).tobytes()
+            boxes = crop_boxes(np.array(json.loads(row["boxes"])), img.shape[:2], input_size,
+                               crop_fraction)
+            rec["boxes"] = json.dumps(boxes.tolist())
+        except BadInputError as exc:
+            rec.update(status="bad_image", error=str(exc))
+        except Exception as exc:  # a hostile file must become an error row, never a crash
+            rec.update(status="bad_image", error=f"{type(exc).__name__}: {exc}")
+        out.append(rec)
+    return pd.DataFrame(out, columns=[
+        "shard", "index", "sample_id", "label", "source", "boxes", "crop", "status", "error",
+    ])

@@ -1,0 +1,157 @@
+"""Output tables: the per-sample schema, atomic shard files, and the summary (SPEC 6).
+
+``samples/shard-NNNNN.parquet`` holds one row per sample x model x method; it is written to a
+temporary name, renamed, then marked finished by ``shard-NNNNN.done`` (JSON with its row
+count). A shard counts as finished only when both exist and agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy import stats
+
+from salbench import methods, metrics
+from salbench.pipeline.config import RunConfig
+
+BASE_FIELDS = [
+    ("run_id", pa.string()), ("sample_id", pa.string()), ("shard", pa.int32()),
+    ("index", pa.int64()), ("model", pa.string()), ("method", pa.string()),
+    ("status", pa.string()), ("error", pa.string()), ("label", pa.int64()),
+    ("target", pa.int64()), ("pred", pa.int64()), ("target_prob", pa.float64()),
+]
+SORT_KEYS = ["index", "model", "method"]
+
+
+def value_columns(config: RunConfig) -> dict[str, str]:
+    """Column -> "float" | "curve" for every method diagnostic and metric output."""
+    cols: dict[str, str] = {}
+    for comp in config.methods:
+        cols.update({c: "float" for c in methods.get(comp.name).info_columns})
+    for comp in config.metrics:
+        cols.update(metrics.get(comp.name).columns)
+    return cols
+
+
+def samples_schema(config: RunConfig) -> pa.Schema:
+    """Arrow schema of the per-sample table of ``config``."""
+    fields = list(BASE_FIELDS)
+    for col, kind in value_columns(config).items():
+        fields.append((col, pa.list_(pa.float32()) if kind == "curve" else pa.float64()))
+    if config.save_maps:
+        fields += [("map", pa.binary()), ("map_height", pa.int32()), ("map_width", pa.int32())]
+    return pa.schema(fields)
+
+
+def rows_to_table(rows: list[dict[str, Any]], config: RunConfig, run_id: str) -> pa.Table:
+    """Stage output rows (with a JSON ``values`` column) -> a sorted table in the schema."""
+    schema = samples_schema(config)
+    cols = value_columns(config)
+    records = []
+    for r in sorted(rows, key=lambda r: tuple(r[k] for k in SORT_KEYS)):
+        values = json.loads(r["values"])
+        rec = {name: r.get(name) for name, _ in BASE_FIELDS}
+        rec["run_id"] = run_id
+        for col, kind in cols.items():
+            v = values.get(col)
+            if v is None:
+                rec[col] = None
+            elif kind == "curve":
+                rec[col] = [float(t) for t in v]
+            else:
+                rec[col] = float(v)
+        if config.save_maps:
+            rec.update(map=r["map"] or None, map_height=int(r["height"]),
+                       map_width=int(r["width"]))
+        records.append(rec)
+    return pa.Table.from_pylist(records, schema=schema)
+
+
+def shard_paths(run_dir: Path, shard: int) -> tuple[Path, Path]:
+    """(parquet file, completion marker) of shard ``shard``."""
+    base = run_dir / "samples" / f"shard-{shard:05d}"
+    return base.with_suffix(".parquet"), base.with_suffix(".done")
+
+
+def write_shard(run_dir: Path, shard: int, table: pa.Table) -> Path:
+    """Write a shard atomically (temp file, fsync, rename) and then its completion marker."""
+    path, marker = shard_paths(run_dir, shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".parquet.tmp-{os.getpid()}")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    tmp_marker = marker.with_suffix(f".done.tmp-{os.getpid()}")
+    tmp_marker.write_text(json.dumps({"shard": shard, "rows": table.num_rows}))
+    os.replace(tmp_marker, marker)
+    return path
+
+
+def finished_shards(run_dir: Path) -> set[int]:
+    """Shards whose parquet file and marker both exist and whose row counts agree."""
+    done = set()
+    for marker in sorted((run_dir / "samples").glob("shard-*.done")):
+        path = marker.with_suffix(".parquet")
+        try:
+            rows = json.loads(marker.read_text())["rows"]
+            if path.is_file() and pq.ParquetFile(path).metadata.num_rows == rows:
+                done.add(int(marker.stem.split("-")[1]))
+        except (OSError, ValueError, KeyError, pa.ArrowException):
+            continue
+    return done
+
+
+def read_samples(run_dir: Path) -> pd.DataFrame:
+    """All finished shards of a run as one DataFrame, sorted by (index, model, method)."""
+    files = [shard_paths(run_dir, s)[0] for s in sorted(finished_shards(run_dir))]
+    if not files:
+        return pd.DataFrame(columns=[name for name, _ in BASE_FIELDS])
+    frame = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    return frame.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
+
+
+def summarize(samples: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
+    """model x method x metric statistics over ok rows with a finite value.
+
+    Columns: model, method, metric, n (values used), n_rows (all rows), n_error (rows whose
+    status is not ok), mean, std (ddof 1), median, ci95_low, ci95_high (Student t interval of
+    the mean; NaN when n < 2).
+    """
+    scalar = [c for c, kind in value_columns(config).items() if kind == "float"]
+    scalar = ["target_prob", *scalar]
+    out = []
+    for (model, method), g in samples.groupby(["model", "method"], sort=True):
+        ok = g[g["status"] == "ok"]
+        for col in scalar:
+            v = ok[col].to_numpy(dtype=np.float64) if col in ok else np.array([])
+            v = v[np.isfinite(v)]
+            n = len(v)
+            mean = float(v.mean()) if n else math.nan
+            std = float(v.std(ddof=1)) if n > 1 else math.nan
+            half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
+            out.append({
+                "model": model, "method": method, "metric": col, "n": n, "n_rows": len(g),
+                "n_error": int((g["status"] != "ok").sum()), "mean": mean, "std": std,
+                "median": float(np.median(v)) if n else math.nan,
+                "ci95_low": mean - half, "ci95_high": mean + half,
+            })
+    return pd.DataFrame(out, columns=[
+        "model", "method", "metric", "n", "n_rows", "n_error", "mean", "std", "median",
+        "ci95_low", "ci95_high",
+    ])
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write a DataFrame as Parquet atomically."""
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    os.replace(tmp, path)
