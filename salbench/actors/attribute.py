@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -52,9 +53,12 @@ class AttributeActor:
     def __init__(self, config: dict[str, Any], model_index: int) -> None:
         self.config: RunConfig = parse_config(config)
         res = self.config.resources
+        self.device = pick_device(res.device)
         if res.torch_threads:
             torch.set_num_threads(res.torch_threads)
-        self.device = pick_device(res.device)
+        elif self.device.type == "cpu":  # share this node's cores among the model actors
+            actors = res.attribute_actors * len(self.config.models)
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // actors))
         comp = self.config.models[model_index]
         self.model_label = comp.label
         self.model = models.load(comp.name, weights=comp.params.get("weights"),
@@ -73,8 +77,9 @@ class AttributeActor:
             if r["status"] != "ok":
                 out += [self._row(r, m.label, r["status"], r["error"]) for m, _ in
                         self.method_specs]
-        if ok:
-            out += self._attribute(ok)
+        size = self.config.resources.batch_size
+        for start in range(0, len(ok), size):
+            out += self._attribute(ok[start:start + size])
         frame = pd.DataFrame(out, columns=OUTPUT_COLUMNS)
         return frame.sort_values(["index", "method"], kind="stable").reset_index(drop=True)
 

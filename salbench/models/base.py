@@ -127,7 +127,10 @@ def crop_boxes(
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> float32 [3, H, W] in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)
+    arr = np.ascontiguousarray(img)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

@@ -51,6 +51,10 @@ class ResourceConfig:
 
     address: None (start a local Ray), "auto" (join a running ``ray start --head``) or a
     cluster address. device: "auto" (CUDA when the cluster has GPUs), "cpu" or "cuda".
+    batch_size: images per model call (a shard is split into batches of this size).
+    shard_size: images per shard, the unit of streaming, output files and resume.
+    torch_threads: threads of each model actor; None = on CPU, the node's cores divided
+    among the model actors (on a 2-core laptop the one model actor gets both).
     """
 
     address: str | None = None

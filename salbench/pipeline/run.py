@@ -1,6 +1,6 @@
 """Run orchestration: plan shards, start or join Ray, stream the graph, write tables (SPEC 6).
 
-Output under ``<out>/<run_id>/``: ``samples/shard-*.parquet`` (+ ``.done`` markers),
+Output under ``<out>/<run_id>/``: ``samples/shard-*.parquet`` (+ ``_done/`` markers),
 ``summary.parquet``, ``manifest.json``, ``config.yaml`` and ``run.log``.
 """
 

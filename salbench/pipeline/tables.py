@@ -1,8 +1,10 @@
 """Output tables: the per-sample schema, atomic shard files, and the summary (SPEC 6).
 
 ``samples/shard-NNNNN.parquet`` holds one row per sample x model x method; it is written to a
-temporary name, renamed, then marked finished by ``shard-NNNNN.done`` (JSON with its row
-count). A shard counts as finished only when both exist and agree.
+hidden temporary name, renamed, then marked finished by ``_done/shard-NNNNN.json`` (its row
+count). A shard counts as finished only when both exist and agree. ``samples/`` holds only
+finished Parquet files and hidden temporaries, so ``pandas.read_parquet(run_dir / "samples")``
+reads it as one dataset.
 """
 
 from __future__ import annotations
@@ -77,20 +79,21 @@ def rows_to_table(rows: list[dict[str, Any]], config: RunConfig, run_id: str) ->
 
 def shard_paths(run_dir: Path, shard: int) -> tuple[Path, Path]:
     """(parquet file, completion marker) of shard ``shard``."""
-    base = run_dir / "samples" / f"shard-{shard:05d}"
-    return base.with_suffix(".parquet"), base.with_suffix(".done")
+    name = f"shard-{shard:05d}"
+    return run_dir / "samples" / f"{name}.parquet", run_dir / "_done" / f"{name}.json"
 
 
 def write_shard(run_dir: Path, shard: int, table: pa.Table) -> Path:
     """Write a shard atomically (temp file, fsync, rename) and then its completion marker."""
     path, marker = shard_paths(run_dir, shard)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".parquet.tmp-{os.getpid()}")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(table, tmp)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    tmp_marker = marker.with_suffix(f".done.tmp-{os.getpid()}")
+    tmp_marker = marker.with_name(f".{marker.name}.tmp-{os.getpid()}")
     tmp_marker.write_text(json.dumps({"shard": shard, "rows": table.num_rows}))
     os.replace(tmp_marker, marker)
     return path
@@ -99,12 +102,13 @@ def write_shard(run_dir: Path, shard: int, table: pa.Table) -> Path:
 def finished_shards(run_dir: Path) -> set[int]:
     """Shards whose parquet file and marker both exist and whose row counts agree."""
     done = set()
-    for marker in sorted((run_dir / "samples").glob("shard-*.done")):
-        path = marker.with_suffix(".parquet")
+    for marker in sorted((run_dir / "_done").glob("shard-*.json")):
         try:
+            shard = int(marker.stem.split("-")[1])
+            path = shard_paths(run_dir, shard)[0]
             rows = json.loads(marker.read_text())["rows"]
             if path.is_file() and pq.ParquetFile(path).metadata.num_rows == rows:
-                done.add(int(marker.stem.split("-")[1]))
+                done.add(shard)
         except (OSError, ValueError, KeyError, pa.ArrowException):
             continue
     return done
@@ -152,6 +156,6 @@ def summarize(samples: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:
     """Write a DataFrame as Parquet atomically."""
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
     os.replace(tmp, path)
