@@ -40,7 +40,7 @@ def results_table(summary: pd.DataFrame) -> str:
     return table.join(n).to_string(float_format=lambda v: f"{v:.4f}")
 
 
-def _run(config: "RunConfig", run_dir: str | None = None) -> int:
+def _run(config: RunConfig, run_dir: str | None = None) -> int:
     from salbench.pipeline import run
 
     result = run(config, run_dir=run_dir)

@@ -13,7 +13,8 @@ torch.set_num_threads(int(os.environ.get("SALBENCH_TEST_THREADS", "2")))
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray cluster for the whole session (2 CPUs, no dashboard, small object store)."""
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
+    import ray
     import ray.data
 
     if not ray.is_initialized():

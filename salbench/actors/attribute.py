@@ -89,7 +89,8 @@ class AttributeActor:
             "shard": r["shard"], "index": r["index"], "sample_id": r["sample_id"],
             "model": self.model_label, "method": method, "status": status, "error": error,
             "label": r["label"], "target": -1, "pred": -1, "target_prob": float("nan"),
-            "values": "{}", "map": b"", "crop": b"", "boxes": r["boxes"], "height": 0, "width": 0, "seconds": 0.0,
+            "values": "{}", "map": b"", "crop": b"", "boxes": r["boxes"], "height": 0,
+            "width": 0, "seconds": 0.0,
         }
         row.update(extra)
         return row
@@ -111,7 +112,7 @@ class AttributeActor:
         ]).to(self.device)
         pred, target, prob, valid = self._targets(rows, x)
         out = []
-        for r, t, v in zip(rows, target, valid):
+        for r, t, v in zip(rows, target, valid, strict=False):
             if not v:
                 msg = f"label {t} is out of range for model {self.model_label} " \
                       f"({self.model.num_classes} classes)"
@@ -141,7 +142,7 @@ class AttributeActor:
         except Exception as exc:
             log.warning("method %s failed on %d samples: %s", comp.label, len(rows), exc)
             return [self._row(r, comp.label, "method_error", _error_message(exc), **p)
-                    for r, p in zip(rows, per)]
+                    for r, p in zip(rows, per, strict=False)]
         seconds = (time.perf_counter() - t0) / len(rows)
         values: list[dict[str, Any]] = [
             {k: float(v[i]) for k, v in res.info.items()} for i in range(len(rows))

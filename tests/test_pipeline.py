@@ -1,0 +1,211 @@
+"""The Ray pipeline end to end: tables, error rows, determinism, resume, config errors, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from salbench.cli import DEMO_CONFIG, main
+from salbench.errors import ConfigError
+from salbench.pipeline import load_config, parse_config, resume, run
+from salbench.pipeline.tables import finished_shards, read_samples, shard_paths
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+TINY = {
+    "name": "t",
+    "seed": 0,
+    "profile": "fast",
+    "dataset": {"kind": "synthetic", "n": 5, "size": 32, "seed": 3},
+    "models": ["tiny_smooth"],
+    "methods": ["vg", {"name": "ig", "steps": 8}],
+    "metrics": ["insertion", "deletion", "pointing_game"],
+    "resources": {"shard_size": 2, "batch_size": 2, "torch_threads": 1},
+}
+
+
+def _config(tmp_path: Path, **changes) -> dict:
+    cfg = json.loads(json.dumps(TINY))
+    cfg["out"] = str(tmp_path / "runs")
+    cfg.update(changes)
+    return cfg
+
+
+def _tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    samples = read_samples(run_dir).drop(columns=["run_id"])
+    summary = pd.read_parquet(run_dir / "summary.parquet")
+    return samples, summary
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tiny")
+    return run(parse_config(_config(tmp)), progress=None)
+
+
+def test_tables_and_manifest(tiny_run):
+    s = tiny_run.samples
+    assert len(s) == 5 * 2 and set(s["method"]) == {"vg", "ig"}
+    assert (s["status"] == "ok").all() and (s["model"] == "tiny_smooth").all()
+    assert s["run_id"].nunique() == 1 and s["run_id"].iloc[0] == tiny_run.run_dir.name
+    ig = s[s["method"] == "ig"]
+    assert ig["completeness_error"].notna().all() and s.loc[s.method == "vg",
+                                                           "completeness_error"].isna().all()
+    assert all(len(c) == 11 for c in s["insertion_curve"])  # fast profile: 10 steps
+    assert s["insertion_auc"].between(0, 1).all() and s["pointing_game_hit"].isin([0, 1]).all()
+    # every row's AUC is the trapezoid of its own curve
+    for curve, auc in zip(s["deletion_curve"], s["deletion_auc"], strict=False):
+        c = np.asarray(curve, np.float64)
+        assert auc == pytest.approx(((c[1:] + c[:-1]) / 2).mean(), rel=1e-6)
+    summ = tiny_run.summary
+    row = summ[(summ.method == "ig") & (summ.metric == "insertion_auc")].iloc[0]
+    vals = ig["insertion_auc"].to_numpy()
+    assert row["n"] == 5 and row["mean"] == pytest.approx(vals.mean())
+    assert row["ci95_low"] < row["mean"] < row["ci95_high"]
+    man = json.loads((tiny_run.run_dir / "manifest.json").read_text())
+    assert man["status"] == "complete" and man["counts"]["rows"] == 10
+    assert man["dataset"]["rows"] == 5 and len(man["dataset"]["fingerprint"]) == 16
+    assert man["packages"]["torch"] and man["config"]["methods"][1] == {"name": "ig", "steps": 8}
+    assert finished_shards(tiny_run.run_dir) == {0, 1, 2}
+    # samples/ is a plain Parquet dataset
+    assert len(pd.read_parquet(tiny_run.run_dir / "samples")) == 10
+
+
+def test_same_config_twice_gives_identical_tables(tiny_run, tmp_path):
+    again = run(parse_config(_config(tiny_run.run_dir.parent.parent)), progress=None)
+    assert again.run_dir != tiny_run.run_dir  # a second run gets its own directory
+    a, b = _tables(tiny_run.run_dir), _tables(again.run_dir)
+    pd.testing.assert_frame_equal(a[0], b[0])
+    pd.testing.assert_frame_equal(a[1], b[1])
+
+
+def test_resume_recomputes_only_missing_shards(tiny_run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run.run_dir, copy)
+    # a run killed mid-way: shard 1 never finished, shard 2 was written but not marked
+    for p in shard_paths(copy, 1):
+        p.unlink()
+    shard_paths(copy, 2)[1].unlink()
+    (copy / "samples" / ".shard-00003.parquet.tmp-99").write_bytes(b"partial")
+    (copy / "summary.parquet").unlink()
+    assert finished_shards(copy) == {0}
+    res = resume(copy, progress=None)
+    man = json.loads((copy / "manifest.json").read_text())
+    assert man["counts"]["shards_run_now"] == 2
+    a, b = _tables(tiny_run.run_dir), _tables(copy)
+    pd.testing.assert_frame_equal(a[0], b[0])
+    pd.testing.assert_frame_equal(a[1], b[1])
+    assert len(res.samples) == 10 and not res.samples.duplicated(["index", "method"]).any()
+
+
+def _png(rng: np.random.Generator, size=(40, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_bad_files_become_error_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "a_good.png").write_bytes(_png(rng))
+    (root / "b_empty.jpg").write_bytes(b"")
+    jpeg = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    (root / "c_truncated.jpg").write_bytes(jpeg.getvalue()[:300])
+    (root / "d_text.jpg").write_text("this is not an image")
+    (root / "e_good.png").write_bytes(_png(rng, (33, 60)))
+    (root / "f_unlabelled.png").write_bytes(_png(rng))
+    (root / "labels.csv").write_text(
+        "file,label\na_good.png,3\nb_empty.jpg,1\nc_truncated.jpg,1\nd_text.jpg,1\n"
+        "e_good.png,12\n"
+    )
+    cfg = _config(tmp_path, dataset={"kind": "folder", "path": str(root),
+                                     "labels": str(root / "labels.csv")})
+    res = run(parse_config(cfg), progress=None)
+    s = res.samples
+    assert len(s) == 6 * 2  # nothing dropped: 6 files x 2 methods
+    by_id = s.groupby("sample_id")["status"].first()
+    assert by_id["a_good.png"] == "ok"
+    assert (by_id[["b_empty.jpg", "c_truncated.jpg", "d_text.jpg"]] == "bad_image").all()
+    # label 12 does not exist for a 10-class model: an error row that says so
+    assert by_id["e_good.png"] == "bad_label"
+    assert by_id["f_unlabelled.png"] == "bad_image"
+    errors = s.groupby("sample_id")["error"].first()
+    assert "empty" in errors["b_empty.jpg"] and "truncated" in errors["c_truncated.jpg"]
+    assert "not an image" in errors["d_text.jpg"] and "out of range" in errors["e_good.png"]
+    assert "missing label" in errors["f_unlabelled.png"]
+    summ = res.summary
+    assert set(summ["n_error"]) == {5} and set(summ["n_rows"]) == {6}
+
+
+def test_config_errors_name_the_bad_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"methods\[1\].*valid methods"):
+        parse_config(_config(tmp_path, methods=["vg", "igg"]))
+    with pytest.raises(ConfigError, match=r"models\[0\].*valid models"):
+        parse_config(_config(tmp_path, models=["resnet5O"]))
+    with pytest.raises(ConfigError, match=r"metrics\[0\].*valid metrics"):
+        parse_config(_config(tmp_path, metrics=["sick"]))
+    with pytest.raises(ConfigError, match=r"methods\[1\].*stepz"):
+        parse_config(_config(tmp_path, methods=["vg", {"name": "ig", "stepz": 3}]))
+    with pytest.raises(ConfigError, match=r"unknown key.*modles"):
+        parse_config({**_config(tmp_path), "modles": []})
+    with pytest.raises(ConfigError, match=r"dataset.kind.*valid datasets"):
+        parse_config(_config(tmp_path, dataset={"kind": "imagenett"}))
+    with pytest.raises(ConfigError, match=r"resources.batch_size.*positive"):
+        parse_config(_config(tmp_path, resources={"batch_size": 0}))
+    with pytest.raises(ConfigError, match=r"seed: expected int"):
+        parse_config(_config(tmp_path, seed="zero"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_missing_weights_fail_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("SALBENCH_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    cfg = _config(tmp_path, models=["resnet18"])
+    with pytest.raises(FileNotFoundError, match="resnet18-f37072fd.pth"):
+        run(parse_config(cfg), progress=None)
+
+
+def test_cli_list_run_and_errors(tmp_path, capsys):
+    assert main(["list", "methods"]) == 0
+    assert {"vg", "gxi", "ig"} <= set(capsys.readouterr().out.split())
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({**_config(tmp_path), "methods": ["vg"]}))
+    assert main(["run", str(cfg), "--set", "dataset.n=2"]) == 0
+    out = capsys.readouterr().out
+    assert "run directory:" in out and "insertion_auc" in out
+    assert main(["run", str(cfg), "--set", "methods=[nope]"]) == 2
+    err = capsys.readouterr().err
+    assert "methods[0]" in err and "valid methods" in err and "Traceback" not in err
+
+
+def test_demo_config_file_matches_the_cli():
+    repo_cfg = yaml.safe_load((Path(__file__).parents[1] / "configs" / "demo.yaml").read_text())
+    assert repo_cfg == DEMO_CONFIG
+
+
+@pytest.mark.slow
+def test_embedded_model_on_sample_photos(tmp_path):
+    cfg = _config(tmp_path, dataset={"kind": "sample", "names": ["chelsea", "coffee", "coins"]},
+                  models=["efficientnet_lite0"], methods=["vg", {"name": "ig", "steps": 4}],
+                  resources={"shard_size": 3, "batch_size": 3})
+    res = run(parse_config(cfg), progress=None)
+    s = res.samples.set_index(["sample_id", "method"])
+    assert (s["status"] == "ok").all() and len(s) == 6
+    assert s.loc[("coffee", "vg"), "target"] == 967 and s.loc[("coffee", "vg"), "pred"] == 967
+    assert s.loc[("coins", "vg"), "label"] == -1  # no ImageNet class: target = top-1
+    assert s.loc[("coins", "vg"), "target"] == s.loc[("coins", "vg"), "pred"]
+    assert np.isnan(s.loc[("coins", "vg"), "pointing_game_hit"])  # no box
+    assert s.loc[("coffee", "ig"), "pointing_game_hit"] in (0.0, 1.0)
