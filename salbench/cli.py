@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"salbench: error: {exc}", file=sys.stderr)
         return 2
+    except ConnectionError as exc:
+        print(f"salbench: error: cannot reach the Ray cluster ({exc}); start one with "
+              "`ray start --head` or drop --address to run a local Ray", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
