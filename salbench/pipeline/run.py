@@ -57,16 +57,18 @@ def new_run_dir(config: RunConfig, today: dt.date | None = None) -> Path:
 
 
 def ensure_ray(address: str | None) -> None:
-    """Join the Ray cluster at ``address`` ("auto" = a local ``ray start``), or start one."""
+    """Join the Ray cluster at ``address`` ("auto" = a local ``ray start``), or start one.
+
+    Without an address a new local Ray is always started (``address="local"``): a cluster
+    left behind by an earlier ``ray start`` is joined only when asked for, and a stale one
+    can never make the run hang.
+    """
     import ray
 
     if ray.is_initialized():
         return
     ctx_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-    if address:
-        ray.init(address=address, **ctx_args)
-    else:
-        ray.init(**ctx_args)
+    ray.init(address=address or "local", **ctx_args)
 
 
 def _configure_ray_data(progress: bool) -> None:
