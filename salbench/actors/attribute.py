@@ -138,7 +138,7 @@ class AttributeActor:
         try:
             res = methods.attribute_with_info(comp.name, self.model, x, target,
                                               profile=self.config.profile, **params)
-            maps = methods.to_map(res.attr, self.config.map_reduce)
+            maps = methods.to_map(res.attr, spec.map_reduce or self.config.map_reduce)
         except Exception as exc:
             log.warning("method %s failed on %d samples: %s", comp.label, len(rows), exc)
             return [self._row(r, comp.label, "method_error", _error_message(exc), **p)

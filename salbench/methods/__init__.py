@@ -97,7 +97,7 @@ def to_map(attr: torch.Tensor, reduce: str = "abs_sum") -> torch.Tensor:
     raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
 
 
-from salbench.methods import gradient, ig  # noqa: E402,F401
+from salbench.methods import gradcam, gradient, ig, rise, smoothgrad, xrai  # noqa: E402,F401
 
 __all__ = [
     "Attribution", "MethodSpec", "REGISTRY", "attribute", "attribute_with_info", "get",

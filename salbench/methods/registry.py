@@ -33,6 +33,10 @@ class MethodSpec:
 
     ``defaults`` are the paper defaults; ``fast`` overrides them in the fast profile.
     ``info_columns`` names the per-sample diagnostics the method reports.
+    ``map_reduce`` is the channel reduction that turns the attribution into the method's
+    saliency map (None: the run's ``map_reduce``, "abs_sum" by default); methods whose
+    output is a signed single-channel map spread over three channels (Grad-CAM, XRAI) say
+    "sum".
     """
 
     name: str
@@ -41,6 +45,7 @@ class MethodSpec:
     fast: dict[str, Any]
     info_columns: tuple[str, ...] = ()
     description: str = ""
+    map_reduce: str | None = None
 
     def params(self, profile: str = "paper", **overrides: Any) -> dict[str, Any]:
         """The parameters a call uses: defaults, then the profile, then ``overrides``."""
@@ -66,6 +71,7 @@ def _build(
     fast: dict[str, Any] | None = None,
     info_columns: tuple[str, ...] = (),
     defaults: dict[str, Any] | None = None,
+    map_reduce: str | None = None,
 ) -> MethodSpec:
     if defaults is None:
         sig = inspect.signature(fn)
@@ -76,7 +82,8 @@ def _build(
             and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         }
     doc = (inspect.getdoc(fn) or "").split("\n", 1)[0]
-    return MethodSpec(name, fn, dict(defaults), dict(fast or {}), tuple(info_columns), doc)
+    return MethodSpec(name, fn, dict(defaults), dict(fast or {}), tuple(info_columns), doc,
+                      map_reduce)
 
 
 REGISTRY: Registry[MethodSpec] = Registry("method")
@@ -87,7 +94,11 @@ register = decorator(REGISTRY, _build)
 
 
 def get(name: str) -> MethodSpec:
-    """The MethodSpec of ``name`` (or of an import path ``"pkg.mod:fn"``)."""
+    """The MethodSpec of ``name``, of ``captum:<Name>``, or of an import path ``pkg.mod:fn``."""
+    if name.startswith("captum:"):
+        from salbench.methods.captum_adapter import captum_spec
+
+        return captum_spec(name)
     entry = REGISTRY.get(name)
     if isinstance(entry, MethodSpec):
         return entry
