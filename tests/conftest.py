@@ -18,8 +18,9 @@ def ray_session():
     import ray.data
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
-                 log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 object_store_memory=200 * 1024 * 1024, log_to_driver=False,
+                 configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False

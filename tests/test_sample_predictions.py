@@ -15,7 +15,7 @@ def test_embedded_model_predicts_annotated_classes(lite0):
     with torch.no_grad():
         top5 = lite0(x).topk(5, dim=1).indices
     labels = torch.tensor([r["label"] for r in rows])
-    top1_hits = {r["sample_id"] for r, ok in zip(rows, top5[:, 0] == labels) if ok}
+    top1_hits = {r["sample_id"] for r, ok in zip(rows, top5[:, 0] == labels, strict=True) if ok}
     # measured 2026-11-27: all but chelsea (top-1 282 tiger cat; annotated 281 tabby, top-3)
     assert top1_hits >= {"coffee", "rocket", "camera", "motorcycle"}
     assert (top5 == labels[:, None]).any(1).all()
