@@ -22,7 +22,7 @@ DEMO_CONFIG = {
     "profile": "fast",
     "dataset": {"kind": "sample"},
     "models": ["efficientnet_lite0"],
-    "methods": ["vg", "gxi", "ig"],
+    "methods": "all",
     "metrics": ["insertion", "deletion", "pointing_game"],
     "resources": {"shard_size": 4},
 }

@@ -150,8 +150,12 @@ class AttributeActor:
         status, error = ["ok"] * len(rows), [""] * len(rows)
         for mcomp, mspec in self.metric_specs:
             try:
-                cols = mspec.fn(self.model, x, target, maps,
-                                **mspec.params(self.config.profile, **mcomp.call_params()))
+                kw = mspec.params(self.config.profile, **mcomp.call_params())
+                if "seed" in mspec.defaults and "seed" not in mcomp.params:
+                    kw["seed"] = self.config.seed
+                if mspec.needs_attr:
+                    kw["attr"] = res.attr
+                cols = mspec.fn(self.model, x, target, maps, **kw)
             except Exception as exc:
                 log.warning("metric %s failed: %s", mcomp.label, exc)
                 status, error = ["metric_error"] * len(rows), [

@@ -10,6 +10,11 @@ def names() -> list[str]:
     return REGISTRY.names()
 
 
-from salbench.metrics import localization, perturbation  # noqa: E402,F401
+from salbench.metrics import (  # noqa: E402,F401
+    concentration,
+    localization,
+    perturbation,
+    sensitivity,
+)
 
 __all__ = ["MetricSpec", "REGISTRY", "get", "names", "register"]

@@ -37,3 +37,66 @@ def pointing_game_hit(
 def pointing_game(sample: dict[str, Any], *, tolerance: float = 15.0) -> dict[str, float]:
     """Pointing game (Zhang 2016): is the map's maximum within 15 px of a ground-truth box?"""
     return {"pointing_game_hit": pointing_game_hit(sample["map"], sample["boxes"], tolerance)}
+
+
+def box_mask(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool [H, W]: pixels whose centre lies inside any box (x0, y0, x1, y1)."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    mask = np.zeros(shape, bool)
+    for x0, y0, x1, y1 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        mask |= (xx >= x0) & (xx < x1) & (yy >= y0) & (yy < y1)
+    return mask
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC-AUC of ``scores`` for binary ``labels`` (Mann-Whitney U, ties count one half)."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(labels, bool).ravel()
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def wsol_scores(
+    saliency_map: np.ndarray, gt: np.ndarray, thresholds: int = 100
+) -> dict[str, float]:
+    """WSOL scores of a map against a ground-truth mask (IDGI paper, Sec. 5 / Table 4).
+
+    The map is min-max normalised to [0, 1] (a constant map becomes all zeros) and binarised
+    at ``thresholds`` evenly spaced levels in [0, 1); F1 and IoU are maximised and MAE
+    (mean |binary map - mask|) minimised over the levels; ROC-AUC ranks the raw map.
+    NaN for every score when the mask is empty or covers the whole image.
+    """
+    m = np.asarray(saliency_map, np.float64)
+    if not np.isfinite(m).all():
+        raise ValueError("saliency map contains NaN or inf")
+    y = np.asarray(gt, bool)
+    if not y.any() or y.all():
+        nan = float("nan")
+        return {"wsol_f1": nan, "wsol_iou": nan, "wsol_mae": nan, "wsol_roc_auc": nan}
+    lo, hi = m.min(), m.max()
+    norm = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+    levels = np.arange(thresholds) / thresholds
+    pred = norm.ravel()[None, :] > levels[:, None]
+    yv = y.ravel()[None, :]
+    tp = (pred & yv).sum(1)
+    fp = (pred & ~yv).sum(1)
+    fn = (~pred & yv).sum(1)
+    f1 = 2 * tp / np.maximum(2 * tp + fp + fn, 1)
+    iou = tp / np.maximum(tp + fp + fn, 1)
+    mae = (fp + fn) / y.size
+    return {"wsol_f1": float(f1.max()), "wsol_iou": float(iou.max()),
+            "wsol_mae": float(mae.min()), "wsol_roc_auc": roc_auc(m, y)}
+
+
+@register("wsol", stage="cpu", columns={c: "float" for c in
+                                        ("wsol_f1", "wsol_iou", "wsol_mae", "wsol_roc_auc")})
+def wsol(sample: dict[str, Any], *, thresholds: int = 100) -> dict[str, float]:
+    """Weakly supervised localization against the box masks: best F1 / IoU / MAE, ROC-AUC."""
+    gt = box_mask(sample["boxes"], sample["map"].shape)
+    return wsol_scores(sample["map"], gt, thresholds)

@@ -79,7 +79,12 @@ def trapezoid_auc(curve: np.ndarray) -> np.ndarray:
     return (c[..., 1:] + c[..., :-1]).sum(-1) / (2 * (c.shape[-1] - 1))
 
 
-def _curve_metric(mode: str) -> Any:
+def _curve_metric(prefix: str, mode: str, protocol: str) -> Any:
+    """A registered curve metric: ``mode`` insertion/deletion, pixels ranked by the map,
+    columns ``<prefix>_auc``, ``<prefix>_ratio_auc``
+    (curve / probability of the original image) and ``<prefix>_curve``. ``normalize="peak"``
+    divides each curve by its maximum before the AUC (SAMP's peak normalisation)."""
+
     def metric(
         model: Classifier,
         x: torch.Tensor,
@@ -90,37 +95,92 @@ def _curve_metric(mode: str) -> Any:
         baseline: str | float = "black",
         blur_sigma: float = 5.0,
         score: str = "prob",
+        normalize: str = "none",
         internal_batch_size: int = 64,
     ) -> dict[str, Any]:
+        if normalize not in ("none", "peak"):
+            raise ValueError(f"normalize must be 'none' or 'peak', got {normalize!r}")
         curves = perturbation_curves(
-            model, x, target, maps, mode=mode, steps=steps, baseline=baseline,
-            blur_sigma=blur_sigma, score=score, internal_batch_size=internal_batch_size,
-        ).cpu().numpy()
+            model, x, target, maps, mode=mode, steps=steps,
+            baseline=baseline, blur_sigma=blur_sigma, score=score,
+            internal_batch_size=internal_batch_size,
+        ).cpu().numpy().astype(np.float64)
         full = curves[:, -1] if mode == "insertion" else curves[:, 0]
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = curves / full[:, None]
+            if normalize == "peak":
+                curves = curves / np.abs(curves).max(1, keepdims=True)
         return {
-            f"{mode}_auc": trapezoid_auc(curves),
-            f"{mode}_ratio_auc": trapezoid_auc(ratio),
-            f"{mode}_curve": list(curves.astype(np.float32)),
+            f"{prefix}_auc": trapezoid_auc(curves),
+            f"{prefix}_ratio_auc": trapezoid_auc(ratio),
+            f"{prefix}_curve": list(curves.astype(np.float32)),
         }
 
-    metric.__doc__ = (
-        f"{mode.capitalize()} curve and AUC (IDGI protocol by default: 5% steps, black "
-        "baseline, softmax probability; ratio AUC divides by the original probability)."
-    )
+    metric.__doc__ = protocol
     return metric
 
 
-_COLUMNS = {"auc": "float", "ratio_auc": "float", "curve": "curve"}
+def _register_curve(name: str, mode: str, protocol: str, *, defaults: dict[str, Any],
+                    fast: dict[str, Any]) -> None:
+    fn = _curve_metric(name, mode, protocol)
+    params = {"steps": 20, "baseline": "black", "blur_sigma": 5.0, "score": "prob",
+              "normalize": "none", "internal_batch_size": 64, **defaults}
+    register(name, fn, stage="model", defaults=params, fast=fast,
+             columns={f"{name}_auc": "float", f"{name}_ratio_auc": "float",
+                      f"{name}_curve": "curve"})
 
-insertion = register(
-    "insertion", _curve_metric("insertion"), stage="model",
-    columns={f"insertion_{k}": v for k, v in _COLUMNS.items()},
-    fast={"steps": 10},
+
+for _mode in ("insertion", "deletion"):
+    _register_curve(
+        _mode, _mode,
+        f"{_mode.capitalize()} (IDGI protocol: 5% steps, black baseline, softmax probability; "
+        "ratio AUC divides by the original probability).",
+        defaults={}, fast={"steps": 10},
+    )
+    _register_curve(
+        f"{_mode}_igos", _mode,
+        f"{_mode.capitalize()} (I-GOS protocol: a highly blurred image (sigma 50) as the "
+        "base for both directions, softmax probability, 224 steps at 224 px).",
+        defaults={"steps": 224, "baseline": "blur", "blur_sigma": 50.0}, fast={"steps": 20},
+    )
+_register_curve(
+    "deletion_samp", "deletion",
+    "Deletion (SAMP protocol: target logit, zero baseline, 224*8 pixels per step at 224 px "
+    "(28 steps), curve peak-normalised).",
+    defaults={"steps": 28, "score": "logit", "normalize": "peak"}, fast={"steps": 14},
 )
-deletion = register(
-    "deletion", _curve_metric("deletion"), stage="model",
-    columns={f"deletion_{k}": v for k, v in _COLUMNS.items()},
-    fast={"steps": 10},
+_register_curve(
+    "insertion_samp", "insertion",
+    "Insertion (SAMP protocol: target logit, Gaussian blur kernel 31 sigma 5 as the base, "
+    "224*8 pixels per step at 224 px (28 steps), curve peak-normalised).",
+    defaults={"steps": 28, "score": "logit", "normalize": "peak", "baseline": "blur"},
+    fast={"steps": 14},
 )
+
+
+@register(
+    "pixel_flip", stage="model", fast={"steps": 10},
+    columns={"pixel_flip_lerf_auc": "float", "pixel_flip_morf_auc": "float",
+             "pixel_flip_lerf_curve": "curve", "pixel_flip_morf_curve": "curve"},
+)
+def pixel_flip(
+    model: Classifier,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    maps: torch.Tensor,
+    *,
+    steps: int = 20,
+    baseline: str | float = "black",
+    score: str = "prob",
+    internal_batch_size: int = 64,
+) -> dict[str, Any]:
+    """Pixel flipping LeRF / MoRF (paper 003): replace pixels by ``baseline`` least- / most-
+    relevant first; AUC of the target probability (LeRF high and MoRF low are good)."""
+    out: dict[str, Any] = {}
+    for key, m in (("morf", maps), ("lerf", -maps)):
+        c = perturbation_curves(model, x, target, m, mode="deletion", steps=steps,
+                                baseline=baseline, score=score,
+                                internal_batch_size=internal_batch_size).cpu().numpy()
+        out[f"pixel_flip_{key}_auc"] = trapezoid_auc(c)
+        out[f"pixel_flip_{key}_curve"] = list(c.astype(np.float32))
+    return out

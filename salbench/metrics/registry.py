@@ -7,6 +7,8 @@ A ``cpu`` metric is model-free: ``fn(sample, **params)`` where ``sample`` has ``
 [H, W], ``image`` uint8 [H, W, 3], ``boxes`` float32 [N, 4] (x0, y0, x1, y1 in map pixels),
 ``label`` and ``target``; it returns a dict column -> value.
 ``columns`` maps each output column to "float" (scalar) or "curve" (list of float32).
+A model metric whose function has a keyword parameter ``attr`` also receives the method's
+full attribution (float32 [B, 3, H, W]), e.g. for Sensitivity-N, which needs signed values.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class MetricSpec:
     defaults: dict[str, Any]
     fast: dict[str, Any]
     description: str = ""
+    needs_attr: bool = False
 
     def params(self, profile: str = "paper", **overrides: Any) -> dict[str, Any]:
         """Defaults, then the fast profile (if chosen), then ``overrides`` (validated)."""
@@ -68,8 +71,11 @@ def _build(
         skip = 4 if stage == "model" else 1
         params = list(inspect.signature(fn).parameters.values())[skip:]
         defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    needs_attr = "attr" in inspect.signature(fn).parameters
+    defaults.pop("attr", None)
     doc = (inspect.getdoc(fn) or "").split("\n", 1)[0]
-    return MetricSpec(name, fn, stage, dict(columns), dict(defaults), dict(fast or {}), doc)
+    return MetricSpec(name, fn, stage, dict(columns), dict(defaults), dict(fast or {}), doc,
+                      needs_attr)
 
 
 REGISTRY: Registry[MetricSpec] = Registry("metric")

@@ -7,7 +7,7 @@ Every error names the bad key (``methods[1].steps``, ``dataset.kind``, ...). Exa
     profile: fast                       # fast | paper
     dataset: {kind: sample}             # any registered dataset kind with its parameters
     models: [efficientnet_lite0]        # or [{name: resnet50, weights: /path/resnet50.pth}]
-    methods: [vg, ig]                   # or [{name: ig, steps: 200}]
+    methods: [vg, ig]                   # or [{name: ig, steps: 200}], or all
     metrics: [insertion, deletion, pointing_game]
 """
 
@@ -109,6 +109,8 @@ _TOP_KEYS = {
 
 
 def _components(raw: Any, key: str, check: Any) -> tuple[Component, ...]:
+    if raw == "all" and key == "methods":
+        raw = methods.names()
     if isinstance(raw, (str, dict)):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
