@@ -134,11 +134,18 @@ class AttributeActor:
             params["seed"] = self.config.seed
         per = [dict(target=int(common["target"][i]), pred=int(common["pred"][i]),
                     target_prob=float(common["target_prob"][i])) for i in range(len(rows))]
+        reduce = spec.map_reduce or self.config.map_reduce
+
+        def rerun(model: Any) -> torch.Tensor:
+            res = methods.attribute_with_info(comp.name, model, x, target,
+                                              profile=self.config.profile, **params)
+            return methods.to_map(res.attr, reduce)
+
         t0 = time.perf_counter()
         try:
             res = methods.attribute_with_info(comp.name, self.model, x, target,
                                               profile=self.config.profile, **params)
-            maps = methods.to_map(res.attr, spec.map_reduce or self.config.map_reduce)
+            maps = methods.to_map(res.attr, reduce)
         except Exception as exc:
             log.warning("method %s failed on %d samples: %s", comp.label, len(rows), exc)
             return [self._row(r, comp.label, "method_error", _error_message(exc), **p)
@@ -155,6 +162,8 @@ class AttributeActor:
                     kw["seed"] = self.config.seed
                 if mspec.needs_attr:
                     kw["attr"] = res.attr
+                if mspec.needs_method:
+                    kw["method"] = rerun
                 cols = mspec.fn(self.model, x, target, maps, **kw)
             except Exception as exc:
                 log.warning("metric %s failed: %s", mcomp.label, exc)

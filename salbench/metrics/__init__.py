@@ -13,8 +13,10 @@ def names() -> list[str]:
 from salbench.metrics import (  # noqa: E402,F401
     concentration,
     localization,
+    mprt,
     perturbation,
     sensitivity,
+    similarity,
 )
 
 __all__ = ["MetricSpec", "REGISTRY", "get", "names", "register"]

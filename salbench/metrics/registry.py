@@ -8,7 +8,9 @@ A ``cpu`` metric is model-free: ``fn(sample, **params)`` where ``sample`` has ``
 ``label`` and ``target``; it returns a dict column -> value.
 ``columns`` maps each output column to "float" (scalar) or "curve" (list of float32).
 A model metric whose function has a keyword parameter ``attr`` also receives the method's
-full attribution (float32 [B, 3, H, W]), e.g. for Sensitivity-N, which needs signed values.
+full attribution (float32 [B, 3, H, W]), e.g. for Sensitivity-N, which needs signed values;
+one with a ``method`` parameter receives ``method(model) -> maps [B, H, W]``, which re-runs
+the attribution method (same parameters, same inputs) on another model (for ``mprt``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class MetricSpec:
     fast: dict[str, Any]
     description: str = ""
     needs_attr: bool = False
+    needs_method: bool = False
 
     def params(self, profile: str = "paper", **overrides: Any) -> dict[str, Any]:
         """Defaults, then the fast profile (if chosen), then ``overrides`` (validated)."""
@@ -71,11 +74,13 @@ def _build(
         skip = 4 if stage == "model" else 1
         params = list(inspect.signature(fn).parameters.values())[skip:]
         defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
-    needs_attr = "attr" in inspect.signature(fn).parameters
+    sig_params = inspect.signature(fn).parameters
+    needs_attr, needs_method = "attr" in sig_params, "method" in sig_params
     defaults.pop("attr", None)
+    defaults.pop("method", None)
     doc = (inspect.getdoc(fn) or "").split("\n", 1)[0]
     return MetricSpec(name, fn, stage, dict(columns), dict(defaults), dict(fast or {}), doc,
-                      needs_attr)
+                      needs_attr, needs_method)
 
 
 REGISTRY: Registry[MetricSpec] = Registry("metric")
