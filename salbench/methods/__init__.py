@@ -97,7 +97,21 @@ def to_map(attr: torch.Tensor, reduce: str = "abs_sum") -> torch.Tensor:
     raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}")
 
 
-from salbench.methods import gradcam, gradient, ig, rise, smoothgrad, xrai  # noqa: E402,F401
+from salbench.methods import (  # noqa: E402,F401
+    blur_ig,
+    dga,
+    geometric,
+    gradcam,
+    gradient,
+    guided_ig,
+    idgi,
+    ig,
+    igos,
+    rise,
+    samp,
+    smoothgrad,
+    xrai,
+)
 
 __all__ = [
     "Attribution", "MethodSpec", "REGISTRY", "attribute", "attribute_with_info", "get",
