@@ -28,16 +28,27 @@ DEMO_CONFIG = {
 }
 
 KEY_METRICS = ("insertion_auc", "deletion_auc", "pointing_game_hit", "completeness_error")
+MAX_COLUMNS = 6
 
 
 def results_table(summary: pd.DataFrame) -> str:
-    """A short text table: mean of the key metrics per model x method, with n."""
+    """A short text table: per model x method, the mean of up to six metrics (the key ones
+    first), with the row and error counts."""
     if summary.empty:
         return "(no results)"
-    keep = summary[summary["metric"].isin(KEY_METRICS)]
-    table = keep.pivot_table(index=["model", "method"], columns="metric", values="mean")
+    import salbench
+
+    metric_columns = {c for n in salbench.metrics.names() for c in salbench.metrics.get(n).columns}
+    present = [m for m in summary["metric"].unique() if m != "target_prob"]
+    rest = [m for m in present if m not in KEY_METRICS]
+    ordered = ([m for m in KEY_METRICS if m in present] + [m for m in rest if m in metric_columns]
+               + [m for m in rest if m not in metric_columns])
+    keep = summary[summary["metric"].isin(ordered[:MAX_COLUMNS])]
+    table = keep.pivot_table(index=["model", "method"], columns="metric", values="mean",
+                             dropna=False)
+    table = table[[c for c in ordered[:MAX_COLUMNS] if c in table.columns]]
     n = summary.groupby(["model", "method"])[["n_rows", "n_error"]].max()
-    return table.join(n).to_string(float_format=lambda v: f"{v:.4f}")
+    return n.join(table).to_string(float_format=lambda v: f"{v:.4f}")
 
 
 def _run(config: RunConfig, run_dir: str | None = None) -> int:
