@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from salbench.errors import UnknownNameError
+from salbench.errors import ConfigError, UnknownNameError
 
 T = TypeVar("T")
 
@@ -66,6 +66,30 @@ class Registry(Generic[T]):
                 )
             obj = getattr(obj, part)
         return obj
+
+
+def merge_params(
+    kind: str,
+    name: str,
+    defaults: dict[str, Any],
+    fast: dict[str, Any],
+    profile: str,
+    overrides: dict[str, Any],
+) -> dict[str, Any]:
+    """Parameters of a call: ``defaults``, then ``fast`` if profile is "fast", then
+    ``overrides``; an override that is not a parameter raises ConfigError naming it."""
+    if profile not in ("paper", "fast"):
+        raise ConfigError(f"profile must be 'paper' or 'fast', got {profile!r}")
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"{kind} {name!r} has no parameter(s) {unknown}; its parameters are {sorted(defaults)}"
+        )
+    merged = dict(defaults)
+    if profile == "fast":
+        merged.update(fast)
+    merged.update(overrides)
+    return merged
 
 
 def decorator(registry: Registry[Any], build: Callable[..., Any]) -> Callable[..., Any]:

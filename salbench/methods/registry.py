@@ -10,9 +10,7 @@ from typing import Any
 import torch
 
 from salbench.errors import ConfigError
-from salbench.registry import Registry, decorator
-
-PROFILES = ("paper", "fast")
+from salbench.registry import Registry, decorator, merge_params
 
 
 @dataclass
@@ -49,19 +47,7 @@ class MethodSpec:
 
     def params(self, profile: str = "paper", **overrides: Any) -> dict[str, Any]:
         """The parameters a call uses: defaults, then the profile, then ``overrides``."""
-        if profile not in PROFILES:
-            raise ConfigError(f"profile must be one of {PROFILES}, got {profile!r}")
-        unknown = sorted(set(overrides) - set(self.defaults))
-        if unknown:
-            raise ConfigError(
-                f"method {self.name!r} has no parameter(s) {unknown}; "
-                f"its parameters are {sorted(self.defaults)}"
-            )
-        merged = dict(self.defaults)
-        if profile == "fast":
-            merged.update(self.fast)
-        merged.update(overrides)
-        return merged
+        return merge_params("method", self.name, self.defaults, self.fast, profile, overrides)
 
 
 def _build(

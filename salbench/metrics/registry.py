@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from salbench.errors import ConfigError
-from salbench.registry import Registry, decorator
+from salbench.registry import Registry, decorator, merge_params
 
 STAGES = ("model", "cpu")
 COLUMN_KINDS = ("float", "curve")
@@ -43,17 +43,7 @@ class MetricSpec:
 
     def params(self, profile: str = "paper", **overrides: Any) -> dict[str, Any]:
         """Defaults, then the fast profile (if chosen), then ``overrides`` (validated)."""
-        unknown = sorted(set(overrides) - set(self.defaults))
-        if unknown:
-            raise ConfigError(
-                f"metric {self.name!r} has no parameter(s) {unknown}; "
-                f"its parameters are {sorted(self.defaults)}"
-            )
-        merged = dict(self.defaults)
-        if profile == "fast":
-            merged.update(self.fast)
-        merged.update(overrides)
-        return merged
+        return merge_params("metric", self.name, self.defaults, self.fast, profile, overrides)
 
 
 def _build(
