@@ -92,9 +92,15 @@ def run(
     *,
     run_dir: Path | None = None,
     progress: TextIO | None = sys.stderr,
-    ray_progress_bars: bool = False,
+    ray_progress_bars: bool | None = None,
 ) -> RunResult:
-    """Run ``config`` (or finish the unfinished shards of ``run_dir``) and write the tables."""
+    """Run ``config`` (or finish the unfinished shards of ``run_dir``) and write the tables.
+
+    Progress: one line per finished shard on ``progress``; Ray Data's per-operator progress
+    bars when ``ray_progress_bars`` (default: when ``progress`` is a terminal).
+    """
+    if ray_progress_bars is None:
+        ray_progress_bars = progress is not None and progress.isatty()
     t_start = time.time()
     dataset = open_dataset(config.dataset)
     shards = plan_shards(len(dataset), config.resources.shard_size)
