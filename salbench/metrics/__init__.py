@@ -15,6 +15,7 @@ from salbench.metrics import (  # noqa: E402,F401
     localization,
     mprt,
     perturbation,
+    pic,
     sensitivity,
     similarity,
 )
