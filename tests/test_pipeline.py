@@ -209,3 +209,22 @@ def test_embedded_model_on_sample_photos(tmp_path):
     assert s.loc[("coins", "vg"), "target"] == s.loc[("coins", "vg"), "pred"]
     assert np.isnan(s.loc[("coins", "vg"), "pointing_game_hit"])  # no box
     assert s.loc[("coffee", "ig"), "pointing_game_hit"] in (0.0, 1.0)
+
+
+def test_every_metric_through_the_pipeline(tmp_path):
+    import salbench
+    from salbench.pipeline.tables import value_columns
+
+    cfg = _config(tmp_path, dataset={"kind": "synthetic", "n": 2, "size": 64, "seed": 1},
+                  methods=["vg", "idgi_ig"], metrics=salbench.metrics.names())
+    config = parse_config(cfg)
+    res = run(config, progress=None)
+    s = res.samples
+    assert (s["status"] == "ok").all(), s["error"].tolist()
+    cols = value_columns(config)
+    assert set(cols) <= set(s.columns)
+    for col, kind in cols.items():
+        if kind == "float" and col not in ("completeness_error", "score_delta"):
+            assert s[col].notna().any(), col
+    summary_metrics = set(res.summary["metric"])
+    assert {"sic_auc", "wsol_f1", "mprt_spearman", "sensitivity_n"} <= summary_metrics
