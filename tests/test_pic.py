@@ -416,3 +416,45 @@ def test_pic_blur_preset(smooth_model):
             assert out["pic_blur_prob_ratio"][i][-1] == pytest.approx(1.0)
             assert out["pic_blur_top1"][i][-1] == 1.0  # target = top-1 of the original
     assert np.isfinite(out["pic_blur_sic_auc"]).any()
+
+
+@pytest.mark.parametrize("name", ["sic", "aic", "sic_msssim", "pic_blur"])
+def test_split_form_equals_the_model_stage_function(smooth_model, name):
+    """prepare (CPU) -> model_scores (model) -> finalize (CPU), as the pipeline runs it,
+    gives exactly the columns of the all-in-one metric, skipped samples included."""
+    spec = salbench.metrics.get(name)
+    assert spec.prepare is not None and spec.finalize is not None
+    x, target, maps = _batch(smooth_model)
+    target = target.clone()
+    target[1] = (target[1] + 1) % 10  # a sample the protocol skips
+    with torch.no_grad():
+        p = torch.softmax(smooth_model(x), 1).gather(1, target.view(-1, 1)).squeeze(1)
+    min_pred = float(p.sort().values[1])  # the sample(s) below it are skipped (SIC)
+    params = spec.params(internal_batch_size=5, min_pred=min_pred)
+    whole = spec.fn(smooth_model, x, target, maps, **params)
+    for i in range(len(x)):
+        sample = {"image": salbench.models.base.to_uint8(x[i]), "map": maps[i].numpy()}
+        _key, state, images = spec.prepare(sample, **params)
+        prob, top1 = pic.model_scores(smooth_model, list(images), [int(target[i])] * len(images))
+        cols = spec.finalize(state, prob, top1, **params)
+        assert set(cols) == set(spec.columns)
+        for col, value in cols.items():
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(whole[col][i]), col)
+    assert np.nanmax([whole[c] for c in whole if c.endswith("_skipped")]) == 1.0
+    assert np.isfinite([whole[c] for c in whole if c.endswith("_auc")]).any()
+
+
+def test_dataset_level_summary_median_and_mean():
+    import pandas as pd
+
+    rows = pd.DataFrame({
+        "sic_skipped": [0.0, 0.0, 0.0, 1.0],
+        "sic_curve": [np.array([0.0, 1.0, 1.0]), np.array([0.0, 0.0, 1.0]),
+                      np.array([0.0, 0.2, 1.0]), np.array([np.nan] * 3)],
+    })
+    sic_summary = salbench.metrics.get("sic").summary
+    value, n = sic_summary(rows)["sic_aggregate_auc"]
+    assert n == 3 and value == pytest.approx(0.25 * (0 + 0.2) + 0.25 * (0.2 + 1))  # median
+    aic_rows = rows.rename(columns={"sic_skipped": "aic_skipped", "sic_curve": "aic_curve"})
+    value, n = salbench.metrics.get("aic").summary(aic_rows)["aic_aggregate_auc"]
+    assert value == pytest.approx(0.25 * (0 + 0.4) + 0.25 * (0.4 + 1))  # mean of 1, 0, .2

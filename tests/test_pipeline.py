@@ -227,4 +227,28 @@ def test_every_metric_through_the_pipeline(tmp_path):
         if kind == "float" and col not in ("completeness_error", "score_delta"):
             assert s[col].notna().any(), col
     summary_metrics = set(res.summary["metric"])
-    assert {"sic_auc", "wsol_f1", "mprt_spearman", "sensitivity_n"} <= summary_metrics
+    assert {"sic_auc", "wsol_f1", "mprt_spearman", "sensitivity_n",
+            "sic_aggregate_auc", "aic_msssim_aggregate_auc"} <= summary_metrics
+
+
+def test_two_models_with_pic_fit_a_two_cpu_cluster(tmp_path):
+    """Two models x (attribute, bokeh, score) pools + finalize ask for more than 2 CPUs;
+    the graph scales the requests so the run finishes instead of waiting forever."""
+    cfg = _config(tmp_path, dataset={"kind": "synthetic", "n": 2, "size": 48, "seed": 2},
+                  models=["tiny_smooth", "tiny_cnn"], methods=["vg"],
+                  metrics=["sic", "aic", "pointing_game"])
+    res = run(parse_config(cfg), progress=None)
+    s = res.samples
+    assert len(s) == 4 and (s["status"] == "ok").all(), s["error"].tolist()
+    assert set(s["model"]) == {"tiny_smooth", "tiny_cnn"}
+    assert s["sic_skipped"].notna().all() and s["aic_skipped"].notna().all()
+
+
+def test_cpu_scale():
+    from salbench.pipeline.graph import cpu_scale
+
+    one = parse_config({**TINY, "out": "x"})
+    assert cpu_scale(one, split=False, use_gpu=False, cluster_cpus=8) == 1.0
+    two = parse_config({**TINY, "out": "x", "models": ["tiny_smooth", "tiny_cnn"]})
+    # 2 x (attribute 1 + score 1 + bokeh 0.5) + finalize 0.5 = 5.5 CPUs into 2 - 0.5
+    assert cpu_scale(two, split=True, use_gpu=False, cluster_cpus=2) == pytest.approx(1.5 / 5.5)

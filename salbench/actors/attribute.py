@@ -38,6 +38,18 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def set_threads(config: RunConfig, device: torch.device) -> None:
+    """torch threads of a model actor: ``resources.torch_threads``, or on CPU the node's
+    cores divided among the model actors (on a 2-core laptop the one model actor gets
+    both)."""
+    res = config.resources
+    if res.torch_threads:
+        torch.set_num_threads(res.torch_threads)
+    elif device.type == "cpu":
+        actors = res.attribute_actors * len(config.models)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // actors))
+
+
 def _error_message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:2000]
 
@@ -52,21 +64,16 @@ class AttributeActor:
 
     def __init__(self, config: dict[str, Any], model_index: int) -> None:
         self.config: RunConfig = parse_config(config)
-        res = self.config.resources
-        self.device = pick_device(res.device)
-        if res.torch_threads:
-            torch.set_num_threads(res.torch_threads)
-        elif self.device.type == "cpu":  # share this node's cores among the model actors
-            actors = res.attribute_actors * len(self.config.models)
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // actors))
+        self.device = pick_device(self.config.resources.device)
+        set_threads(self.config, self.device)
         comp = self.config.models[model_index]
         self.model_label = comp.label
         self.model = models.load(comp.name, weights=comp.params.get("weights"),
                                  device=self.device)
         self.method_specs = [(m, methods.get(m.name)) for m in self.config.methods]
-        self.metric_specs = [
+        self.metric_specs = [  # split metrics run on the Bokeh / Score / Finalize stages
             (m, spec) for m in self.config.metrics
-            if (spec := metrics.get(m.name)).stage == "model"
+            if (spec := metrics.get(m.name)).stage == "model" and spec.prepare is None
         ]
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:

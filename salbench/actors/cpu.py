@@ -1,13 +1,17 @@
-"""BokehActor: the CPU stage. Runs every model-free ("cpu") metric on each ok row.
+"""BokehActor and FinalizeActor: the CPU stages.
 
-In this version the CPU metrics are the localization ones (pointing game); the bokeh images
-and information levels of the PIC metrics belong here too as those metrics are registered.
-It drops the image crop (and the map unless ``save_maps``) before rows go to the writer.
+BokehActor runs every model-free ("cpu") metric on each ok row and the CPU half of every
+split metric (PIC: bokeh images and information levels), whose images it attaches to the
+row for the ScoreActor. FinalizeActor turns the scored images into the split metrics'
+columns (PIC curves and AUCs). Rows travel with fixed-type columns; the split metrics'
+payload is one pickled ``split`` bytes column that only these actors read (internal data,
+never read from outside the pipeline).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 from typing import Any
 
 import numpy as np
@@ -17,21 +21,33 @@ from salbench import metrics
 from salbench.pipeline.config import RunConfig, parse_config
 
 
+def _params(config: RunConfig, comp: Any, spec: Any) -> dict[str, Any]:
+    params = spec.params(config.profile, **comp.call_params())
+    if "seed" in spec.defaults and "seed" not in comp.params:
+        params["seed"] = config.seed
+    return params
+
+
+def _fail(batch: pd.DataFrame, i: int, label: str, exc: Exception) -> None:
+    batch.loc[batch.index[i], "status"] = "metric_error"
+    batch.loc[batch.index[i], "error"] = f"{label}: {type(exc).__name__}: {exc}"[:2000]
+
+
 class BokehActor:
-    """CPU metrics for rows of every model (see the module docstring)."""
+    """CPU metrics and the CPU half of split metrics (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.config: RunConfig = parse_config(config)
-        self.specs = [
-            (m, spec) for m in self.config.metrics if (spec := metrics.get(m.name)).stage == "cpu"
-        ]
+        specs = [(m, metrics.get(m.name)) for m in self.config.metrics]
+        self.cpu = [(m, s) for m, s in specs if s.stage == "cpu"]
+        self.split = [(m, s) for m, s in specs if s.prepare is not None]
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         batch = batch.copy()
+        payloads = [b""] * len(batch)
         for i, row in enumerate(batch.to_dict("records")):
-            if row["status"] != "ok" or not self.specs:
+            if row["status"] != "ok" or not (self.cpu or self.split):
                 continue
-            values = json.loads(row["values"])
             hw = (int(row["height"]), int(row["width"]))
             sample = {
                 "map": np.frombuffer(row["map"], np.float16).astype(np.float32).reshape(hw),
@@ -39,17 +55,62 @@ class BokehActor:
                 "boxes": np.asarray(json.loads(row["boxes"]), np.float32).reshape(-1, 4),
                 "label": row["label"], "target": row["target"],
             }
-            for comp, spec in self.specs:
+            values = json.loads(row["values"])
+            for comp, spec in self.cpu:
                 try:
-                    values.update(spec.fn(sample, **spec.params(self.config.profile,
-                                                                **comp.call_params())))
+                    values.update(spec.fn(sample, **_params(self.config, comp, spec)))
                 except Exception as exc:
-                    batch.loc[batch.index[i], "status"] = "metric_error"
-                    batch.loc[batch.index[i], "error"] = (
-                        f"{comp.label}: {type(exc).__name__}: {exc}"
-                    )
+                    _fail(batch, i, comp.label, exc)
+            images: dict[Any, np.ndarray] = {}
+            states: dict[str, tuple[Any, Any]] = {}
+            for comp, spec in self.split:
+                try:
+                    key, state, imgs = spec.prepare(sample, **_params(self.config, comp, spec))
+                except Exception as exc:
+                    _fail(batch, i, comp.label, exc)
+                    continue
+                images.setdefault(key, imgs)
+                states[comp.label] = (key, state)
+            if states:
+                payloads[i] = pickle.dumps({"images": images, "states": states,
+                                            "target": int(row["target"])})
             batch.loc[batch.index[i], "values"] = json.dumps(values)
+        batch["split"] = payloads
         batch["crop"] = [b""] * len(batch)
         if not self.config.save_maps:
             batch["map"] = [b""] * len(batch)
         return batch
+
+
+class FinalizeActor:
+    """The CPU half of split metrics after scoring: their columns into ``values``."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config: RunConfig = parse_config(config)
+        self.split = [(m, s) for m in self.config.metrics
+                      if (s := metrics.get(m.name)).prepare is not None]
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        batch = batch.copy()
+        for i, row in enumerate(batch.to_dict("records")):
+            if not row["split"]:
+                continue
+            payload = pickle.loads(row["split"])
+            values = json.loads(row["values"])
+            for comp, spec in self.split:
+                if comp.label not in payload["states"]:
+                    continue
+                key, state = payload["states"][comp.label]
+                prob, top1 = payload["scores"][key]
+                try:
+                    values.update(spec.finalize(state, prob, top1,
+                                                **_params(self.config, comp, spec)))
+                except Exception as exc:
+                    _fail(batch, i, comp.label, exc)
+            batch.loc[batch.index[i], "values"] = json.dumps(_plain(values))
+        return batch.drop(columns=["split"])
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """numpy scalars / arrays -> JSON-ready floats and lists."""
+    return {k: np.asarray(v, np.float64).tolist() for k, v in values.items()}

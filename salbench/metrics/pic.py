@@ -879,6 +879,74 @@ def pic_batch(
     return out
 
 
+# --------------------------------------------------------------------------- split form
+
+
+def pic_prepare(
+    image: np.ndarray,
+    saliency_map: np.ndarray,
+    *,
+    info: str = "webp",
+    bokeh: str = "interp",
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    mask_fraction: float = 0.01,
+    blur_radius: float = 20.0,
+    seed: int = 0,
+    num_workers: int | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The CPU half of PIC before any prediction: bokeh images and information levels.
+
+    image uint8 [H, W, 3], saliency_map float [H, W]. Returns (state, images): images uint8
+    [2 + T, H, W, 3] = the original, the fully blurred image and the T bokeh images in
+    threshold order (all of them: which samples are skipped is only known after the
+    predictions); state holds the levels for :func:`pic_finalize` (or the reason the input
+    is invalid, with no images). Same random mask and images as :func:`pic_batch`.
+    """
+    engine = _PicEngine(info=info, bokeh=bokeh, thresholds=thresholds,
+                        blur_radius=blur_radius, num_workers=num_workers)
+    state: dict[str, Any] = {"thresholds": engine.thresholds, "normalize": info == "webp",
+                             "message": ""}
+    problem = _check_inputs(image, saliency_map, np.zeros(np.shape(image)[:2], bool), "interp")
+    if problem:
+        state["message"] = problem
+        return state, np.zeros((0, 1, 1, 3), np.uint8)
+    mask = image_mask(image, mask_fraction, seed) if bokeh == "interp" else None
+    job = _Job(image, np.asarray(saliency_map), mask)
+    engine.prepare([job])
+    engine.bokeh_images([job])
+    assert job.base is not None
+    state.update(level_original=job.level_original, level_blurred=job.level_blurred,
+                 levels=np.asarray(job.levels, np.float64))
+    return state, np.stack([image, job.base, *job.bokeh])
+
+
+def pic_finalize(
+    state: dict[str, Any],
+    scores: np.ndarray,
+    *,
+    min_pred: float = 0.0,
+    keep_monotonous: bool = True,
+    num_points: int = 1001,
+) -> PicCurve:
+    """The CPU half of PIC after the predictions: the curve of one sample.
+
+    scores float [2 + T]: the prediction (softmax of the target for SIC, top-1 hit for AIC)
+    on the images of :func:`pic_prepare`, in the same order.
+    """
+    thresholds = state["thresholds"]
+    if state["message"]:
+        grid = np.append(np.linspace(0.0, 1.0, num_points - 1, endpoint=False), 1.0)
+        nan = np.full(len(thresholds), np.nan)
+        return PicCurve(ERROR_STATUS, grid, np.full_like(grid, np.nan), float("nan"),
+                        state["message"], thresholds, nan, nan)
+    s = np.asarray(scores, np.float64)
+    return curve_from_levels(
+        state["level_original"], state["level_blurred"], state["levels"], s[0], s[1], s[2:],
+        min_pred=min_pred, keep_monotonous=keep_monotonous, num_points=num_points,
+        thresholds=thresholds, normalize_levels=state["normalize"],
+    )
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -944,12 +1012,63 @@ def _cols(name: str) -> dict[str, str]:
     return {f"{name}_auc": "float", f"{name}_skipped": "float", f"{name}_curve": "curve"}
 
 
-sic = register("sic", _pic_metric("sic", "webp"), stage="model", columns=_cols("sic"), fast={})
-aic = register("aic", _pic_metric("aic", "webp"), stage="model", columns=_cols("aic"), fast={})
-sic_msssim = register("sic_msssim", _pic_metric("sic", "msssim"), stage="model",
-                      columns=_cols("sic_msssim"), fast={})
-aic_msssim = register("aic_msssim", _pic_metric("aic", "msssim"), stage="model",
-                      columns=_cols("aic_msssim"), fast={})
+def _first(columns: dict[str, Any]) -> dict[str, Any]:
+    """Columns of a one-sample batch -> that sample's values."""
+    return {k: v[0] for k, v in columns.items()}
+
+
+def _split_parts(kind: str, info: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """prepare / finalize of the split form of sic, aic, sic_msssim, aic_msssim."""
+    name = kind if info == "webp" else f"{kind}_msssim"
+
+    def prepare(sample: dict[str, Any], *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                mask_fraction: float = 0.01, seed: int = 0, num_workers: int | None = None,
+                **_: Any) -> tuple[Any, dict[str, Any], np.ndarray]:
+        key = ("interp", info, tuple(thresholds), mask_fraction, seed)
+        state, images = pic_prepare(sample["image"], sample["map"], info=info,
+                                    thresholds=thresholds, mask_fraction=mask_fraction,
+                                    seed=seed, num_workers=num_workers)
+        return key, state, images
+
+    def finalize(state: dict[str, Any], prob: np.ndarray, top1: np.ndarray, *,
+                 min_pred: float = 0.0, keep_monotonous: bool = True, num_points: int = 1001,
+                 curve_points: int = 101, **_: Any) -> dict[str, Any]:
+        curve = pic_finalize(state, prob if kind == "sic" else top1, min_pred=min_pred,
+                             keep_monotonous=keep_monotonous, num_points=num_points)
+        return _first(_columns(name, [curve], curve_points))
+
+    return prepare, finalize
+
+
+def _summary(name: str, kind: str) -> Callable[[Any], dict[str, tuple[float, int]]]:
+    """Dataset-level PIC of one model x method (PAIR's aggregation): the AUC of the median
+    (SIC) or mean (AIC) of the samples' curves that were not skipped. The per-sample curves
+    in the tables have ``curve_points`` (101) points, so this is the trapezoid AUC on that
+    grid (the 1001-point curves are not stored)."""
+
+    def summary(rows: Any) -> dict[str, tuple[float, int]]:
+        ok = rows[rows[f"{name}_skipped"] == 0.0]
+        if ok.empty:
+            return {f"{name}_aggregate_auc": (float("nan"), 0)}
+        ys = np.stack([np.asarray(c, np.float64) for c in ok[f"{name}_curve"]])
+        y = np.median(ys, axis=0) if kind == "sic" else ys.mean(axis=0)
+        x = np.linspace(0.0, 1.0, ys.shape[1])
+        return {f"{name}_aggregate_auc": (float(np.trapezoid(y, x)), len(ok))}
+
+    return summary
+
+
+def _register_pic(kind: str, info: str) -> Callable[..., dict[str, Any]]:
+    name = kind if info == "webp" else f"{kind}_msssim"
+    prepare, finalize = _split_parts(kind, info)
+    return register(name, _pic_metric(kind, info), stage="model", columns=_cols(name), fast={},
+                    prepare=prepare, finalize=finalize, summary=_summary(name, kind))
+
+
+sic = _register_pic("sic", "webp")
+aic = _register_pic("aic", "webp")
+sic_msssim = _register_pic("sic", "msssim")
+aic_msssim = _register_pic("aic", "msssim")
 
 
 def _pic_blur(
@@ -980,24 +1099,53 @@ def _pic_blur(
     out: dict[str, Any] = {}
     for kind in KINDS:
         out.update(_columns(f"pic_blur_{kind}", res[kind], curve_points))
-    levels, ratios, top1 = [], [], []
-    for c_sic, c_aic in zip(res["sic"], res["aic"], strict=True):
-        lo, lb = c_sic.level_original, c_sic.level_blurred
-        if not (np.isfinite(c_sic.levels).all() and np.isfinite(c_aic.preds).all()
-                and np.isfinite(c_sic.preds).all() and lo > lb):
-            nan = np.full(steps + 1, np.nan, np.float32)
-            levels.append(nan), ratios.append(nan), top1.append(nan)
-            continue
-        lv = np.concatenate([[lb], c_sic.levels, [lo]])
-        levels.append(np.clip((lv - lb) / (lo - lb), 0, 1).astype(np.float32))
-        p = np.concatenate([[c_sic.pred_blurred], c_sic.preds, [c_sic.pred_original]])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios.append((p / c_sic.pred_original).astype(np.float32))
-        t = np.concatenate([[c_aic.pred_blurred], c_aic.preds, [c_aic.pred_original]])
-        top1.append(t.astype(np.float32))
-    out["pic_blur_levels"] = levels
-    out["pic_blur_prob_ratio"] = ratios
-    out["pic_blur_top1"] = top1
+    extras = [_pic_blur_points(c_sic, c_aic, steps)
+              for c_sic, c_aic in zip(res["sic"], res["aic"], strict=True)]
+    for i, key in enumerate(("pic_blur_levels", "pic_blur_prob_ratio", "pic_blur_top1")):
+        out[key] = [e[i] for e in extras]
+    return out
+
+
+def _pic_blur_points(c_sic: PicCurve, c_aic: PicCurve,
+                     steps: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One sample's (normalised levels, p / p_original, top-1) at the steps + 1 pixel counts
+    for :func:`aggregate_binned`; NaN when the sample has no usable curve."""
+    lo, lb = c_sic.level_original, c_sic.level_blurred
+    skipped = c_sic.status in SKIP_STATUSES and c_aic.status in SKIP_STATUSES
+    if skipped or not (np.isfinite(c_sic.levels).all() and np.isfinite(c_aic.preds).all()
+            and np.isfinite(c_sic.preds).all() and lo > lb):
+        nan = np.full(steps + 1, np.nan, np.float32)
+        return nan, nan, nan
+    lv = np.concatenate([[lb], c_sic.levels, [lo]])
+    levels = np.clip((lv - lb) / (lo - lb), 0, 1).astype(np.float32)
+    p = np.concatenate([[c_sic.pred_blurred], c_sic.preds, [c_sic.pred_original]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (p / c_sic.pred_original).astype(np.float32)
+    t = np.concatenate([[c_aic.pred_blurred], c_aic.preds, [c_aic.pred_original]])
+    return levels, ratio, t.astype(np.float32)
+
+
+def _pic_blur_prepare(sample: dict[str, Any], *, steps: int = PIC_BLUR_STEPS,
+                      blur_radius: float = 20.0, num_workers: int | None = None,
+                      **_: Any) -> tuple[Any, dict[str, Any], np.ndarray]:
+    fractions = tuple(j / steps for j in range(1, steps))
+    state, images = pic_prepare(sample["image"], sample["map"], info="webp", bokeh="blur",
+                                thresholds=fractions, blur_radius=blur_radius,
+                                num_workers=num_workers)
+    return ("blur", blur_radius, fractions), state, images
+
+
+def _pic_blur_finalize(state: dict[str, Any], prob: np.ndarray, top1: np.ndarray, *,
+                       steps: int = PIC_BLUR_STEPS, min_pred: float = 0.0,
+                       keep_monotonous: bool = True, num_points: int = 1001,
+                       curve_points: int = 101, **_: Any) -> dict[str, Any]:
+    post = dict(min_pred=min_pred, keep_monotonous=keep_monotonous, num_points=num_points)
+    curves = {k: pic_finalize(state, prob if k == "sic" else top1, **post) for k in KINDS}
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        out.update(_first(_columns(f"pic_blur_{kind}", [curves[kind]], curve_points)))
+    levels, ratio, top = _pic_blur_points(curves["sic"], curves["aic"], steps)
+    out.update(pic_blur_levels=levels, pic_blur_prob_ratio=ratio, pic_blur_top1=top)
     return out
 
 
@@ -1005,5 +1153,5 @@ pic_blur = register(
     "pic_blur", _pic_blur, stage="model",
     columns={**_cols("pic_blur_sic"), **_cols("pic_blur_aic"), "pic_blur_levels": "curve",
              "pic_blur_prob_ratio": "curve", "pic_blur_top1": "curve"},
-    fast={},
+    fast={}, prepare=_pic_blur_prepare, finalize=_pic_blur_finalize,
 )

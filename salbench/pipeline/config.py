@@ -52,6 +52,7 @@ class ResourceConfig:
     address: None (start a local Ray), "auto" (join a running ``ray start --head``) or a
     cluster address. device: "auto" (CUDA when the cluster has GPUs), "cpu" or "cuda".
     batch_size: images per model call (a shard is split into batches of this size).
+    score_batch_size: images per forward pass when the ScoreActor scores PIC bokeh images.
     shard_size: images per shard, the unit of streaming, output files and resume.
     torch_threads: threads of each model actor; None = on CPU, the node's cores divided
     among the model actors (on a 2-core laptop the one model actor gets both).
@@ -60,6 +61,7 @@ class ResourceConfig:
     address: str | None = None
     device: str = "auto"
     batch_size: int = 8
+    score_batch_size: int = 64
     shard_size: int = 16
     attribute_actors: int = 1
     attribute_num_gpus: float = 1.0

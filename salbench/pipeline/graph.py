@@ -1,5 +1,15 @@
-"""The Ray Data graph (SPEC 6): shards -> read -> decode/crop -> AttributeActor pool per model
--> union -> BokehActor pool (CPU metrics) -> the driver, which writes finished shards.
+"""The Ray Data graph (SPEC 6). Per model: shards -> read -> decode/crop -> AttributeActor
+(model: methods, model-stage metrics) -> BokehActor (CPU: model-free metrics, PIC bokeh images
+and information levels) -> ScoreActor (model: predictions on the bokeh images); then the
+models' branches are united -> FinalizeActor (CPU: PIC curves and AUCs) -> the driver, which
+writes finished shards. The Score and Finalize stages exist only when a split metric (PIC) is
+configured.
+
+Data between stages: images travel as the model's uint8 crop, maps as float16; the bokeh
+images go from the BokehActor to the ScoreActor as uint8 arrays (2 + T per PIC protocol and
+(sample, method), metrics with the same protocol share them: ``sic`` and ``aic`` score one
+set) and are dropped once scored, so only the scores reach the FinalizeActor. Rebuilding them
+on the model side instead would put the griddata work (~1 s per bokeh set) on the GPU actor.
 
 Each shard is one block from reading on, and the model stages take whole blocks
 (``batch_size=None``), so a shard's images are always batched together: results do not
@@ -9,14 +19,18 @@ depend on how Ray schedules work.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import ray
 import ray.data
 
-from salbench.actors import AttributeActor, BokehActor
+from salbench import metrics
+from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
 from salbench.pipeline.config import RunConfig
 from salbench.pipeline.stages import decode_batch, read_shard
+
+log = logging.getLogger("salbench")
 
 READ_NUM_CPUS = 0.25
 DECODE_NUM_CPUS = 0.25
@@ -25,6 +39,24 @@ DECODE_NUM_CPUS = 0.25
 def cluster_has_gpus() -> bool:
     """True when the connected Ray cluster has at least one GPU."""
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def cpu_scale(config: RunConfig, split: bool, use_gpu: bool, cluster_cpus: float) -> float:
+    """Factor (<= 1) for every actor's ``num_cpus`` so that all actor pools fit the cluster.
+
+    Each stage's actor pool holds its CPUs for the whole run; if they asked for more than
+    the cluster has, Ray would never start the last pool and the run would hang. The read
+    and decode tasks keep their share (``READ_NUM_CPUS + DECODE_NUM_CPUS``).
+    """
+    res = config.resources
+    model_cpus = 1.0 if use_gpu else res.attribute_num_cpus
+    per_model = res.attribute_actors * model_cpus * (2 if split else 1)
+    per_model += res.cpu_actors * res.cpu_num_cpus
+    demand = len(config.models) * per_model + (res.cpu_actors * res.cpu_num_cpus if split else 0)
+    room = cluster_cpus - READ_NUM_CPUS - DECODE_NUM_CPUS
+    if room <= 0:
+        raise RuntimeError(f"the Ray cluster has {cluster_cpus} CPUs; salbench needs at least 1")
+    return min(1.0, room / demand)
 
 
 def build_graph(
@@ -39,6 +71,15 @@ def build_graph(
     res = config.resources
     cfg = config.to_dict()
     use_gpu = res.device == "cuda" or (res.device == "auto" and cluster_has_gpus())
+    split = any(metrics.get(m.name).prepare is not None for m in config.metrics)
+    scale = cpu_scale(config, split, use_gpu, ray.cluster_resources().get("CPU", 1.0))
+    if scale < 1:
+        log.warning("actor CPU requests scaled by %.3f to fit the cluster's CPUs", scale)
+    cpu_args: dict[str, Any] = {
+        "batch_format": "pandas", "batch_size": None, "fn_constructor_kwargs": {"config": cfg},
+        "compute": ray.data.ActorPoolStrategy(size=res.cpu_actors),
+        "num_cpus": round(res.cpu_num_cpus * scale, 4),
+    }
     items = ray.data.from_items(shard_items, override_num_blocks=len(shard_items))
     rows = items.flat_map(
         read_shard, fn_kwargs={"dataset_json": json.dumps(config.dataset, sort_keys=True)},
@@ -53,18 +94,23 @@ def build_graph(
         )
         gpu_args: dict[str, Any] = (
             {"num_gpus": float(comp.params.get("num_gpus", res.attribute_num_gpus)),
-             "num_cpus": 1}
-            if use_gpu else {"num_cpus": res.attribute_num_cpus}
+             "num_cpus": round(scale, 4)}
+            if use_gpu else {"num_cpus": round(res.attribute_num_cpus * scale, 4)}
         )
-        branches.append(decoded.map_batches(
+        attributed = decoded.map_batches(
             AttributeActor, batch_format="pandas", batch_size=None,
             fn_constructor_kwargs={"config": cfg, "model_index": i},
             compute=ray.data.ActorPoolStrategy(size=res.attribute_actors),
             **gpu_args,
-        ))
+        )
+        branch = attributed.map_batches(BokehActor, **cpu_args)
+        if split:
+            branch = branch.map_batches(
+                ScoreActor, batch_format="pandas", batch_size=None,
+                fn_constructor_kwargs={"config": cfg, "model_index": i},
+                compute=ray.data.ActorPoolStrategy(size=res.attribute_actors),
+                **gpu_args,
+            )
+        branches.append(branch)
     merged = branches[0].union(*branches[1:]) if len(branches) > 1 else branches[0]
-    return merged.map_batches(
-        BokehActor, batch_format="pandas", batch_size=None,
-        fn_constructor_kwargs={"config": cfg},
-        compute=ray.data.ActorPoolStrategy(size=res.cpu_actors), num_cpus=res.cpu_num_cpus,
-    )
+    return merged.map_batches(FinalizeActor, **cpu_args) if split else merged

@@ -128,7 +128,9 @@ def summarize(samples: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
 
     Columns: model, method, metric, n (values used), n_rows (all rows), n_error (rows whose
     status is not ok), mean, std (ddof 1), median, ci95_low, ci95_high (Student t interval of
-    the mean; NaN when n < 2).
+    the mean; NaN when n < 2). Metrics with a dataset-level figure of their own (SIC / AIC:
+    the AUC of the median / mean curve) add rows ``<name>_aggregate_auc`` whose ``mean``
+    holds that figure and ``n`` the curves it used.
     """
     scalar = [c for c, kind in value_columns(config).items() if kind == "float"]
     scalar = ["target_prob", *scalar]
@@ -148,6 +150,15 @@ def summarize(samples: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
                 "median": float(np.median(v)) if n else math.nan,
                 "ci95_low": mean - half, "ci95_high": mean + half,
             })
+        for comp in config.metrics:
+            spec = metrics.get(comp.name)
+            if spec.summary is None:
+                continue
+            for metric, (value, n) in spec.summary(ok).items():
+                out.append({"model": model, "method": method, "metric": metric, "n": n,
+                            "n_rows": len(g), "n_error": int((g["status"] != "ok").sum()),
+                            "mean": value, "std": math.nan, "median": math.nan,
+                            "ci95_low": math.nan, "ci95_high": math.nan})
     return pd.DataFrame(out, columns=[
         "model", "method", "metric", "n", "n_rows", "n_error", "mean", "std", "median",
         "ci95_low", "ci95_high",
