@@ -125,3 +125,21 @@ def test_sensitivity_helpers():
     assert subset_sizes(100, 3).tolist() == [1, 9, 80]
     np.testing.assert_allclose(pearson(np.array([[1.0, 2, 3]]), np.array([[2.0, 4, 6]])), [1])
     assert np.isnan(pearson(np.array([1.0, 1, 1]), np.array([1.0, 2, 3])))
+
+
+def test_completeness_metric_hand_and_ig(smooth_model, images32):
+    w = torch.ones(1, 3, 2, 2)
+    model = linear_classifier(w)
+    x = torch.full((1, 3, 2, 2), 0.5)
+    spec = salbench.metrics.get("completeness")
+    attr = torch.full((1, 3, 2, 2), 0.25)  # sums to 3, the logit change is 6
+    out = spec.fn(model, x, torch.tensor([0]), attr.sum(1), attr=attr, **spec.params())
+    assert out["completeness"][0] == pytest.approx(3.0)
+    assert out["completeness_relative"][0] == pytest.approx(0.5)
+    t = smooth_model(images32).argmax(1)
+    res = salbench.methods.attribute_with_info("idgi_ig", smooth_model, images32, t,
+                                               score="logit", steps=16)
+    out = spec.fn(smooth_model, images32, t, res.attr.sum(1), attr=res.attr, **spec.params())
+    np.testing.assert_allclose(out["completeness"], res.info["completeness_error"].numpy(),
+                               atol=1e-4)
+    assert np.all(out["completeness"] < 1e-3)

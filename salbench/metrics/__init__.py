@@ -11,6 +11,7 @@ def names() -> list[str]:
 
 
 from salbench.metrics import (  # noqa: E402,F401
+    completeness,
     concentration,
     localization,
     mprt,
