@@ -23,7 +23,7 @@ DEMO_CONFIG = {
     "dataset": {"kind": "sample"},
     "models": ["efficientnet_lite0"],
     "methods": "all",
-    "metrics": ["insertion", "deletion", "pointing_game"],
+    "metrics": ["insertion", "deletion", "pointing_game", "wsol"],
     "resources": {"shard_size": 4},
 }
 
