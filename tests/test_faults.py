@@ -1,0 +1,115 @@
+"""Faults: a worker actor killed mid-run, the driver SIGKILLed mid-run and resumed.
+
+Both must end with tables equal to an uninterrupted run: no duplicate, no missing row.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from salbench.pipeline import parse_config, run
+from salbench.pipeline.tables import finished_shards, read_samples
+
+pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
+
+CONFIG = {
+    "name": "faults",
+    "seed": 0,
+    "profile": "fast",
+    "dataset": {"kind": "synthetic", "n": 8, "size": 32, "seed": 5},
+    "models": ["tiny_smooth"],
+    "methods": [{"name": "ig", "steps": 2000}, "vg"],
+    "metrics": ["insertion", "pointing_game"],
+    "resources": {"shard_size": 1, "torch_threads": 1},
+}
+
+
+def _cfg(out: Path) -> dict:
+    return {**CONFIG, "out": str(out)}
+
+
+def _table(run_dir: Path) -> pd.DataFrame:
+    return read_samples(run_dir).drop(columns=["run_id"])
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run."""
+    return run(parse_config(_cfg(tmp_path_factory.mktemp("ref"))), progress=None).run_dir
+
+
+def _pids(title: str) -> list[int]:
+    """Processes whose command line contains ``title`` (Ray names actor processes so)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes().decode(errors="ignore")
+            except OSError:
+                continue
+            if title in cmd and int(d) != os.getpid():
+                out.append(int(d))
+    return out
+
+
+def test_killed_worker_actor_is_restarted_and_nothing_is_lost(reference, tmp_path):
+    out = tmp_path / "runs"
+    killed: list[int] = []
+
+    def killer() -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            done = list(out.glob("*/_done/*.json"))
+            pids = _pids("AttributeActor")
+            if pids and len(done) >= 2:
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(pids[0])
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    res = run(parse_config(_cfg(out)), progress=None)
+    thread.join(timeout=1)
+    assert killed, "the attribute actor was never killed (the run ended first)"
+    assert finished_shards(res.run_dir) == set(range(8))
+    pd.testing.assert_frame_equal(_table(res.run_dir), _table(reference))
+
+
+def test_driver_killed_mid_run_then_resumed(reference, tmp_path):
+    salbench_bin = Path(sys.executable).with_name("salbench")
+    if not salbench_bin.exists():
+        pytest.skip("salbench console script not installed next to this Python")
+    out = tmp_path / "runs"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(_cfg(out)))
+    proc = subprocess.Popen([str(salbench_bin), "run", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while len(list(out.glob("*/_done/*.json"))) < 2:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "no shard finished in time"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    (run_dir,) = out.iterdir()
+    done = finished_shards(run_dir)
+    assert 2 <= len(done) < 8, done  # killed mid-run
+    res = subprocess.run([str(salbench_bin), "resume", str(run_dir)], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert finished_shards(run_dir) == set(range(8))
+    table = _table(run_dir)
+    assert not table.duplicated(["index", "model", "method"]).any()
+    pd.testing.assert_frame_equal(table, _table(reference))
