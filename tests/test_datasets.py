@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 import zlib
@@ -433,13 +434,17 @@ def test_parquet_roundtrip_across_shards(tmp_path: Path) -> None:
 
 
 def test_parquet_schema_validation(tmp_path: Path) -> None:
+    # an unusable shard is one error row naming the file and the reason (a poisoned shard
+    # must not stop a run), not an exception
     table = pa.table({"sample_id": ["a"], "image": [b""], "label": [1], "source": ["x"]})
     pq.write_table(table, tmp_path / "bad.parquet")
-    with pytest.raises(ConfigError, match=r"bad\.parquet: missing column 'boxes'"):
-        ParquetDataset(tmp_path)
+    (row,) = list(ParquetDataset(tmp_path))
+    assert row["sample_id"] == "bad.parquet" and row["image"] == b""
+    assert re.search(r"bad\.parquet: missing column 'boxes'", row["error"])
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
-    with pytest.raises(ConfigError, match="junk.parquet"):
-        ParquetDataset(tmp_path / "junk.parquet")
+    (junk,) = list(ParquetDataset(tmp_path / "junk.parquet"))
+    assert "junk.parquet" in junk["error"] and "not a readable Parquet file" in junk["error"]
+    assert len(ParquetDataset(tmp_path)) == 2
 
 
 def test_shard_command_folder_keeps_error_rows(

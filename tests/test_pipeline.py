@@ -252,3 +252,62 @@ def test_cpu_scale():
     two = parse_config({**TINY, "out": "x", "models": ["tiny_smooth", "tiny_cnn"]})
     # 2 x (attribute 1 + score 1 + bokeh 0.5) + finalize 0.5 = 5.5 CPUs into 2 - 0.5
     assert cpu_scale(two, split=True, use_gpu=False, cluster_cpus=2) == pytest.approx(1.5 / 5.5)
+
+
+def _save(img: Image.Image, path: Path, fmt: str, **kw) -> None:
+    img.save(path, fmt, **kw)
+
+
+def test_bad_input_zoo_nothing_valid_is_lost(tmp_path):
+    """Every odd-but-valid image is evaluated; every unusable one is an error row with its
+    reason; a poisoned Parquet shard (corrupt pages) and a junk shard do not stop the run."""
+    import struct
+    import zlib
+
+    from salbench.datasets import open_dataset
+    from salbench.datasets.parquet import write_shards
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "zoo"
+    root.mkdir()
+    rgb = Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    _save(rgb.convert("CMYK"), root / "cmyk.jpg", "JPEG")
+    _save(Image.fromarray(rng.integers(0, 65535, (40, 40), dtype=np.uint16)), root / "g16.png",
+          "PNG")
+    _save(rgb.convert("L"), root / "gray.png", "PNG")
+    _save(rgb.convert("RGBA"), root / "rgba.png", "PNG")
+    _save(rgb.convert("P"), root / "palette.png", "PNG")
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(
+            ">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2,
+                                                             0, 0, 0))
+    (root / "bomb.png").write_bytes(bomb + chunk(b"IEND", b""))
+    (root / "empty.png").write_bytes(b"")
+    res = run(parse_config(_config(tmp_path, dataset={"kind": "folder", "path": str(root)},
+                                   methods=["vg"])), progress=None)
+    by_id = res.samples.set_index("sample_id")
+    ok = {"cmyk.jpg", "g16.png", "gray.png", "rgba.png", "palette.png"}
+    assert (by_id.loc[sorted(ok), "status"] == "ok").all(), by_id["error"].to_dict()
+    assert by_id.loc["bomb.png", "status"] == "bad_image"
+    assert "too large" in by_id.loc["bomb.png", "error"]
+    assert by_id.loc["empty.png", "status"] == "bad_image"
+
+    shards = tmp_path / "shards"
+    write_shards(open_dataset({"kind": "synthetic", "n": 6, "size": 32, "seed": 4}), shards,
+                 rows_per_shard=2)
+    poisoned = sorted(shards.glob("*.parquet"))[1]
+    data = bytearray(poisoned.read_bytes())
+    data[4:200] = b"\xff" * 196  # page headers destroyed, footer intact
+    poisoned.write_bytes(bytes(data))
+    (shards / "zz-junk.parquet").write_bytes(b"this is not parquet")
+    cfg = _config(tmp_path, dataset={"kind": "parquet", "path": str(shards)}, methods=["vg"])
+    res = run(parse_config(cfg), progress=None)
+    s = res.samples
+    assert len(s) == 7  # 6 rows + 1 stand-in row for the junk file: nothing dropped
+    assert (s["status"] == "ok").sum() == 4
+    bad = s[s["status"] != "ok"]
+    assert bad["error"].str.contains("unreadable dataset rows").sum() == 2
+    assert bad["error"].str.contains("zz-junk.parquet").sum() == 1

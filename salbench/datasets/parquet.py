@@ -2,7 +2,9 @@
 
 Shard schema (:data:`SCHEMA`): ``sample_id`` string, ``image`` binary (encoded image
 bytes), ``label`` int64, ``boxes`` list<list<float32>> (each box x0, y0, x1, y1),
-``source`` string, and an optional nullable ``error`` string (the reason a source row could
+``source`` string (a shard that is unreadable or lacks a column stands for one row whose
+``error`` says why, so one poisoned file never stops a run), and an optional nullable
+``error`` string (the reason a source row could
 not be read; such rows keep their place with ``image = b""``). Other columns are passed
 through as row keys.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -94,6 +97,9 @@ def _shard_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     return files
 
 
+log = logging.getLogger(__name__)
+
+
 @register("parquet")
 class ParquetDataset(Dataset):
     """Rows of Parquet shards (see the module docstring).
@@ -117,22 +123,32 @@ class ParquetDataset(Dataset):
         self._starts: list[int] = []
         self._sizes: list[int] = []
         self._file_meta: list[tuple[str, int, int]] = []
+        # A shard that cannot be used (unreadable, wrong schema) becomes one error row, so one
+        # poisoned file never stops a run; entries of _groups with g == -1 stand for those.
+        self._bad: dict[int, str] = {}
         total = 0
         for fi, f in enumerate(self.files):
             try:
                 meta = pq.read_metadata(f)
                 schema = meta.schema.to_arrow_schema()
-            except (OSError, pa.ArrowException) as exc:
-                raise ConfigError(
-                    f"parquet shard {f}: not a readable Parquet file ({exc})"
-                ) from None
-            for col in REQUIRED:
-                if col not in schema.names:
+                missing = [col for col in REQUIRED if col not in schema.names]
+                if missing:
                     raise ConfigError(
-                        f"parquet shard {f}: missing column {col!r} (has {schema.names}); "
-                        f"expected columns {list(REQUIRED)}"
+                        f"parquet shard {f}: missing column {missing[0]!r} (has "
+                        f"{schema.names}); expected columns {list(REQUIRED)}"
                     )
-            _check_types(f, schema)
+                _check_types(f, schema)
+            except (OSError, pa.ArrowException, ConfigError) as exc:
+                reason = str(exc) if isinstance(exc, ConfigError) else (
+                    f"parquet shard {f}: not a readable Parquet file ({exc})")
+                log.warning("%s; it becomes one error row", reason)
+                self._bad[fi] = reason
+                self._groups.append((fi, -1))
+                self._starts.append(total)
+                self._sizes.append(1)
+                total += 1
+                self._file_meta.append((f.name, -1, f.stat().st_size if f.exists() else -1))
+                continue
             for g in range(meta.num_row_groups):
                 n = meta.row_group(g).num_rows
                 if n:
@@ -169,9 +185,19 @@ class ParquetDataset(Dataset):
         if start == stop:
             return
         for fi, groups, first, count in self._group_slices(start, stop):
+            if fi in self._bad:
+                yield self._error_table(fi, columns)
+                continue
             with pq.ParquetFile(self.files[fi]) as pf:
                 table = pf.read_row_groups(groups, columns=columns)
             yield table.slice(first, count)
+
+    def _error_table(self, fi: int, columns: list[str] | None) -> pa.Table:
+        """The one-row stand-in of an unusable shard: empty image, the reason in ``error``."""
+        row = {"sample_id": [self.files[fi].name], "image": [b""], "label": [-1],
+               "boxes": [[]], "source": [str(self.files[fi])], "error": [self._bad[fi]]}
+        table = pa.table(row)
+        return table.select(columns) if columns else table
 
     def read(self, start: int, stop: int) -> Iterator[Row]:
         for table in self._read_table(start, stop, None):
@@ -203,8 +229,11 @@ class ParquetDataset(Dataset):
         def entries() -> Iterator[Any]:
             yield self._file_meta
             yield self._total
-            for table in self._read_table(0, self._total, ["sample_id", "label", "boxes"]):
-                yield table.to_pydict()
+            try:
+                for table in self._read_table(0, self._total, ["sample_id", "label", "boxes"]):
+                    yield table.to_pydict()
+            except (OSError, pa.ArrowException) as exc:  # corrupt pages: still a fingerprint
+                yield f"unreadable: {exc}"
 
         return listing_fingerprint(self.kind, entries())
 

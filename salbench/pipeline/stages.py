@@ -30,11 +30,25 @@ def _dataset(spec_json: str) -> Dataset:
 def read_shard(item: dict[str, Any], *, dataset_json: str) -> Iterator[dict[str, Any]]:
     """Shard item {shard, start, stop} -> its dataset rows with bytes images, boxes as JSON.
 
-    A row that cannot be read carries ``read_error`` (the reason) and an empty image.
+    Always exactly stop - start rows: a row that cannot be read carries ``read_error`` (the
+    reason) and an empty image; if the reader fails part-way (corrupt data pages), the rest
+    of the range become such rows (sample_id ``row-<index>``), so the run goes on.
     """
     ds = _dataset(dataset_json)
     start, stop = int(item["start"]), int(item["stop"])
-    for offset, row in enumerate(ds.read(start, stop)):
+    rows = ds.read(start, stop)
+    failure = ""
+    for offset in range(stop - start):
+        row = None
+        if not failure:
+            try:
+                row = next(rows)
+            except StopIteration:
+                failure = f"the dataset ended at row {start + offset} of {stop}"
+            except Exception as exc:  # a poisoned shard: the rest of the range become errors
+                failure = f"unreadable dataset rows: {type(exc).__name__}: {exc}"[:2000]
+        if row is None:
+            row = {"sample_id": f"row-{start + offset}", "error": failure}
         image, error = row.get("image", b""), str(row.get("error") or "")
         if isinstance(image, np.ndarray):
             try:
