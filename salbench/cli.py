@@ -1,10 +1,11 @@
-"""``salbench`` command line: run, demo, resume, list, shard (SPEC 6)."""
+"""``salbench`` command line: run, demo, resume, compare, list, shard (SPEC 6)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -108,6 +109,21 @@ def cmd_shard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from salbench.errors import ConfigError
+    from salbench.pipeline.compare import compare_runs, comparison_report
+
+    table = compare_runs(args.run_a, args.run_b, metrics=args.metric)
+    print(comparison_report(table, str(args.run_a), str(args.run_b)))
+    if args.csv:
+        try:
+            table.to_csv(args.csv, index=False)
+        except OSError as exc:
+            raise ConfigError(f"cannot write --csv {args.csv}: {exc}") from exc
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``salbench`` command."""
     p = argparse.ArgumentParser(prog="salbench", description=__doc__)
@@ -130,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="finish an interrupted run")
     s.add_argument("run_dir")
     s.set_defaults(fn=cmd_resume)
+
+    c = sub.add_parser("compare", help="compare two runs: per-metric deltas with 95%% CIs")
+    c.add_argument("run_a", type=Path, metavar="RUN_A", help="the reference run directory (A)")
+    c.add_argument("run_b", type=Path, metavar="RUN_B",
+                   help="the run compared with it (B); delta = B - A")
+    c.add_argument("--metric", action="extend", nargs="+", metavar="NAME",
+                   help="only these metric columns or registered metrics (repeatable)")
+    c.add_argument("--csv", type=Path, metavar="PATH", help="also write the table as CSV")
+    c.set_defaults(fn=cmd_compare)
 
     ls = sub.add_parser("list", help="list registered names")
     ls.add_argument("what", choices=["models", "methods", "metrics", "datasets"])

@@ -1,0 +1,415 @@
+"""Compare two runs: per model x method x metric deltas with 95% intervals (SPEC 6).
+
+Usage::
+
+    salbench compare RUN_A RUN_B                       # B relative to A (delta = B - A)
+    salbench compare runs/old runs/new --metric insertion_auc --metric deletion_auc
+    salbench compare runs/old runs/new --metric insertion        # a metric's scalar columns
+    salbench compare runs/old runs/new --csv delta.csv           # also write the full table
+
+It prints what differs between the two runs' manifests first (config keys, config hash,
+dataset fingerprint, package versions, git commit, unfinished runs), then one line per
+model x method x metric: the two means, ``delta = mean_b - mean_a`` (4 significant digits),
+its 95% confidence interval, the numbers of values used and ``*`` where the interval
+excludes 0. It exits 0 whatever changed; a path that is not a run directory (no
+``manifest.json``, no finished shard) exits 2 with one line naming the path.
+
+Statistics. A metric is every float column of the per-sample table (``target_prob``, method
+diagnostics, metric scalars; not curves), plus the dataset-level figures found only in
+``summary.parquet`` (``sic_aggregate_auc``, ...). Only rows with status ``ok`` and a finite
+value count. When both runs hold the same ``sample_id`` set for a model x method (a rerun of
+the same data) the comparison is *paired*: samples whose value is missing or not ok in either
+run are dropped, ``mean_a``/``mean_b``/``n_a``/``n_b`` describe the remaining pairs, and the
+interval is the Student t interval of the mean per-sample difference. Otherwise it is
+Welch's t interval from the two runs' values. Dataset-level figures get the delta of the two
+summary values and no interval. A model x method x metric that only one run has is listed
+with ``only_in`` = ``"a"`` or ``"b"``; one with no value in either run (a diagnostic of
+another method) is left out.
+
+From Python::
+
+    from salbench.pipeline.compare import compare_runs
+    table = compare_runs(Path("runs/old"), Path("runs/new"))
+    table.attrs["differences"]        # the manifest differences, one string each
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from salbench.errors import ConfigError
+from salbench.pipeline import tables
+
+#: Columns of the table :func:`compare_runs` returns, in order.
+COLUMNS = [
+    "model", "method", "metric", "mean_a", "mean_b", "delta", "ci95_low", "ci95_high",
+    "n_a", "n_b", "paired", "significant", "only_in", "n_error_a", "n_error_b",
+]
+#: Float columns of the per-sample table that are not metrics.
+NOT_METRICS = frozenset(name for name, _ in tables.BASE_FIELDS if name != "target_prob") | {
+    "map", "map_height", "map_width"}
+GROUP = ["model", "method"]
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What a comparison reads from one run directory."""
+
+    path: Path
+    manifest: dict[str, Any]
+    samples: pd.DataFrame
+    summary: pd.DataFrame | None  # summary.parquet, None when the run has none
+    shards_finished: int
+
+    @property
+    def run_id(self) -> str:
+        """The run's id (its manifest's ``run_id``, else the directory name)."""
+        return str(self.manifest.get("run_id") or self.path.name)
+
+    def metric_columns(self) -> list[str]:
+        """The scalar (float) metric columns of the per-sample table."""
+        return [c for c in self.samples.columns
+                if c not in NOT_METRICS and pd.api.types.is_float_dtype(self.samples[c])]
+
+    def aggregate_metrics(self) -> list[str]:
+        """Metrics that only ``summary.parquet`` holds (dataset-level figures such as SIC)."""
+        if self.summary is None:
+            return []
+        cols = set(self.metric_columns())
+        return sorted(m for m in self.summary["metric"].unique() if m not in cols)
+
+
+def load_run(path: Path | str) -> RunData:
+    """Read a run directory; a ConfigError naming ``path`` when it is not one."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not path.is_dir():
+        raise ConfigError(f"{path} is not a salbench run directory (no such directory)")
+    if not manifest_path.is_file():
+        raise ConfigError(f"{path} is not a salbench run directory (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{manifest_path} is not readable JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{manifest_path} does not hold a JSON object")
+    done = tables.finished_shards(path)
+    if not done:
+        raise ConfigError(f"{path} has no finished shards (samples/ with _done/ markers); "
+                          f"finish it with `salbench resume {path}`")
+    samples = tables.read_samples(path)
+    summary = None
+    if (path / "summary.parquet").is_file():
+        summary = pd.read_parquet(path / "summary.parquet")
+    return RunData(path, manifest, samples, summary, len(done))
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    """Nested dicts -> ``{"a.b.c": leaf}``; lists and scalars are leaves."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key in sorted(value):
+            out.update(_flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+_MISSING = object()
+
+
+def _show(value: Any) -> str:
+    if value is _MISSING:
+        return "<missing>"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def config_differences(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) -> list[str]:
+    """What differs between two manifests, one ``"key: A -> B"`` string each.
+
+    Compared: ``config_hash``, ``dataset.fingerprint``, ``dataset.rows``, ``git_commit``,
+    every package version and every (flattened) config key.
+    """
+    def pick(m: dict[str, Any]) -> dict[str, Any]:
+        dataset = m.get("dataset") or {}
+        out = {"config_hash": m.get("config_hash", _MISSING),
+               "dataset.fingerprint": dataset.get("fingerprint", _MISSING),
+               "dataset.rows": dataset.get("rows", _MISSING),
+               "git_commit": m.get("git_commit", _MISSING)}
+        out.update(_flatten(m.get("packages") or {}, "packages"))
+        out.update(_flatten(m.get("config") or {}, "config"))
+        return out
+
+    a, b = pick(manifest_a), pick(manifest_b)
+    fixed = ["config_hash", "dataset.fingerprint", "dataset.rows", "git_commit"]
+    lines = []
+    for key in [*fixed, *sorted((set(a) | set(b)) - set(fixed))]:
+        va, vb = a.get(key, _MISSING), b.get(key, _MISSING)
+        if va != vb:
+            lines.append(f"{key}: {_show(va)} -> {_show(vb)}")
+    return lines
+
+
+def _status_notes(run: RunData, label: str) -> list[str]:
+    status = run.manifest.get("status")
+    if status in (None, "complete"):
+        return []
+    total = run.manifest.get("shards", "?")
+    return [f"run {label} is not complete (status {status}, {run.shards_finished} of {total} "
+            f"shards finished); only finished shards are compared"]
+
+
+def _finite_ok(group: pd.DataFrame, col: str) -> np.ndarray:
+    ok = group[group["status"] == "ok"]
+    v = ok[col].to_numpy(dtype=np.float64)
+    return v[np.isfinite(v)]
+
+
+def paired_interval(diff: np.ndarray) -> tuple[float, float]:
+    """Student t 95% interval of the mean of paired differences (NaN when fewer than 2)."""
+    n = len(diff)
+    if n < 2:
+        return math.nan, math.nan
+    mean = float(diff.mean())
+    half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n))
+    return mean - half, mean + half
+
+
+def welch_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Welch's t 95% interval of ``mean(b) - mean(a)`` (NaN when a side has fewer than 2)."""
+    na, nb = len(a), len(b)
+    if na < 2 or nb < 2:
+        return math.nan, math.nan
+    delta = float(b.mean() - a.mean())
+    va, vb = float(a.var(ddof=1)) / na, float(b.var(ddof=1)) / nb
+    se2 = va + vb
+    if se2 == 0.0:
+        return delta, delta
+    df = se2**2 / (va**2 / (na - 1) + vb**2 / (nb - 1))
+    half = float(stats.t.ppf(0.975, df) * math.sqrt(se2))
+    return delta - half, delta + half
+
+
+def _is_paired(ga: pd.DataFrame | None, gb: pd.DataFrame | None) -> bool:
+    if ga is None or gb is None:
+        return False
+    ids_a, ids_b = ga["sample_id"], gb["sample_id"]
+    return bool(ids_a.is_unique and ids_b.is_unique and set(ids_a) == set(ids_b))
+
+
+def _compare_metric(ga: pd.DataFrame, gb: pd.DataFrame, col: str,
+                    paired: bool) -> dict[str, Any] | None:
+    """One row for a metric both runs have in this model x method; None if neither has values."""
+    if len(_finite_ok(ga, col)) == 0 and len(_finite_ok(gb, col)) == 0:
+        return None
+    if paired:
+        m = ga[["sample_id", "status", col]].merge(
+            gb[["sample_id", "status", col]], on="sample_id", suffixes=("_a", "_b"))
+        va = m[f"{col}_a"].to_numpy(dtype=np.float64)
+        vb = m[f"{col}_b"].to_numpy(dtype=np.float64)
+        ok = ((m["status_a"] == "ok") & (m["status_b"] == "ok")).to_numpy(dtype=bool)
+        keep = ok & np.isfinite(va) & np.isfinite(vb)
+        va, vb = va[keep], vb[keep]
+        low, high = paired_interval(vb - va)
+    else:
+        va, vb = _finite_ok(ga, col), _finite_ok(gb, col)
+        low, high = welch_interval(va, vb)
+    mean_a = float(va.mean()) if len(va) else math.nan
+    mean_b = float(vb.mean()) if len(vb) else math.nan
+    return {"mean_a": mean_a, "mean_b": mean_b, "delta": mean_b - mean_a,
+            "ci95_low": low, "ci95_high": high, "n_a": len(va), "n_b": len(vb)}
+
+
+def _one_side(group: pd.DataFrame, col: str, side: str) -> dict[str, Any] | None:
+    v = _finite_ok(group, col)
+    if len(v) == 0:
+        return None
+    mean = float(v.mean())
+    return {f"mean_{side}": mean, f"n_{side}": len(v)}
+
+
+def _aggregate(summary: pd.DataFrame | None, model: str, method: str,
+               metric: str) -> tuple[float, int] | None:
+    if summary is None:
+        return None
+    hit = summary[(summary["model"] == model) & (summary["method"] == method)
+                  & (summary["metric"] == metric)]
+    if hit.empty:
+        return None
+    return float(hit["mean"].iloc[0]), int(hit["n"].iloc[0])
+
+
+def resolve_metrics(names: Iterable[str], available: Sequence[str]) -> list[str]:
+    """``--metric`` names -> metric columns: a column name, or a registered metric's scalar
+    columns (``insertion`` -> ``insertion_auc``, ...); a ConfigError for any other name."""
+    from salbench import metrics
+
+    out: list[str] = []
+    for name in names:
+        if name in available:
+            found = [name]
+        elif name in metrics.names():
+            found = [c for c in metrics.get(name).columns if c in available]
+            found += [c for c in available if c.startswith(f"{name}_") and c not in found]
+        else:
+            found = []
+        if not found:
+            raise ConfigError(f"--metric {name!r} is in neither run; the runs have: "
+                              f"{', '.join(sorted(available))}")
+        out += [c for c in found if c not in out]
+    return out
+
+
+def compare_runs(run_a: Path, run_b: Path,
+                 metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Compare run B with run A, per model x method x metric (see the module docstring).
+
+    Returns a DataFrame with :data:`COLUMNS`, sorted by model, method, metric: ``mean_a``,
+    ``mean_b``, ``delta`` (= mean_b - mean_a), ``ci95_low``/``ci95_high`` (95% interval of
+    the delta: paired Student t or Welch t; NaN for dataset-level figures and fewer than
+    2 values), ``n_a``/``n_b`` (values used), ``paired``, ``significant`` (the interval
+    excludes 0), ``only_in`` (``""``, ``"a"`` or ``"b"``), ``n_error_a``/``n_error_b``
+    (rows whose status is not ok). ``attrs`` holds ``run_a``, ``run_b`` (run ids) and
+    ``differences`` (:func:`config_differences` plus notes on unfinished runs).
+    ``metrics`` restricts the metrics (see :func:`resolve_metrics`).
+    """
+    a, b = load_run(run_a), load_run(run_b)
+    cols_a, cols_b = a.metric_columns(), b.metric_columns()
+    agg_a, agg_b = a.aggregate_metrics(), b.aggregate_metrics()
+    sample_cols = sorted(set(cols_a) | set(cols_b))
+    agg_cols = sorted((set(agg_a) | set(agg_b)) - set(sample_cols))
+    if metrics is not None:
+        wanted = set(resolve_metrics(metrics, sample_cols + agg_cols))
+        sample_cols = [c for c in sample_cols if c in wanted]
+        agg_cols = [c for c in agg_cols if c in wanted]
+
+    groups_a = dict(iter(a.samples.groupby(GROUP, sort=True)))
+    groups_b = dict(iter(b.samples.groupby(GROUP, sort=True)))
+    rows: list[dict[str, Any]] = []
+    for key in sorted(set(groups_a) | set(groups_b)):
+        model, method = key
+        ga, gb = groups_a.get(key), groups_b.get(key)
+        paired = _is_paired(ga, gb)
+        base = {"model": model, "method": method, "paired": paired,
+                "n_error_a": int((ga["status"] != "ok").sum()) if ga is not None else 0,
+                "n_error_b": int((gb["status"] != "ok").sum()) if gb is not None else 0}
+        for col in sample_cols:
+            in_a = ga is not None and col in cols_a
+            in_b = gb is not None and col in cols_b
+            if in_a and in_b:
+                stat = _compare_metric(ga, gb, col, paired)
+                only = ""
+            elif in_a:
+                stat, only = _one_side(ga, col, "a"), "a"
+            elif in_b:
+                stat, only = _one_side(gb, col, "b"), "b"
+            else:
+                stat = None
+            if stat is not None:
+                rows.append({**base, "metric": col, "only_in": only, **stat})
+        for col in agg_cols:
+            va = _aggregate(a.summary, model, method, col) if ga is not None else None
+            vb = _aggregate(b.summary, model, method, col) if gb is not None else None
+            if va is None and vb is None:
+                continue
+            stat = {"ci95_low": math.nan, "ci95_high": math.nan}
+            if va is not None:
+                stat.update(mean_a=va[0], n_a=va[1])
+            if vb is not None:
+                stat.update(mean_b=vb[0], n_b=vb[1])
+            if va is not None and vb is not None:
+                stat["delta"] = vb[0] - va[0]
+            only = "" if va is not None and vb is not None else ("a" if va is not None else "b")
+            rows.append({**base, "metric": col, "only_in": only, **stat})
+
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    for col in ("mean_a", "mean_b", "delta", "ci95_low", "ci95_high"):
+        table[col] = table[col].astype(np.float64)
+    for col in ("n_a", "n_b"):
+        table[col] = table[col].fillna(0).astype(np.int64)
+    table["paired"] = table["paired"].astype(bool)
+    table["significant"] = ((table["ci95_low"] > 0) | (table["ci95_high"] < 0)).astype(bool)
+    table = table.sort_values(["model", "method", "metric"], kind="stable")
+    table = table.reset_index(drop=True)
+    table.attrs.update(
+        run_a=a.run_id, run_b=b.run_id,
+        differences=[*config_differences(a.manifest, b.manifest), *_status_notes(a, "A"),
+                     *_status_notes(b, "B")],
+    )
+    return table
+
+
+def _num(value: float, signed: bool = False) -> str:
+    if not math.isfinite(value):
+        return "-"
+    if value == 0:
+        return "0"
+    return f"{value:+.4g}" if signed else f"{value:.4g}"
+
+
+def format_comparison(table: pd.DataFrame) -> str:
+    """A readable text table of :func:`compare_runs`' result (no manifest differences)."""
+    if table.empty:
+        return "(nothing to compare)"
+    header = ["model", "method", "metric", "mean A", "mean B", "delta", "95% CI", "n A",
+              "n B", "paired", ""]
+    lines = []
+    for r in table.itertuples(index=False):
+        if r.only_in:
+            delta, ci = f"only in {r.only_in.upper()}", ""
+        else:
+            delta = _num(r.delta, signed=True)
+            ci = (f"[{_num(r.ci95_low, True)}, {_num(r.ci95_high, True)}]"
+                  if math.isfinite(r.ci95_low) else "-")
+        lines.append([r.model, r.method, r.metric, _num(r.mean_a), _num(r.mean_b), delta, ci,
+                      str(r.n_a), str(r.n_b), "yes" if r.paired else "no",
+                      "*" if r.significant else ""])
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    left = {0, 1, 2, 9, 10}
+
+    def fmt(row: list[str]) -> str:
+        cells = [c.ljust(w) if i in left else c.rjust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        return "  ".join(cells).rstrip()
+
+    return "\n".join([fmt(header), *(fmt(row) for row in lines)])
+
+
+def comparison_report(table: pd.DataFrame, path_a: str = "", path_b: str = "") -> str:
+    """The ``salbench compare`` output: runs, manifest differences, table, error counts."""
+    attrs = table.attrs
+    out = [f"A: {attrs.get('run_a', '?')}  {path_a}".rstrip(),
+           f"B: {attrs.get('run_b', '?')}  {path_b}".rstrip()]
+    diffs = attrs.get("differences", [])
+    if diffs:
+        out.append(f"differences between the runs ({len(diffs)}):")
+        out += [f"  {d}" for d in diffs]
+    else:
+        out.append("no differences in config, dataset fingerprint, package versions or "
+                   "git commit")
+    out += ["", format_comparison(table)]
+    errors = table[table["only_in"] == ""].drop_duplicates(GROUP)
+    errors = errors[errors["n_error_a"] != errors["n_error_b"]]
+    for r in errors.itertuples(index=False):
+        out.append(f"error rows {r.model}/{r.method}: {r.n_error_a} in A, {r.n_error_b} in B")
+    n_sig = int(table["significant"].sum())
+    n_only = int((table["only_in"] != "").sum())
+    out += ["", f"{len(table)} rows, {n_sig} significant (*: the 95% CI of delta = B - A "
+            "excludes 0; paired t on common samples, else Welch t), "
+            f"{n_only} in one run only"]
+    return "\n".join(out)
+
+
+__all__ = ["COLUMNS", "RunData", "compare_runs", "comparison_report", "config_differences",
+           "format_comparison", "load_run", "paired_interval", "resolve_metrics",
+           "welch_interval"]
