@@ -192,7 +192,43 @@ def _execute(
         "method_seconds_per_image": {
             f"{m}/{k}": round(sum(v) / len(v), 4) for (m, k), v in sorted(seconds.items())
         },
+        "stages": stage_stats(ds),
     }
+
+
+def stage_stats(ds: Any) -> dict[str, dict[str, float]]:
+    """Per Ray Data operator: wall seconds, rows and bytes it produced (from Ray's stats).
+
+    Ray's stats API is internal and changes between releases; anything it does not provide
+    is left out rather than guessed.
+    """
+    out: dict[str, dict[str, float]] = {}
+    try:
+        summary = ds.get_stats_summary()
+        ops = _flatten(summary)
+    except Exception as exc:  # stats are diagnostics; never fail a finished run for them
+        log.info("Ray Data stats unavailable: %s", exc)
+        return out
+    for op in ops:
+        entry: dict[str, float] = {}
+        for key in ("time_total_s", "earliest_start_time", "latest_end_time"):
+            if isinstance(getattr(op, key, None), (int, float)):
+                entry[key] = round(float(getattr(op, key)), 4)
+        rows = getattr(getattr(op, "output_num_rows", None), "sum", None)
+        size = getattr(getattr(op, "output_size_bytes", None), "sum", None)
+        if rows is not None:
+            entry["rows"] = int(rows)
+        if size is not None:
+            entry["bytes"] = int(size)
+        out[str(getattr(op, "operator_name", "op"))] = entry
+    return out
+
+
+def _flatten(summary: Any) -> list[Any]:
+    ops = list(getattr(summary, "operators_stats", []))
+    for parent in getattr(summary, "parents", []):
+        ops = _flatten(parent) + ops
+    return ops
 
 
 def resume(run_dir: str | Path, **kwargs: Any) -> RunResult:
