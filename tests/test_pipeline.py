@@ -74,6 +74,9 @@ def test_tables_and_manifest(tiny_run):
     assert man["status"] == "complete" and man["counts"]["rows"] == 10
     assert man["dataset"]["rows"] == 5 and len(man["dataset"]["fingerprint"]) == 16
     assert man["packages"]["torch"] and man["config"]["methods"][1] == {"name": "ig", "steps": 8}
+    stages = man["timings"]["stages"]
+    assert stages["MapBatches(AttributeActor)"]["rows"] == 10  # 5 samples x 2 methods
+    assert stages["MapBatches(AttributeActor)"]["bytes"] > 0
     assert finished_shards(tiny_run.run_dir) == {0, 1, 2}
     # samples/ is a plain Parquet dataset
     assert len(pd.read_parquet(tiny_run.run_dir / "samples")) == 10
