@@ -121,6 +121,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot write --csv {args.csv}: {exc}") from exc
         print(f"wrote {args.csv}")
+    if args.fail_on_change and table["significant"].fillna(False).astype(bool).any():
+        print("significant changes found (--fail-on-change): exit 1", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -154,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--metric", action="extend", nargs="+", metavar="NAME",
                    help="only these metric columns or registered metrics (repeatable)")
     c.add_argument("--csv", type=Path, metavar="PATH", help="also write the table as CSV")
+    c.add_argument("--fail-on-change", action="store_true",
+                   help="exit 1 when any delta is significant (for cron / CI reruns)")
     c.set_defaults(fn=cmd_compare)
 
     ls = sub.add_parser("list", help="list registered names")

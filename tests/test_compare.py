@@ -262,6 +262,10 @@ def test_cli(paired_runs, tmp_path, capsys):
     assert main(["compare", run_a, run_b, "--metric", "insertion"]) == 0  # a registered metric
     out = capsys.readouterr().out
     assert " insertion_auc " in out and "deletion_auc" not in out
+    # --fail-on-change: exit 1 when a delta is significant (deletion_auc is), 0 otherwise
+    assert main(["compare", run_a, run_b, "--fail-on-change"]) == 1
+    assert "significant changes" in capsys.readouterr().err
+    assert main(["compare", run_a, run_b, "--metric", "insertion_auc", "--fail-on-change"]) == 0
 
 
 @pytest.mark.parametrize("extra", [["--metric", "nope"], ["--csv", "/nonexistent/dir/x.csv"]])
