@@ -52,10 +52,10 @@ def results_table(summary: pd.DataFrame) -> str:
     return n.join(table).to_string(float_format=lambda v: f"{v:.4f}")
 
 
-def _run(config: RunConfig, run_dir: str | None = None) -> int:
+def _run(config: RunConfig, quiet: bool = False) -> int:
     from salbench.pipeline import run
 
-    result = run(config, run_dir=run_dir)
+    result = run(config, progress=None if quiet else sys.stderr)
     print(results_table(result.summary))
     print(f"run directory: {result.run_dir}")
     return 0
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from salbench.pipeline import load_config
 
     config = load_config(args.config, _overrides(args))
-    return _run(config)
+    return _run(config, args.quiet)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -80,13 +80,13 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def cmd_demo(args: argparse.Namespace) -> int:
     from salbench.pipeline.config import apply_overrides, parse_config
 
-    return _run(parse_config(apply_overrides(DEMO_CONFIG, _overrides(args))))
+    return _run(parse_config(apply_overrides(DEMO_CONFIG, _overrides(args))), args.quiet)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from salbench.pipeline import resume
 
-    result = resume(args.run_dir)
+    result = resume(args.run_dir, progress=None if args.quiet else sys.stderr)
     print(results_table(result.summary))
     print(f"run directory: {result.run_dir}")
     return 0
@@ -138,16 +138,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set profile=paper (repeatable)")
     r.add_argument("--address", help="Ray address: 'auto' joins a running `ray start --head`")
     r.add_argument("--out", help="output directory (default: the config's 'out')")
+    r.add_argument("--quiet", action="store_true", help="no progress output (logs still go "
+                   "to the run directory's run.log)")
     r.set_defaults(fn=cmd_run)
 
     d = sub.add_parser("demo", help="the embedded default: sample photos, EfficientNet-Lite0")
     d.add_argument("--out", help="output directory (default ./runs)")
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     d.add_argument("--address", help="Ray address: 'auto' joins a running `ray start --head`")
+    d.add_argument("--quiet", action="store_true", help="no progress output")
     d.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("resume", help="finish an interrupted run")
     s.add_argument("run_dir")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(fn=cmd_resume)
 
     c = sub.add_parser("compare", help="compare two runs: per-metric deltas with 95%% CIs")

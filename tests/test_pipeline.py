@@ -187,11 +187,23 @@ def test_cli_list_run_and_errors(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({**_config(tmp_path), "methods": ["vg"]}))
     assert main(["run", str(cfg), "--set", "dataset.n=2"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "run directory:" in out and "insertion_auc" in out
+    assert "rows/s" in captured.err and "ETA" in captured.err
+    assert main(["run", str(cfg), "--set", "dataset.n=1", "--quiet"]) == 0
+    assert "[salbench]" not in capsys.readouterr().err
     assert main(["run", str(cfg), "--set", "methods=[nope]"]) == 2
     err = capsys.readouterr().err
     assert "methods[0]" in err and "valid methods" in err and "Traceback" not in err
+
+
+def test_progress_line():
+    from salbench.pipeline.run import progress_line
+
+    line = progress_line(3, 2, 4, 10, 40, 5.0)
+    assert line == ("[salbench] shard 3 written: 2/4 shards, 10/40 rows, 2.00 rows/s, 5.0 s "
+                    "elapsed, ETA 15 s")
 
 
 def test_demo_config_file_matches_the_cli():

@@ -167,7 +167,8 @@ def _execute(
     expected = {s["shard"]: (s["stop"] - s["start"]) * per_row for s in pending}
     buffers: dict[int, list[dict[str, Any]]] = defaultdict(list)
     seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
-    t0, written = time.time(), 0
+    t0, written, rows_done = time.time(), 0, 0
+    total_rows = sum(expected.values())
     ds = build_graph(config, pending, geometries)
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
         for row in batch.to_dict("records"):
@@ -176,11 +177,12 @@ def _execute(
             if row["status"] == "ok":
                 seconds[(row["model"], row["method"])].append(float(row["seconds"]))
             if len(buffers[shard]) == expected[shard]:
+                rows_done += expected[shard]
                 tables.write_shard(run_dir, shard,
                                    tables.rows_to_table(buffers.pop(shard), config, run_id))
                 written += 1
-                msg = (f"[salbench] shard {shard} written ({written}/{len(pending)} pending "
-                       f"shards, {time.time() - t0:.1f} s)")
+                msg = progress_line(shard, written, len(pending), rows_done, total_rows,
+                                    time.time() - t0)
                 log.info(msg)
                 if progress is not None:
                     print(msg, file=progress, flush=True)
@@ -229,6 +231,16 @@ def _flatten(summary: Any) -> list[Any]:
     for parent in getattr(summary, "parents", []):
         ops = _flatten(parent) + ops
     return ops
+
+
+def progress_line(shard: int, written: int, shards: int, rows: int, total_rows: int,
+                  elapsed: float) -> str:
+    """One progress line: shards and rows done, rows/s (sample x model x method) and ETA."""
+    rate = rows / elapsed if elapsed > 0 else 0.0
+    eta = (total_rows - rows) / rate if rate > 0 else float("inf")
+    eta_text = f"{eta:.0f} s" if eta != float("inf") else "?"
+    return (f"[salbench] shard {shard} written: {written}/{shards} shards, {rows}/{total_rows}"
+            f" rows, {rate:.2f} rows/s, {elapsed:.1f} s elapsed, ETA {eta_text}")
 
 
 def resume(run_dir: str | Path, **kwargs: Any) -> RunResult:
