@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = [
     "shard", "index", "sample_id", "model", "method", "status", "error", "label", "target",
     "pred", "target_prob", "values", "map", "crop", "boxes", "height", "width", "seconds",
+    "placement",
 ]
 
 
@@ -36,6 +37,15 @@ def pick_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("resources.device is 'cuda' but this worker sees no CUDA device")
     return torch.device(requested)
+
+
+def placement(model: str, device: torch.device) -> str:
+    """Where this actor runs (JSON: model, pid, Ray's GPU ids, device), carried by its rows
+    through the stages (not written to the tables, whose rows must not depend on it)."""
+    import ray
+
+    return json.dumps({"model": model, "pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(),
+                       "device": str(device)})
 
 
 def set_threads(config: RunConfig, device: torch.device) -> None:
@@ -68,6 +78,7 @@ class AttributeActor:
         set_threads(self.config, self.device)
         comp = self.config.models[model_index]
         self.model_label = comp.label
+        self.placement = placement(self.model_label, self.device)
         self.model = models.load(comp.name, weights=comp.params.get("weights"),
                                  device=self.device)
         self.method_specs = [(m, methods.get(m.name)) for m in self.config.methods]
@@ -85,8 +96,10 @@ class AttributeActor:
                 out += [self._row(r, m.label, r["status"], r["error"]) for m, _ in
                         self.method_specs]
         size = self.config.resources.batch_size
-        for start in range(0, len(ok), size):
-            out += self._attribute(ok[start:start + size])
+        for shard in sorted({r["shard"] for r in ok}):  # a shard's images batch the same
+            mine = [r for r in ok if r["shard"] == shard]  # way whatever Ray bundled
+            for start in range(0, len(mine), size):
+                out += self._attribute(mine[start:start + size])
         frame = pd.DataFrame(out, columns=OUTPUT_COLUMNS)
         return frame.sort_values(["index", "method"], kind="stable").reset_index(drop=True)
 
@@ -97,7 +110,7 @@ class AttributeActor:
             "model": self.model_label, "method": method, "status": status, "error": error,
             "label": r["label"], "target": -1, "pred": -1, "target_prob": float("nan"),
             "values": "{}", "map": b"", "crop": b"", "boxes": r["boxes"], "height": 0,
-            "width": 0, "seconds": 0.0,
+            "width": 0, "seconds": 0.0, "placement": self.placement,
         }
         row.update(extra)
         return row

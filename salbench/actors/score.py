@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from salbench import models
-from salbench.actors.attribute import pick_device, set_threads
+from salbench.actors.attribute import pick_device, placement, set_threads
 from salbench.metrics.pic import model_scores
 from salbench.pipeline.config import RunConfig, parse_config
 
@@ -28,6 +28,7 @@ class ScoreActor:
         comp = self.config.models[model_index]
         self.model = models.load(comp.name, weights=comp.params.get("weights"),
                                  device=self.device)
+        self.placement = placement(comp.label, self.device)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         batch = batch.copy()
@@ -48,4 +49,5 @@ class ScoreActor:
         for i, payload in payloads.items():
             payload["images"] = {}
             batch.iloc[i, batch.columns.get_loc("split")] = pickle.dumps(payload)
+        batch["score_placement"] = self.placement
         return batch

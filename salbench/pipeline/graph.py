@@ -12,8 +12,9 @@ set) and are dropped once scored, so only the scores reach the FinalizeActor. Re
 on the model side instead would put the griddata work (~1 s per bokeh set) on the GPU actor.
 
 Each shard is one block from reading on, and the model stages take whole blocks
-(``batch_size=None``), so a shard's images are always batched together: results do not
-depend on how Ray schedules work.
+(``batch_size=None``; on GPU stages, where Ray Data requires a batch size, ``shard_size``),
+and the AttributeActor batches each shard's images on their own, so results do not depend
+on how Ray schedules or bundles work.
 """
 
 from __future__ import annotations
@@ -80,6 +81,9 @@ def build_graph(
         "compute": ray.data.ActorPoolStrategy(size=res.cpu_actors),
         "num_cpus": round(res.cpu_num_cpus * scale, 4),
     }
+    # Ray Data needs a batch size for GPU stages; a shard's rows are at most shard_size, and
+    # the AttributeActor batches each shard on its own, so results do not depend on bundling.
+    model_batch = res.shard_size if use_gpu else None
     items = ray.data.from_items(shard_items, override_num_blocks=len(shard_items))
     rows = items.flat_map(
         read_shard, fn_kwargs={"dataset_json": json.dumps(config.dataset, sort_keys=True)},
@@ -98,7 +102,7 @@ def build_graph(
             if use_gpu else {"num_cpus": round(res.attribute_num_cpus * scale, 4)}
         )
         attributed = decoded.map_batches(
-            AttributeActor, batch_format="pandas", batch_size=None,
+            AttributeActor, batch_format="pandas", batch_size=model_batch,
             fn_constructor_kwargs={"config": cfg, "model_index": i},
             compute=ray.data.ActorPoolStrategy(size=res.attribute_actors),
             **gpu_args,
@@ -106,7 +110,7 @@ def build_graph(
         branch = attributed.map_batches(BokehActor, **cpu_args)
         if split:
             branch = branch.map_batches(
-                ScoreActor, batch_format="pandas", batch_size=None,
+                ScoreActor, batch_format="pandas", batch_size=model_batch,
                 fn_constructor_kwargs={"config": cfg, "model_index": i},
                 compute=ray.data.ActorPoolStrategy(size=res.attribute_actors),
                 **gpu_args,
