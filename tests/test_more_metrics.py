@@ -143,3 +143,21 @@ def test_completeness_metric_hand_and_ig(smooth_model, images32):
     np.testing.assert_allclose(out["completeness"], res.info["completeness_error"].numpy(),
                                atol=1e-4)
     assert np.all(out["completeness"] < 1e-3)
+
+
+def test_wsol_equals_the_threshold_by_threshold_definition():
+    rng = np.random.default_rng(3)
+    m = rng.random((40, 50)).round(2)  # ties at many levels
+    gt = np.zeros((40, 50), bool)
+    gt[5:25, 10:30] = True
+    s = wsol_scores(m, gt, thresholds=37)
+    norm = (m - m.min()) / (m.max() - m.min())
+    f1, iou, mae = [], [], []
+    for level in np.arange(37) / 37:
+        p = norm > level
+        tp, fp, fn = (p & gt).sum(), (p & ~gt).sum(), (~p & gt).sum()
+        f1.append(2 * tp / max(2 * tp + fp + fn, 1))
+        iou.append(tp / max(tp + fp + fn, 1))
+        mae.append((fp + fn) / gt.size)
+    assert s["wsol_f1"] == pytest.approx(max(f1)) and s["wsol_iou"] == pytest.approx(max(iou))
+    assert s["wsol_mae"] == pytest.approx(min(mae))
