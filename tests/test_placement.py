@@ -28,3 +28,16 @@ def test_model_stages_get_their_gpu_share_and_one_model_each(tmp_path):
             assert actor["device"] == "cpu"  # no CUDA here: the GPU is only a resource
             pids.add(actor["pid"])
     assert len(pids) == 4  # every (model, stage) pool is its own actor
+
+
+def test_placement_outside_ray_does_not_start_ray():
+    """The actors also run in-process (benchmarks, notebooks): placement() must not connect
+    to, or start, a Ray cluster there (a stale cluster address made it hang)."""
+    code = ("import ray, torch\n"
+            "from salbench.actors.attribute import placement\n"
+            "print(placement('m', torch.device('cpu')), ray.is_initialized())\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    info, started = res.stdout.strip().rsplit(" ", 1)
+    assert json.loads(info)["gpu_ids"] == [] and started == "False"

@@ -44,7 +44,8 @@ def placement(model: str, device: torch.device) -> str:
     through the stages (not written to the tables, whose rows must not depend on it)."""
     import ray
 
-    return json.dumps({"model": model, "pid": os.getpid(), "gpu_ids": ray.get_gpu_ids(),
+    gpu_ids = ray.get_gpu_ids() if ray.is_initialized() else []  # never start Ray for this
+    return json.dumps({"model": model, "pid": os.getpid(), "gpu_ids": gpu_ids,
                        "device": str(device)})
 
 
