@@ -150,9 +150,7 @@ class AttributeActor:
 
     def _one_method(self, rows: list[dict[str, Any]], x: torch.Tensor, target: torch.Tensor,
                     comp: Any, spec: Any, common: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-        params = comp.call_params()
-        if "seed" in spec.defaults and "seed" not in params:
-            params["seed"] = self.config.seed
+        params = self.config.params_for(comp, spec, merged=False)  # merged by attribute_with_info
         per = [dict(target=int(common["target"][i]), pred=int(common["pred"][i]),
                     target_prob=float(common["target_prob"][i])) for i in range(len(rows))]
         reduce = spec.map_reduce or self.config.map_reduce
@@ -178,9 +176,7 @@ class AttributeActor:
         status, error = ["ok"] * len(rows), [""] * len(rows)
         for mcomp, mspec in self.metric_specs:
             try:
-                kw = mspec.params(self.config.profile, **mcomp.call_params())
-                if "seed" in mspec.defaults and "seed" not in mcomp.params:
-                    kw["seed"] = self.config.seed
+                kw = self.config.params_for(mcomp, mspec)
                 if mspec.needs_attr:
                     kw["attr"] = res.attr
                 if mspec.needs_method:

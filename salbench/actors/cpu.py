@@ -21,13 +21,6 @@ from salbench import metrics
 from salbench.pipeline.config import RunConfig, parse_config
 
 
-def _params(config: RunConfig, comp: Any, spec: Any) -> dict[str, Any]:
-    params = spec.params(config.profile, **comp.call_params())
-    if "seed" in spec.defaults and "seed" not in comp.params:
-        params["seed"] = config.seed
-    return params
-
-
 def _fail(batch: pd.DataFrame, i: int, label: str, exc: Exception) -> None:
     batch.loc[batch.index[i], "status"] = "metric_error"
     batch.loc[batch.index[i], "error"] = f"{label}: {type(exc).__name__}: {exc}"[:2000]
@@ -58,14 +51,14 @@ class BokehActor:
             values = json.loads(row["values"])
             for comp, spec in self.cpu:
                 try:
-                    values.update(spec.fn(sample, **_params(self.config, comp, spec)))
+                    values.update(spec.fn(sample, **self.config.params_for(comp, spec)))
                 except Exception as exc:
                     _fail(batch, i, comp.label, exc)
             images: dict[Any, np.ndarray] = {}
             states: dict[str, tuple[Any, Any]] = {}
             for comp, spec in self.split:
                 try:
-                    key, state, imgs = spec.prepare(sample, **_params(self.config, comp, spec))
+                    key, state, imgs = spec.prepare(sample, **self.config.params_for(comp, spec))
                 except Exception as exc:
                     _fail(batch, i, comp.label, exc)
                     continue
@@ -104,7 +97,7 @@ class FinalizeActor:
                 prob, top1 = payload["scores"][key]
                 try:
                     values.update(spec.finalize(state, prob, top1,
-                                                **_params(self.config, comp, spec)))
+                                                **self.config.params_for(comp, spec)))
                 except Exception as exc:
                     _fail(batch, i, comp.label, exc)
             batch.loc[batch.index[i], "values"] = json.dumps(_plain(values))

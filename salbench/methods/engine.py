@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SCORES = ("logit", "prob", "log_prob")
+T = TypeVar("T")
 
 
 def target_scores(logits: torch.Tensor, target: torch.Tensor, score: str = "logit") -> torch.Tensor:
@@ -35,6 +37,38 @@ def target_scores(logits: torch.Tensor, target: torch.Tensor, score: str = "logi
 def is_oom(exc: BaseException) -> bool:
     """True for a CUDA (or other accelerator) out-of-memory error."""
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def for_chunks(
+    n: int,
+    size: int,
+    compute: Callable[[torch.Tensor], T],
+    done: Callable[[torch.Tensor, T], None],
+    *,
+    device: torch.device | str = "cpu",
+    min_size: int = 1,
+) -> None:
+    """Run ``compute`` on index chunks int64 [c] of range(n), in order, then ``done``.
+
+    Chunks hold ``size`` indices; on out-of-memory in ``compute`` the chunk is halved (not
+    below ``min_size``) and retried. ``done(idx, result)`` runs outside the retry, so a
+    consumer that accumulates is never applied twice to one chunk.
+    """
+    start, chunk = 0, max(1, int(size))
+    while start < n:
+        idx = torch.arange(start, min(n, start + chunk), device=device)
+        try:
+            result = compute(idx)
+        except RuntimeError as exc:
+            if not is_oom(exc) or chunk <= min_size:
+                raise
+            chunk = max(min_size, chunk // 2)
+            log.warning("out of memory: internal_batch_size reduced to %d", chunk)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        done(idx, result)
+        start += len(idx)
 
 
 def batched_gradients(
@@ -60,25 +94,16 @@ def batched_gradients(
         internal_batch_size: points per forward/backward pass; halved on out-of-memory.
         score: "logit", "prob" or "log_prob" (see :func:`target_scores`).
     """
-    device = targets.device
-    start, chunk = 0, max(1, int(internal_batch_size))
+
+    def compute(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pts = points(idx).detach().requires_grad_(True)
+        s = target_scores(model(pts), targets[idx], score)
+        (grad,) = torch.autograd.grad(s.sum(), pts)
+        return grad.float(), s.detach().float()
+
     with torch.enable_grad():
-        while start < n:
-            idx = torch.arange(start, min(n, start + chunk), device=device)
-            try:
-                pts = points(idx).detach().requires_grad_(True)
-                s = target_scores(model(pts), targets[idx], score)
-                (grad,) = torch.autograd.grad(s.sum(), pts)
-            except RuntimeError as exc:
-                if not is_oom(exc) or chunk <= min_batch_size:
-                    raise
-                chunk = max(min_batch_size, chunk // 2)
-                log.warning("out of memory: internal_batch_size reduced to %d", chunk)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            consume(idx, grad.float(), s.detach().float())
-            start += len(idx)
+        for_chunks(n, internal_batch_size, compute, lambda idx, r: consume(idx, *r),
+                   device=targets.device, min_size=min_batch_size)
 
 
 @torch.no_grad()
@@ -93,18 +118,14 @@ def batched_scores(
 ) -> torch.Tensor:
     """Target scores float32 [n] of ``n`` lazily built points, forward only, chunked."""
     out = torch.empty(n, dtype=torch.float32, device=targets.device)
-    start, chunk = 0, max(1, int(internal_batch_size))
-    while start < n:
-        idx = torch.arange(start, min(n, start + chunk), device=targets.device)
-        try:
-            out[idx] = target_scores(model(points(idx)), targets[idx], score).float()
-        except RuntimeError as exc:
-            if not is_oom(exc) or chunk == 1:
-                raise
-            chunk //= 2
-            log.warning("out of memory: internal_batch_size reduced to %d", chunk)
-            continue
-        start += len(idx)
+
+    def compute(idx: torch.Tensor) -> torch.Tensor:
+        return target_scores(model(points(idx)), targets[idx], score).float()
+
+    def done(idx: torch.Tensor, s: torch.Tensor) -> None:
+        out[idx] = s
+
+    for_chunks(n, internal_batch_size, compute, done, device=targets.device)
     return out
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salbench.methods.engine import is_oom, target_scores
+from salbench.methods.engine import for_chunks, target_scores
 from salbench.methods.registry import register
 from salbench.models.base import Classifier
 
@@ -79,27 +79,24 @@ def gradcam(
     acts: list[torch.Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: acts.append(out))
     out = torch.zeros_like(x, dtype=torch.float32)
-    start, chunk = 0, max(1, internal_batch_size)
+
+    def compute(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        acts.clear()
+        xi = x[idx].detach().requires_grad_(True)
+        s = target_scores(model(xi), target[idx], score)
+        (grad,) = torch.autograd.grad(s.sum(), acts[-1])
+        return acts[-1].detach().float(), grad.float()
+
+    def done(idx: torch.Tensor, result: tuple[torch.Tensor, torch.Tensor]) -> None:
+        a, grad = result
+        weights = grad.mean(dim=(2, 3), keepdim=True)
+        cam = F.relu((weights * a).sum(1, keepdim=True))
+        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        out[idx] = (cam / 3).expand(-1, 3, -1, -1)
+
     try:
         with torch.enable_grad():
-            while start < len(x):
-                sl = slice(start, min(len(x), start + chunk))
-                acts.clear()
-                try:
-                    xi = x[sl].detach().requires_grad_(True)
-                    s = target_scores(model(xi), target[sl], score)
-                    (grad,) = torch.autograd.grad(s.sum(), acts[-1])
-                except RuntimeError as exc:
-                    if not is_oom(exc) or chunk == 1:
-                        raise
-                    chunk //= 2
-                    continue
-                a = acts[-1].detach().float()
-                weights = grad.float().mean(dim=(2, 3), keepdim=True)
-                cam = F.relu((weights * a).sum(1, keepdim=True))
-                cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
-                out[sl] = (cam / 3).expand(-1, 3, -1, -1)
-                start = sl.stop
+            for_chunks(len(x), internal_batch_size, compute, done, device=x.device)
     finally:
         handle.remove()
     return out

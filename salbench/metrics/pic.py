@@ -85,7 +85,7 @@ import torch
 from PIL import Image, ImageFilter
 from scipy.interpolate import LinearNDInterpolator
 
-from salbench.methods.engine import is_oom
+from salbench.methods.engine import for_chunks
 from salbench.metrics.msssim import ms_ssim
 from salbench.metrics.registry import register
 from salbench.models.base import to_uint8
@@ -757,24 +757,22 @@ def model_scores(
         first = next(iter(params()), None) if callable(params) else None
         device = first.device if first is not None else "cpu"
     tgt = torch.as_tensor(np.asarray(targets, np.int64), device=device)
-    start, chunk = 0, max(1, int(internal_batch_size))
-    while start < n:
-        stop = min(n, start + chunk)
-        try:
-            batch = torch.from_numpy(np.stack(images[start:stop])).to(device)
-            x = batch.permute(0, 3, 1, 2).float().div_(255.0)
-            logits = model(x).float()
-            t = tgt[start:stop].view(-1, 1)
-            p = torch.softmax(logits, dim=1).gather(1, t).squeeze(1)
-            hit = (logits.argmax(dim=1, keepdim=True) == t).squeeze(1)
-        except RuntimeError as exc:
-            if not is_oom(exc) or chunk == 1:
-                raise
-            chunk //= 2
-            continue
-        prob[start:stop] = p.double().cpu().numpy()
-        top1[start:stop] = hit.double().cpu().numpy()
-        start = stop
+
+    def compute(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start, stop = int(idx[0]), int(idx[-1]) + 1
+        batch = torch.from_numpy(np.stack(images[start:stop])).to(device)
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        logits = model(x).float()
+        t = tgt[start:stop].view(-1, 1)
+        p = torch.softmax(logits, dim=1).gather(1, t).squeeze(1)
+        return p, (logits.argmax(dim=1, keepdim=True) == t).squeeze(1)
+
+    def done(idx: torch.Tensor, result: tuple[torch.Tensor, torch.Tensor]) -> None:
+        start, stop = int(idx[0]), int(idx[-1]) + 1
+        prob[start:stop] = result[0].double().cpu().numpy()
+        top1[start:stop] = result[1].double().cpu().numpy()
+
+    for_chunks(n, internal_batch_size, compute, done)
     return prob, top1
 
 

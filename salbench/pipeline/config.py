@@ -94,6 +94,15 @@ class RunConfig:
             d[key] = [{"name": c["name"], **c["params"]} for c in d[key]]
         return d
 
+    def params_for(self, comp: Component, spec: Any, *, merged: bool = True) -> dict[str, Any]:
+        """``comp``'s parameters for ``spec`` (a MethodSpec or MetricSpec): the run's seed
+        unless ``comp`` sets one (for specs that take a seed); with ``merged``, on top of the
+        spec's defaults and this run's profile."""
+        params = comp.call_params()
+        if "seed" in spec.defaults and "seed" not in params:
+            params["seed"] = self.seed
+        return spec.params(self.profile, **params) if merged else params
+
     def hash(self) -> str:
         """A short stable hash of everything that changes results (not ``out``/resources)."""
         d = self.to_dict()
