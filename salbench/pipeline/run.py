@@ -150,6 +150,58 @@ def run(
         handler.close()
 
 
+class ShardWriter:
+    """Collects output rows (any order, any batching) and writes each shard once complete.
+
+    Both executors (the Ray graph and the in-process one) feed it; it owns the progress lines
+    and the per-method timing statistics.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: Path, run_id: str,
+                 pending: list[dict[str, int]], progress: TextIO | None) -> None:
+        self.config, self.run_dir, self.run_id, self.progress = config, run_dir, run_id, progress
+        per_row = len(config.models) * len(config.methods)
+        self.expected = {s["shard"]: (s["stop"] - s["start"]) * per_row for s in pending}
+        self.total_rows = sum(self.expected.values())
+        self.buffers: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        self.seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.t0, self.written, self.rows_done = time.time(), 0, 0
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Take output rows; write every shard whose rows are now all in."""
+        for row in rows:
+            shard = int(row["shard"])
+            self.buffers[shard].append(row)
+            if row["status"] == "ok":
+                self.seconds[(row["model"], row["method"])].append(float(row["seconds"]))
+            if len(self.buffers[shard]) == self.expected[shard]:
+                self._write(shard)
+
+    def _write(self, shard: int) -> None:
+        self.rows_done += self.expected[shard]
+        table = tables.rows_to_table(self.buffers.pop(shard), self.config, self.run_id)
+        tables.write_shard(self.run_dir, shard, table)
+        self.written += 1
+        msg = progress_line(shard, self.written, len(self.expected), self.rows_done,
+                            self.total_rows, time.time() - self.t0)
+        log.info(msg)
+        if self.progress is not None:
+            print(msg, file=self.progress, flush=True)
+
+    def finish(self) -> dict[str, Any]:
+        """Check that every shard was written; the timings for the manifest."""
+        if self.buffers:
+            missing = {s: f"{len(r)}/{self.expected[s]}" for s, r in self.buffers.items()}
+            raise RuntimeError(f"pipeline ended with incomplete shards (rows seen): {missing}")
+        return {
+            "execute_seconds": round(time.time() - self.t0, 3),
+            "method_seconds_per_image": {
+                f"{m}/{k}": round(sum(v) / len(v), 4)
+                for (m, k), v in sorted(self.seconds.items())
+            },
+        }
+
+
 def _execute(
     config: RunConfig,
     run_dir: Path,
@@ -163,39 +215,11 @@ def _execute(
 
     ensure_ray(config.resources.address)
     _configure_ray_data(ray_progress_bars)
-    per_row = len(config.models) * len(config.methods)
-    expected = {s["shard"]: (s["stop"] - s["start"]) * per_row for s in pending}
-    buffers: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
-    t0, written, rows_done = time.time(), 0, 0
-    total_rows = sum(expected.values())
+    writer = ShardWriter(config, run_dir, run_id, pending, progress)
     ds = build_graph(config, pending, geometries)
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-        for row in batch.to_dict("records"):
-            shard = int(row["shard"])
-            buffers[shard].append(row)
-            if row["status"] == "ok":
-                seconds[(row["model"], row["method"])].append(float(row["seconds"]))
-            if len(buffers[shard]) == expected[shard]:
-                rows_done += expected[shard]
-                tables.write_shard(run_dir, shard,
-                                   tables.rows_to_table(buffers.pop(shard), config, run_id))
-                written += 1
-                msg = progress_line(shard, written, len(pending), rows_done, total_rows,
-                                    time.time() - t0)
-                log.info(msg)
-                if progress is not None:
-                    print(msg, file=progress, flush=True)
-    if buffers:
-        missing = {s: f"{len(r)}/{expected[s]}" for s, r in buffers.items()}
-        raise RuntimeError(f"pipeline ended with incomplete shards (rows seen): {missing}")
-    return {
-        "execute_seconds": round(time.time() - t0, 3),
-        "method_seconds_per_image": {
-            f"{m}/{k}": round(sum(v) / len(v), 4) for (m, k), v in sorted(seconds.items())
-        },
-        "stages": stage_stats(ds),
-    }
+        writer.add(batch.to_dict("records"))
+    return {**writer.finish(), "stages": stage_stats(ds)}
 
 
 def stage_stats(ds: Any) -> dict[str, dict[str, float]]:
