@@ -64,10 +64,12 @@ def build_graph(
     config: RunConfig,
     shard_items: list[dict[str, int]],
     geometries: list[tuple[tuple[int, int], float]],
+    reuse: Any = None,
 ) -> ray.data.Dataset:
     """The lazy Ray Dataset of output rows for ``shard_items`` ({shard, start, stop}).
 
     geometries: per model, (input_size, crop_fraction) for decoding.
+    reuse: ObjectRef of the sorted cell keys an earlier run has (``--reuse``), or None.
     """
     res = config.resources
     cfg = config.to_dict()
@@ -103,7 +105,7 @@ def build_graph(
         )
         attributed = decoded.map_batches(
             AttributeActor, batch_format="pandas", batch_size=model_batch,
-            fn_constructor_kwargs={"config": cfg, "model_index": i},
+            fn_constructor_kwargs={"config": cfg, "model_index": i, "reuse": reuse},
             compute=ray.data.ActorPoolStrategy(size=res.attribute_actors),
             **gpu_args,
         )

@@ -21,9 +21,10 @@ import yaml
 from salbench import models
 from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
+from salbench.pipeline import keys, tables
 from salbench.pipeline import manifest as mf
-from salbench.pipeline import tables
 from salbench.pipeline.config import RunConfig, parse_config
+from salbench.pipeline.reuse import PreviousRun
 
 log = logging.getLogger("salbench")
 
@@ -93,11 +94,17 @@ def run(
     run_dir: Path | None = None,
     progress: TextIO | None = sys.stderr,
     ray_progress_bars: bool | None = None,
+    reuse: str | Path | None = None,
+    in_process: bool = False,
 ) -> RunResult:
     """Run ``config`` (or finish the unfinished shards of ``run_dir``) and write the tables.
 
     Progress: one line per finished shard on ``progress``; Ray Data's per-operator progress
     bars when ``ray_progress_bars`` (default: when ``progress`` is a terminal).
+    reuse: an earlier run's directory; cells whose key (sample content, model weights,
+    method and metric parameters and code) it already has are copied, not recomputed.
+    in_process: run the graph's stages in this process without Ray
+    (:mod:`salbench.pipeline.local`); the tables are the same.
     """
     if ray_progress_bars is None:
         ray_progress_bars = progress is not None and progress.isatty()
@@ -114,10 +121,14 @@ def run(
     try:
         if fresh:
             (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        geometries = []
+        geometries, model_keys = [], {}
         for comp in config.models:  # fail fast (missing weights) before starting Ray work
             m = models.load(comp.name, weights=comp.params.get("weights"))
             geometries.append((m.input_size, m.crop_fraction))
+            model_keys[comp.label] = keys.model_key(comp.name, m, m.input_size, m.crop_fraction)
+        previous = PreviousRun(reuse) if reuse is not None else None
+        if previous is not None:
+            log.info("reusing up to %d cells of %s", len(previous), previous.run_dir)
         done = tables.finished_shards(run_dir)
         pending = [s for s in shards if s["shard"] not in done]
         manifest = {
@@ -127,12 +138,22 @@ def run(
             "dataset": {"spec": config.dataset, "rows": len(dataset),
                         "fingerprint": dataset.fingerprint()},
             "seed": config.seed, "shards": len(shards),
+            "keys": {"models": model_keys, "metrics": keys.metrics_key(config),
+                     "methods": {c.label: keys.method_key(config, c) for c in config.methods}},
+            "reuse_from": str(previous.run_dir) if previous is not None else None,
             "started": dt.datetime.now(dt.timezone.utc).isoformat(),
         }
         mf.write_manifest(run_dir, manifest)
         log.info("run %s: %d shards, %d pending", run_id, len(shards), len(pending))
-        timings = _execute(config, run_dir, run_id, pending, geometries, progress,
-                           ray_progress_bars) if pending else {}
+        writer = ShardWriter(config, run_dir, run_id, pending, progress, previous)
+        if not pending:
+            timings: dict[str, Any] = {}
+        elif in_process:
+            from salbench.pipeline.local import execute_local
+
+            timings = execute_local(config, writer, pending, geometries, previous)
+        else:
+            timings = _execute(config, writer, pending, geometries, ray_progress_bars, previous)
         samples = tables.read_samples(run_dir)
         summary = tables.summarize(samples, config)
         tables.write_table(summary, run_dir / "summary.parquet")
@@ -141,8 +162,12 @@ def run(
             wall_seconds=round(time.time() - t_start, 3), timings=timings,
             counts={"rows": len(samples), "ok": int((samples["status"] == "ok").sum()),
                     "errors": int((samples["status"] != "ok").sum()),
-                    "shards_run_now": len(pending)},
+                    "shards_run_now": len(pending), "cells_reused_now": writer.reused},
         )
+        if previous is not None and progress is not None:
+            print(f"[salbench] reused {writer.reused} of {writer.total_rows} cells from "
+                  f"{previous.run_dir}; computed {writer.total_rows - writer.reused}",
+                  file=progress, flush=True)
         mf.write_manifest(run_dir, manifest)
         return RunResult(run_dir, samples, summary)
     finally:
@@ -158,8 +183,11 @@ class ShardWriter:
     """
 
     def __init__(self, config: RunConfig, run_dir: Path, run_id: str,
-                 pending: list[dict[str, int]], progress: TextIO | None) -> None:
+                 pending: list[dict[str, int]], progress: TextIO | None,
+                 previous: PreviousRun | None = None) -> None:
         self.config, self.run_dir, self.run_id, self.progress = config, run_dir, run_id, progress
+        self.previous, self.reused = previous, 0
+        self.value_columns = tables.value_columns(config)
         per_row = len(config.models) * len(config.methods)
         self.expected = {s["shard"]: (s["stop"] - s["start"]) * per_row for s in pending}
         self.total_rows = sum(self.expected.values())
@@ -179,7 +207,14 @@ class ShardWriter:
 
     def _write(self, shard: int) -> None:
         self.rows_done += self.expected[shard]
-        table = tables.rows_to_table(self.buffers.pop(shard), self.config, self.run_id)
+        rows = self.buffers.pop(shard)
+        for i, row in enumerate(rows):
+            if row["status"] == "reused":
+                if self.previous is None:
+                    raise RuntimeError("a stage reused a cell but this run reuses no earlier run")
+                rows[i] = self.previous.fill(row, self.value_columns)
+                self.reused += 1
+        table = tables.rows_to_table(rows, self.config, self.run_id)
         tables.write_shard(self.run_dir, shard, table)
         self.written += 1
         msg = progress_line(shard, self.written, len(self.expected), self.rows_done,
@@ -204,19 +239,20 @@ class ShardWriter:
 
 def _execute(
     config: RunConfig,
-    run_dir: Path,
-    run_id: str,
+    writer: ShardWriter,
     pending: list[dict[str, int]],
     geometries: list[tuple[tuple[int, int], float]],
-    progress: TextIO | None,
     ray_progress_bars: bool,
+    previous: PreviousRun | None,
 ) -> dict[str, Any]:
+    import ray
+
     from salbench.pipeline.graph import build_graph
 
     ensure_ray(config.resources.address)
     _configure_ray_data(ray_progress_bars)
-    writer = ShardWriter(config, run_dir, run_id, pending, progress)
-    ds = build_graph(config, pending, geometries)
+    reuse_ref = ray.put(previous.cell_keys()) if previous is not None else None
+    ds = build_graph(config, pending, geometries, reuse=reuse_ref)
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
         writer.add(batch.to_dict("records"))
     return {**writer.finish(), "stages": stage_stats(ds)}
@@ -272,5 +308,8 @@ def resume(run_dir: str | Path, **kwargs: Any) -> RunResult:
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").is_file():
         raise ConfigError(f"{run_dir} is not a salbench run directory (no manifest.json)")
-    config = parse_config(mf.read_manifest(run_dir)["config"])
+    manifest = mf.read_manifest(run_dir)
+    config = parse_config(manifest["config"])
+    if manifest.get("reuse_from") and "reuse" not in kwargs:
+        kwargs["reuse"] = manifest["reuse_from"]
     return run(config, run_dir=run_dir, **kwargs)

@@ -20,6 +20,7 @@ from salbench.datasets.base import Dataset
 from salbench.datasets.decode import decode_image, encode_png
 from salbench.errors import BadInputError
 from salbench.models.base import center_crop, crop_boxes
+from salbench.pipeline.keys import sample_key
 
 
 @functools.lru_cache(maxsize=4)
@@ -55,13 +56,16 @@ def read_shard(item: dict[str, Any], *, dataset_json: str) -> Iterator[dict[str,
                 image = encode_png(image)
             except (BadInputError, ValueError, TypeError) as exc:
                 image, error = b"", f"cannot encode array image: {exc}"
+        label = int(row.get("label", -1) if row.get("label") is not None else -1)
+        boxes = json.dumps(np.asarray(row.get("boxes") or [], float).reshape(-1, 4).tolist())
         yield {
             "shard": int(item["shard"]),
             "index": start + offset,
             "sample_id": str(row["sample_id"]),
+            "sample_key": sample_key(bytes(image), label, boxes),
             "image": bytes(image),
-            "label": int(row.get("label", -1) if row.get("label") is not None else -1),
-            "boxes": json.dumps(np.asarray(row.get("boxes") or [], float).reshape(-1, 4).tolist()),
+            "label": label,
+            "boxes": boxes,
             "source": str(row.get("source", "")),
             "read_error": error,
         }
@@ -72,12 +76,14 @@ def decode_batch(
 ) -> pd.DataFrame:
     """Decode each image, centre-crop it for the model, map its boxes into the crop.
 
-    Output columns: shard, index, sample_id, label, source, boxes (JSON, crop pixels), crop
-    (uint8 [H, W, 3] bytes, empty on error), status ("ok" or "bad_image"), error (reason).
+    Output columns: shard, index, sample_id, sample_key, label, source, boxes (JSON, crop
+    pixels), crop (uint8 [H, W, 3] bytes, empty on error), status ("ok" or "bad_image"),
+    error (reason).
     """
     out = []
     for row in batch.to_dict("records"):
-        rec = {k: row[k] for k in ("shard", "index", "sample_id", "label", "source")}
+        rec = {k: row[k] for k in ("shard", "index", "sample_id", "sample_key", "label",
+                                   "source")}
         rec.update(boxes="[]", crop=b"", status="ok", error="")
         try:
             if row["read_error"]:
@@ -93,5 +99,6 @@ def decode_batch(
             rec.update(status="bad_image", error=f"{type(exc).__name__}: {exc}")
         out.append(rec)
     return pd.DataFrame(out, columns=[
-        "shard", "index", "sample_id", "label", "source", "boxes", "crop", "status", "error",
+        "shard", "index", "sample_id", "sample_key", "label", "source", "boxes", "crop",
+        "status", "error",
     ])

@@ -1,0 +1,93 @@
+"""Incremental reruns: copy the cells an earlier run already computed (``--reuse RUN_DIR``).
+
+The earlier run's finished shards are indexed by their ``cell_key`` column (see
+``salbench.pipeline.keys``): only the key columns are read up front, so the index of a
+full-ImageNet run (millions of rows) stays small. The AttributeActor skips every cell whose
+key is in the index and emits it with status "reused"; when the driver writes a shard it
+replaces those rows by the earlier run's rows, read from its Parquet files on demand.
+Only rows with status "ok" are reused; errors are always recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from salbench.errors import ConfigError
+from salbench.pipeline import tables
+from salbench.pipeline.keys import KEY_CHARS
+
+log = logging.getLogger("salbench")
+
+#: Columns taken from the earlier run's row; position and identity come from the new row.
+COPIED_FROM_NEW = ("shard", "index", "sample_id", "sample_key", "cell_key", "model", "method",
+                   "label")
+
+
+class PreviousRun:
+    """The reusable (status "ok") rows of an earlier run, by cell key."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        if not (self.run_dir / "manifest.json").is_file():
+            raise ConfigError(f"--reuse {run_dir}: not a salbench run directory "
+                              "(no manifest.json)")
+        keys, files, positions = [], [], []
+        self.files: list[Path] = []
+        for shard in sorted(tables.finished_shards(self.run_dir)):
+            path = tables.shard_paths(self.run_dir, shard)[0]
+            names = pq.ParquetFile(path).schema_arrow.names
+            if "cell_key" not in names:
+                raise ConfigError(f"--reuse {run_dir}: its tables have no cell keys (written "
+                                  "by a salbench without incremental reruns); run it afresh")
+            cols = pq.read_table(path, columns=["cell_key", "status"]).to_pydict()
+            ok = [i for i, s in enumerate(cols["status"]) if s == "ok"]
+            keys += [cols["cell_key"][i] for i in ok]
+            files += [len(self.files)] * len(ok)
+            positions += ok
+            self.files.append(path)
+        order = np.argsort(np.asarray(keys, dtype=f"S{KEY_CHARS}"), kind="stable")
+        self.keys = np.asarray(keys, dtype=f"S{KEY_CHARS}")[order]
+        self.file_of = np.asarray(files, dtype=np.int64)[order]
+        self.row_of = np.asarray(positions, dtype=np.int64)[order]
+        self._cache: tuple[int, list[dict[str, Any]]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def cell_keys(self) -> np.ndarray:
+        """Every reusable cell key: a sorted bytes array (dtype ``S16``, 16 bytes a key, so a
+        million cells take 16 MB in Ray's object store), for :func:`keys.contains`."""
+        return self.keys
+
+    def _file_rows(self, file: int) -> list[dict[str, Any]]:
+        if self._cache is None or self._cache[0] != file:
+            self._cache = (file, pq.read_table(self.files[file]).to_pylist())
+        return self._cache[1]
+
+    def lookup(self, key: str) -> dict[str, Any]:
+        """The earlier run's row (a dict of its table's columns) with cell key ``key``."""
+        k = key.encode()
+        i = int(np.searchsorted(self.keys, k))
+        if i >= len(self.keys) or self.keys[i] != k:
+            raise KeyError(f"cell {key} is not in {self.run_dir}")
+        return self._file_rows(int(self.file_of[i]))[int(self.row_of[i])]
+
+    def fill(self, row: dict[str, Any], value_columns: dict[str, str]) -> dict[str, Any]:
+        """The output row for a "reused" stage row: the earlier results in the stage-row
+        format (``values`` as JSON, ``map`` bytes) that ``tables.rows_to_table`` takes."""
+        prev = self.lookup(row["cell_key"])
+        out = dict(row)
+        out.update({k: v for k, v in prev.items() if k not in COPIED_FROM_NEW
+                    and k not in value_columns})
+        out["values"] = json.dumps({c: prev[c] for c in value_columns
+                                    if prev.get(c) is not None})
+        out["height"], out["width"] = prev.get("map_height") or 0, prev.get("map_width") or 0
+        out["map"] = prev.get("map") or b""
+        out["status"], out["error"] = "ok", ""
+        return out
