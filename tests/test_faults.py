@@ -113,3 +113,29 @@ def test_driver_killed_mid_run_then_resumed(reference, tmp_path):
     table = _table(run_dir)
     assert not table.duplicated(["index", "model", "method"]).any()
     pd.testing.assert_frame_equal(table, _table(reference))
+
+
+def test_sample_that_kills_its_worker_becomes_an_error_row(tmp_path):
+    """A sample that SIGKILLs the model actor every time: after the batch died once, the
+    batch is redone one sample at a time; the poisoned sample dies ``max_sample_crashes``
+    times alone and becomes ``worker_crash`` rows; every other row is ok."""
+    from salbench import models
+    from salbench.datasets import open_dataset
+    from salbench.models.base import center_crop, to_tensor
+
+    spec = {"kind": "synthetic", "n": 6, "size": 32, "seed": 5}
+    m = models.load("tiny_smooth")
+    means = sorted(float(to_tensor(center_crop(r["image"], m.input_size, m.crop_fraction)).mean())
+                   for r in open_dataset(spec).read(0, 6))
+    threshold = (means[-1] + means[-2]) / 2  # only the brightest sample crosses it
+    cfg = {**_cfg(tmp_path), "dataset": spec,
+           "methods": ["vg", {"name": "tests.crash_plugin:crash_on_bright", "threshold": threshold}],
+           "resources": {"shard_size": 3, "batch_size": 3, "torch_threads": 1,
+                         "max_sample_crashes": 2}}
+    res = run(parse_config(cfg), progress=None)
+    s = res.samples
+    bad = s[s["status"] != "ok"]
+    assert len(s) == 12 and len(bad) == 2  # the bright sample, both of its methods
+    assert set(bad["status"]) == {"worker_crash"} and bad["index"].nunique() == 1
+    assert "died 2 times" in bad["error"].iloc[0]
+    assert (s.loc[s["index"] != bad["index"].iloc[0], "status"] == "ok").all()

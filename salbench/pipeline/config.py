@@ -56,6 +56,8 @@ class ResourceConfig:
     shard_size: images per shard, the unit of streaming, output files and resume.
     torch_threads: threads of each model actor; None = on CPU, the node's cores divided
     among the model actors (on a 2-core laptop the one model actor gets both).
+    max_sample_crashes: how often a sample may kill its model actor's process (a crash in
+    native code, the OS's OOM killer) before it becomes a ``worker_crash`` error row.
     """
 
     address: str | None = None
@@ -69,6 +71,7 @@ class ResourceConfig:
     cpu_actors: int = 1
     cpu_num_cpus: float = 0.5
     torch_threads: int | None = None
+    max_sample_crashes: int = 2
 
 
 @dataclass(frozen=True)

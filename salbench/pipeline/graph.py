@@ -65,11 +65,13 @@ def build_graph(
     shard_items: list[dict[str, int]],
     geometries: list[tuple[tuple[int, int], float]],
     reuse: Any = None,
+    journal: Any = None,
 ) -> ray.data.Dataset:
     """The lazy Ray Dataset of output rows for ``shard_items`` ({shard, start, stop}).
 
     geometries: per model, (input_size, crop_fraction) for decoding.
     reuse: ObjectRef of the sorted cell keys an earlier run has (``--reuse``), or None.
+    journal: the run's CrashJournal (bounded retries of samples that kill a model actor).
     """
     res = config.resources
     cfg = config.to_dict()
@@ -105,7 +107,8 @@ def build_graph(
         )
         attributed = decoded.map_batches(
             AttributeActor, batch_format="pandas", batch_size=model_batch,
-            fn_constructor_kwargs={"config": cfg, "model_index": i, "reuse": reuse},
+            fn_constructor_kwargs={"config": cfg, "model_index": i, "reuse": reuse,
+                                   "journal": journal},
             compute=ray.data.ActorPoolStrategy(size=res.attribute_actors),
             **gpu_args,
         )

@@ -247,14 +247,19 @@ def _execute(
 ) -> dict[str, Any]:
     import ray
 
+    from salbench.actors.journal import start_journal
     from salbench.pipeline.graph import build_graph
 
     ensure_ray(config.resources.address)
     _configure_ray_data(ray_progress_bars)
     reuse_ref = ray.put(previous.cell_keys()) if previous is not None else None
-    ds = build_graph(config, pending, geometries, reuse=reuse_ref)
-    for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-        writer.add(batch.to_dict("records"))
+    journal = start_journal(writer.run_id)
+    ds = build_graph(config, pending, geometries, reuse=reuse_ref, journal=journal)
+    try:
+        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+            writer.add(batch.to_dict("records"))
+    finally:
+        ray.kill(journal)
     return {**writer.finish(), "stages": stage_stats(ds)}
 
 
