@@ -501,3 +501,35 @@ def test_fingerprints_stable_and_content_sensitive(tmp_path: Path) -> None:
     fp1 = ParquetDataset(tmp_path / "p1").fingerprint()
     assert fp1 == ParquetDataset(tmp_path / "p1").fingerprint()
     assert fp1 != ParquetDataset(tmp_path / "p2").fingerprint()
+
+
+@pytest.mark.parametrize("kind", [None, "imagenet"])
+def test_shard_command_keeps_imagenet_labels_and_boxes(tmp_path: Path, kind: str | None,
+                                                       capsys) -> None:
+    """`salbench shard IMAGENET_ROOT DST` (layout detected, or --kind imagenet): the shards
+    read back with the same ids, labels, boxes and image bytes as the ImageNet reader."""
+    from salbench.cli import main
+
+    truth = make_imagenet_fixture(tmp_path / "in", n=5, layout="csv")
+    argv = ["shard", str(tmp_path / "in"), str(tmp_path / "out"), "--rows-per-shard", "2"]
+    assert main(argv + (["--kind", kind] if kind else [])) == 0
+    assert "source imagenet" in capsys.readouterr().out
+    shards = open_dataset({"kind": "parquet", "path": str(tmp_path / "out")})
+    original = {r["sample_id"]: r for r in open_dataset({"kind": "imagenet",
+                                                         "root": str(tmp_path / "in")})}
+    rows = list(shards)
+    assert len(rows) == 5 and len(list((tmp_path / "out").glob("shard-*.parquet"))) == 3
+    for r in rows:
+        label, boxes = truth[r["sample_id"]]
+        assert r["label"] == label and np.allclose(r["boxes"], boxes)
+        assert r["image"] == original[r["sample_id"]]["image"]
+
+
+def test_shard_command_folder_fallback_and_bad_kind(tmp_path: Path) -> None:
+    from salbench.cli import main
+
+    _make_folder(tmp_path / "imgs")
+    assert main(["shard", str(tmp_path / "imgs"), str(tmp_path / "out")]) == 0
+    assert open_dataset({"kind": "parquet", "path": str(tmp_path / "out")}).kind == "parquet"
+    assert main(["shard", str(tmp_path / "imgs"), str(tmp_path / "o2"), "--kind",
+                 "imagenet"]) == 2  # not an ImageNet layout: one clear error line

@@ -334,22 +334,37 @@ def write_shards(
     return paths
 
 
-def shard_command(src: str, dst: str, rows_per_shard: int = 256, *, overwrite: bool = False) -> int:
+def shard_command(src: str, dst: str, rows_per_shard: int = 256, *, overwrite: bool = False,
+                  kind: str | None = None) -> int:
     """``salbench shard SRC DST``: convert a folder or a named dataset into Parquet shards.
 
     Args:
-        src: an image folder path (read with the ``folder`` reader), or a dataset kind with
-            default parameters (``sample``, ``synthetic``, ``digits``).
+        src: a directory, or a dataset kind with default parameters (``sample``,
+            ``synthetic``, ``digits``).
         dst: output directory for ``shard-NNNNN.parquet``.
         rows_per_shard: rows per shard.
+        kind: how to read a directory ``src``: ``imagenet`` (``src`` is the ImageNet root:
+            labels and boxes are kept), ``folder`` (an image folder with an optional labels
+            CSV), or None: ``imagenet`` when the ImageNet reader recognises ``src``, else
+            ``folder``.
 
     Returns:
         The number of rows written (a summary line is printed).
     """
     from salbench.datasets import REGISTRY
 
+    if kind not in (None, "imagenet", "folder"):
+        raise ConfigError(f"shard: --kind must be imagenet or folder, got {kind!r}")
     if Path(src).expanduser().is_dir():
-        ds = open_dataset({"kind": "folder", "path": src})
+        if kind == "imagenet":
+            ds = open_dataset({"kind": "imagenet", "root": src})
+        elif kind == "folder":
+            ds = open_dataset({"kind": "folder", "path": src})
+        else:
+            try:
+                ds = open_dataset({"kind": "imagenet", "root": src})
+            except ConfigError:
+                ds = open_dataset({"kind": "folder", "path": src})
     elif src in REGISTRY:
         ds = open_dataset(src)
     else:
