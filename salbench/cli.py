@@ -25,6 +25,7 @@ DEMO_CONFIG = {
     "models": ["efficientnet_lite0"],
     "methods": "all",
     "metrics": ["insertion", "deletion", "pointing_game", "wsol"],
+    "save_maps": True,
     "resources": {"shard_size": 4},
 }
 

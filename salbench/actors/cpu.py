@@ -69,8 +69,8 @@ class BokehActor:
                                             "target": int(row["target"])})
             batch.loc[batch.index[i], "values"] = json.dumps(values)
         batch["split"] = payloads
-        batch["crop"] = [b""] * len(batch)
-        if not self.config.save_maps:
+        if not self.config.save_maps:  # with save_maps the driver stores the crop as PNG
+            batch["crop"] = [b""] * len(batch)
             batch["map"] = [b""] * len(batch)
         return batch
 

@@ -9,6 +9,7 @@ reads it as one dataset.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 from scipy import stats
 
 from salbench import methods, metrics
@@ -44,12 +46,18 @@ def value_columns(config: RunConfig) -> dict[str, str]:
 
 
 def samples_schema(config: RunConfig) -> pa.Schema:
-    """Arrow schema of the per-sample table of ``config``."""
+    """Arrow schema of the per-sample table of ``config``.
+
+    With ``save_maps``: ``map`` (float16 bytes, [map_height, map_width]) on every ok row, and
+    ``input_png`` (the model's input crop as PNG) on the first row of each sample x model
+    (null on its other rows), so that a report can show the maps over their images.
+    """
     fields = list(BASE_FIELDS)
     for col, kind in value_columns(config).items():
         fields.append((col, pa.list_(pa.float32()) if kind == "curve" else pa.float64()))
     if config.save_maps:
-        fields += [("map", pa.binary()), ("map_height", pa.int32()), ("map_width", pa.int32())]
+        fields += [("map", pa.binary()), ("map_height", pa.int32()), ("map_width", pa.int32()),
+                   ("input_png", pa.binary())]
     return pa.schema(fields)
 
 
@@ -58,6 +66,7 @@ def rows_to_table(rows: list[dict[str, Any]], config: RunConfig, run_id: str) ->
     schema = samples_schema(config)
     cols = value_columns(config)
     records = []
+    have_input: set[tuple[int, str]] = set()
     for r in sorted(rows, key=lambda r: tuple(r[k] for k in SORT_KEYS)):
         values = json.loads(r["values"])
         rec = {name: r.get(name) for name, _ in BASE_FIELDS}
@@ -72,9 +81,21 @@ def rows_to_table(rows: list[dict[str, Any]], config: RunConfig, run_id: str) ->
                 rec[col] = float(v)
         if config.save_maps:
             rec.update(map=r["map"] or None, map_height=int(r["height"]),
-                       map_width=int(r["width"]))
+                       map_width=int(r["width"]), input_png=None)
+            crop = r.get("crop") or b""
+            if (len(crop) == 3 * int(r["height"]) * int(r["width"]) > 0
+                    and (r["index"], r["model"]) not in have_input):
+                have_input.add((r["index"], r["model"]))
+                rec["input_png"] = crop_png(crop, int(r["height"]), int(r["width"]))
         records.append(rec)
     return pa.Table.from_pylist(records, schema=schema)
+
+
+def crop_png(crop: bytes, height: int, width: int) -> bytes:
+    """The model's input crop (uint8 [height, width, 3] bytes) as a lossless PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(np.frombuffer(crop, np.uint8).reshape(height, width, 3)).save(buf, "PNG")
+    return buf.getvalue()
 
 
 def shard_paths(run_dir: Path, shard: int) -> tuple[Path, Path]:
