@@ -6,4 +6,6 @@ from salbench import datasets, methods, metrics, models
 
 __version__ = "0.1.0"
 
-__all__ = ["datasets", "methods", "metrics", "models", "__version__"]
+from salbench.api import Results, evaluate  # noqa: E402  (the pipeline needs the registries)
+
+__all__ = ["Results", "datasets", "evaluate", "methods", "metrics", "models", "__version__"]

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
-from salbench.errors import ConfigError
-from salbench.registry import Registry, decorator, merge_params
+from salbench.errors import BadInputError, ConfigError
+from salbench.registry import Registry, check_signature, decorator, merge_params
 
 
 @dataclass
@@ -67,6 +68,12 @@ def _build(
             if p.default is not inspect.Parameter.empty
             and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         }
+    check_signature("method", name, fn, ("model", "x", "target"), defaults,
+                    "fn(model, x, target, **params)")
+    unknown_fast = sorted(set(fast or {}) - set(defaults))
+    if unknown_fast:
+        raise TypeError(f"method {name!r}: fast={fast} names {unknown_fast}, which are not "
+                        f"parameters of the function (its parameters: {sorted(defaults)})")
     doc = (inspect.getdoc(fn) or "").split("\n", 1)[0]
     return MethodSpec(name, fn, dict(defaults), dict(fast or {}), tuple(info_columns), doc,
                       map_reduce)
@@ -80,7 +87,12 @@ register = decorator(REGISTRY, _build)
 
 
 def get(name: str) -> MethodSpec:
-    """The MethodSpec of ``name``, of ``captum:<Name>``, or of an import path ``pkg.mod:fn``."""
+    """The MethodSpec of ``name``, of ``captum:<Name>``, or of an import path ``pkg.mod:fn``.
+
+    An import path to a function registered with ``@register`` (importing its module
+    registers it) gives the registered spec, with its ``fast`` profile and info columns; to
+    any other function, a spec built from its signature.
+    """
     if name.startswith("captum:"):
         from salbench.methods.captum_adapter import captum_spec
 
@@ -89,5 +101,40 @@ def get(name: str) -> MethodSpec:
     if isinstance(entry, MethodSpec):
         return entry
     if callable(entry):
-        return _build(name, entry)
-    raise ConfigError(f"method {name!r} resolves to {type(entry).__name__}, not a function")
+        registered = REGISTRY.find(entry)
+        if registered:
+            return REGISTRY.get(registered)
+        try:
+            return _build(name, entry)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+    raise ConfigError(f"method {name!r} resolves to {type(entry).__name__}; expected a "
+                      "function fn(model, x, target, **params)")
+
+
+def info_rows(spec: MethodSpec, info: dict[str, Any], n: int) -> list[dict[str, float]]:
+    """A method's diagnostics ``info`` (name -> [n] values) as one dict per sample.
+
+    Raises BadInputError, saying what was expected, for an undeclared name or a value that
+    is not n numbers.
+    """
+    undeclared = sorted(set(info) - set(spec.info_columns))
+    if undeclared:
+        raise BadInputError(
+            f"method {spec.name!r} returned diagnostics {undeclared} that it did not declare; "
+            f"expected only {list(spec.info_columns)} (register it with info_columns=...)"
+        )
+    rows: list[dict[str, float]] = [{} for _ in range(n)]
+    for key, value in info.items():
+        v = value.detach().cpu() if isinstance(value, torch.Tensor) else value
+        try:
+            arr = np.asarray(v, np.float64)
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"method {spec.name!r}: diagnostic {key!r} is not numeric "
+                                f"({exc}); expected {n} numbers") from None
+        if arr.shape != (n,):
+            raise BadInputError(f"method {spec.name!r}: diagnostic {key!r} has shape "
+                                f"{arr.shape}; expected ({n},), one number per image")
+        for i in range(n):
+            rows[i][key] = float(arr[i])
+    return rows

@@ -19,17 +19,26 @@ A model metric whose function has a keyword parameter ``attr`` also receives the
 full attribution (float32 [B, 3, H, W]), e.g. for Sensitivity-N, which needs signed values;
 one with a ``method`` parameter receives ``method(model) -> maps [B, H, W]``, which re-runs
 the attribution method (same parameters, same inputs) on another model (for ``mprt``).
+
+Registration checks each function's signature, and the registered ``fn`` / ``prepare`` /
+``finalize`` check what they return (a dict of exactly the declared columns; on the model
+stage B values per column; numbers for "float" columns, 1-D sequences for "curve" columns):
+a plugin that breaks the contract raises BadInputError saying what was expected, which the
+pipeline turns into ``metric_error`` rows. The user's function stays ``fn.__wrapped__``.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from salbench.errors import ConfigError
-from salbench.registry import Registry, decorator, merge_params
+import numpy as np
+
+from salbench.errors import BadInputError, ConfigError
+from salbench.registry import Registry, check_signature, decorator, merge_params
 
 STAGES = ("model", "cpu")
 COLUMN_KINDS = ("float", "curve")
@@ -85,10 +94,113 @@ def _build(
     needs_attr, needs_method = "attr" in sig_params, "method" in sig_params
     defaults.pop("attr", None)
     defaults.pop("method", None)
+    unknown_fast = sorted(set(fast or {}) - set(defaults))
+    if unknown_fast:
+        raise TypeError(f"metric {name!r}: fast={fast} names {unknown_fast}, which are not "
+                        f"parameters of the function (its parameters: {sorted(defaults)})")
+    extra = {k: None for k, used in (("attr", needs_attr), ("method", needs_method)) if used}
+    if stage == "model":
+        check_signature("metric", name, fn, ("model", "x", "target", "maps"),
+                        {**defaults, **extra}, "fn(model, x, target, maps, **params)")
+    else:
+        check_signature("metric", name, fn, ("sample",), defaults, "fn(sample, **params)")
+    if prepare is not None and finalize is not None:
+        check_signature("metric", f"{name}.prepare", prepare, ("sample",), defaults,
+                        "prepare(sample, **params) -> (key, state, images)")
+        check_signature("metric", f"{name}.finalize", finalize, ("state", "prob", "top1"),
+                        defaults, "finalize(state, prob, top1, **params) -> columns")
+        prepare, finalize = _checked_prepare(name, prepare), _checked(name, "cpu", columns,
+                                                                       finalize)
     doc = (inspect.getdoc(fn) or "").split("\n", 1)[0]
-    return MetricSpec(name, fn, stage, dict(columns), dict(defaults), dict(fast or {}), doc,
-                      needs_attr, needs_method, prepare, finalize, summary)
+    return MetricSpec(name, _checked(name, stage, columns, fn), stage, dict(columns),
+                      dict(defaults), dict(fast or {}), doc, needs_attr, needs_method, prepare,
+                      finalize, summary)
 
+
+def check_columns(name: str, columns: dict[str, str], out: Any,
+                  batch: int | None = None) -> dict[str, Any]:
+    """Check a metric's output against its declared ``columns``; BadInputError otherwise.
+
+    ``batch`` None: one sample's columns (CPU stage, ``finalize``); each value a number
+    ("float") or a 1-D sequence of numbers ("curve"); returned as plain floats and lists.
+    ``batch`` B: a model-stage batch; each value B such entries (a sequence, array or tensor
+    of length B); returned unchanged.
+    """
+    if not isinstance(out, Mapping):
+        raise BadInputError(f"metric {name!r} returned {type(out).__name__}; expected a dict "
+                            f"column -> value with the columns {sorted(columns)}")
+    missing, extra = sorted(set(columns) - set(out)), sorted(set(out) - set(columns))
+    if missing or extra:
+        raise BadInputError(
+            f"metric {name!r} returned the columns {sorted(out)}; expected exactly the declared "
+            f"{sorted(columns)} (missing {missing}, undeclared {extra})"
+        )
+    if batch is None:
+        return {col: _value(name, col, kind, out[col]) for col, kind in columns.items()}
+    for col, kind in columns.items():
+        values = out[col]
+        n = len(values) if hasattr(values, "__len__") else None
+        if n != batch:
+            raise BadInputError(f"metric {name!r}: column {col!r} has {n} values for a batch "
+                                f"of {batch} images; expected one {kind} per image")
+        for v in values:
+            _value(name, col, kind, v)
+    return dict(out)
+
+
+def _value(name: str, col: str, kind: str, v: Any) -> float | list[float]:
+    """One sample's value as a float or a list of floats (as the pipeline stores it)."""
+    try:
+        arr = np.asarray(v, np.float64)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise BadInputError(f"metric {name!r}: column {col!r} holds {type(v).__name__} "
+                            f"({exc}); expected a {kind} of numbers") from None
+    want = 0 if kind == "float" else 1
+    if arr.ndim != want:
+        what = "a number" if kind == "float" else "a 1-D sequence of numbers"
+        raise BadInputError(f"metric {name!r}: column {col!r} holds an array of shape "
+                            f"{arr.shape}; expected {what} per image")
+    return float(arr) if want == 0 else arr.tolist()
+
+
+def _checked(name: str, stage: str, columns: dict[str, str],
+             fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:
+    """``fn`` with its output checked by :func:`check_columns` (model stage: x is the
+    second positional argument, and its length is the batch size)."""
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        batch = len(args[1] if len(args) > 1 else kwargs["x"]) if stage == "model" else None
+        return check_columns(name, columns, fn(*args, **kwargs), batch)
+
+    return checked
+
+
+def _checked_prepare(name: str, prepare: Callable[..., Any]) -> Callable[..., Any]:
+    """``prepare`` with its output checked: (hashable key, state, uint8 [N, H, W, 3])."""
+
+    @functools.wraps(prepare)
+    def checked(*args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
+        out = prepare(*args, **kwargs)
+        if not isinstance(out, tuple) or len(out) != 3:
+            raise BadInputError(f"metric {name!r}: prepare returned {type(out).__name__}; "
+                                "expected a tuple (key, state, images)")
+        key, _, images = out
+        try:
+            hash(key)
+        except TypeError:
+            raise BadInputError(f"metric {name!r}: prepare's key {key!r} is not hashable; "
+                                "expected e.g. a tuple of the protocol's parameters") from None
+        shape = getattr(images, "shape", None)
+        if getattr(images, "dtype", None) != np.uint8 or len(shape or ()) != 4 \
+                or shape[-1] != 3:
+            raise BadInputError(
+                f"metric {name!r}: prepare's images are {type(images).__name__} "
+                f"{getattr(images, 'dtype', '')} {shape}; expected uint8 [N, H, W, 3]"
+            )
+        return out
+
+    return checked
 
 REGISTRY: Registry[MetricSpec] = Registry("metric")
 
@@ -97,8 +209,12 @@ register = decorator(REGISTRY, _build)
 
 
 def get(name: str) -> MetricSpec:
-    """The MetricSpec registered as ``name``."""
+    """The MetricSpec registered as ``name``, or of an import path ``pkg.mod:fn`` to a
+    function registered with ``@register`` (importing its module registers it)."""
     entry = REGISTRY.get(name)
+    if callable(entry) and not isinstance(entry, MetricSpec):
+        registered = REGISTRY.find(entry)
+        entry = REGISTRY.get(registered) if registered else entry
     if not isinstance(entry, MetricSpec):
         raise ConfigError(
             f"metric {name!r} resolves to {type(entry).__name__}; register it with "

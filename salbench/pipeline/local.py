@@ -1,0 +1,67 @@
+"""The in-process executor: the Ray graph's stages, called in this process without Ray.
+
+``run(config, in_process=True)`` and ``salbench.evaluate(..., ray=False)`` use it (a notebook
+on a laptop, a debugger, a test). It calls the same stage functions and actor classes as
+:func:`salbench.pipeline.graph.build_graph`, shard by shard, with each shard as one batch
+from reading on, exactly as the graph hands them to the actors: per model, ``read_shard`` ->
+``decode_batch`` -> ``AttributeActor`` -> ``BokehActor`` (-> ``ScoreActor`` ->
+``FinalizeActor`` when a split metric such as PIC is configured), and feeds the rows to the
+run's ShardWriter. The same config and seed give the same tables as the Ray graph (tested).
+
+The actors are built once per run (one AttributeActor, and with split metrics one
+ScoreActor, per model), so each model is loaded once for attribution and once for scoring,
+as in the graph. ``AttributeActor`` sets torch's thread count from ``resources`` as it does
+in a Ray worker; the caller's thread count is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import torch
+
+from salbench import metrics
+from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
+from salbench.pipeline.config import RunConfig
+from salbench.pipeline.stages import decode_batch, read_shard
+
+if TYPE_CHECKING:
+    from salbench.pipeline.reuse import PreviousRun
+    from salbench.pipeline.run import ShardWriter
+
+
+def execute_local(
+    config: RunConfig,
+    writer: ShardWriter,
+    pending: list[dict[str, int]],
+    geometries: list[tuple[tuple[int, int], float]],
+    previous: PreviousRun | None,
+) -> dict[str, Any]:
+    """Compute the ``pending`` shards ({shard, start, stop}) in this process into ``writer``.
+
+    geometries: per model, (input_size, crop_fraction) for decoding; previous: the earlier
+    run whose cells are reused (``--reuse``), or None. Returns the timings for the manifest
+    (``writer.finish()`` and ``executor: "in_process"``).
+    """
+    cfg = config.to_dict()
+    split = any(metrics.get(m.name).prepare is not None for m in config.metrics)
+    reuse = previous.cell_keys() if previous is not None else None
+    dataset_json = json.dumps(config.dataset, sort_keys=True)
+    threads = torch.get_num_threads()
+    try:
+        attribute = [AttributeActor(cfg, i, reuse=reuse) for i in range(len(config.models))]
+        score = [ScoreActor(cfg, i) for i in range(len(config.models))] if split else []
+        bokeh, finalize = BokehActor(cfg), (FinalizeActor(cfg) if split else None)
+        for item in pending:
+            rows = pd.DataFrame(list(read_shard(item, dataset_json=dataset_json)))
+            for i, (size, crop_fraction) in enumerate(geometries):
+                decoded = decode_batch(rows, input_size=tuple(size), crop_fraction=crop_fraction)
+                out = bokeh(attribute[i](decoded))
+                if finalize is not None:
+                    out = finalize(score[i](out))
+                writer.add(out.to_dict("records"))
+    finally:
+        torch.set_num_threads(threads)
+    return {**writer.finish(), "executor": "in_process"}
