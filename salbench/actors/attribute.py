@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from salbench import methods, metrics, models
+from salbench.methods.registry import info_rows
 from salbench.models.base import to_tensor
 from salbench.pipeline.config import RunConfig, parse_config
 
@@ -165,14 +166,12 @@ class AttributeActor:
             res = methods.attribute_with_info(comp.name, self.model, x, target,
                                               profile=self.config.profile, **params)
             maps = methods.to_map(res.attr, reduce)
+            values: list[dict[str, Any]] = info_rows(spec, res.info, len(rows))
         except Exception as exc:
             log.warning("method %s failed on %d samples: %s", comp.label, len(rows), exc)
             return [self._row(r, comp.label, "method_error", _error_message(exc), **p)
                     for r, p in zip(rows, per, strict=False)]
         seconds = (time.perf_counter() - t0) / len(rows)
-        values: list[dict[str, Any]] = [
-            {k: float(v[i]) for k, v in res.info.items()} for i in range(len(rows))
-        ]
         status, error = ["ok"] * len(rows), [""] * len(rows)
         for mcomp, mspec in self.metric_specs:
             try:
