@@ -1,4 +1,4 @@
-"""``salbench`` command line: run, demo, resume, compare, list, shard (SPEC 6)."""
+"""``salbench`` command line: run, demo, resume, report, compare, list, shard (SPEC 6)."""
 
 from __future__ import annotations
 
@@ -93,6 +93,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from salbench.report import write_report
+
+    print(f"report: {write_report(args.run_dir, max_samples=args.gallery_samples)}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     import salbench
 
@@ -122,6 +129,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigError(f"cannot write --csv {args.csv}: {exc}") from exc
         print(f"wrote {args.csv}")
+    if args.report:
+        from salbench.report import write_compare_report
+
+        print(f"comparison report: {write_compare_report(args.run_a, args.run_b)}")
     if args.fail_on_change and table["significant"].fillna(False).astype(bool).any():
         print("significant changes found (--fail-on-change): exit 1", file=sys.stderr)
         return 1
@@ -164,7 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--csv", type=Path, metavar="PATH", help="also write the table as CSV")
     c.add_argument("--fail-on-change", action="store_true",
                    help="exit 1 when any delta is significant (for cron / CI reruns)")
+    c.add_argument("--report", action="store_true",
+                   help="also write a comparison page (RUN_B/report/compare-<A>/index.html)")
     c.set_defaults(fn=cmd_compare)
+
+    rp = sub.add_parser("report", help="write RUN_DIR/report/: HTML page, markdown tables, "
+                        "curve plots, saliency gallery")
+    rp.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    rp.add_argument("--gallery-samples", type=int, default=12, metavar="N",
+                    help="samples shown in the gallery (default 12; the first by dataset order)")
+    rp.set_defaults(fn=cmd_report)
 
     ls = sub.add_parser("list", help="list registered names")
     ls.add_argument("what", choices=["models", "methods", "metrics", "datasets"])

@@ -1,0 +1,121 @@
+"""``salbench report RUN_DIR``: write ``RUN_DIR/report/`` from the run's Parquet tables.
+
+Output: ``index.html`` (self-contained: inline CSS, images by relative path, no scripts, no
+network), ``tables.md`` (every table in markdown), ``plots/*.png`` (curves) and
+``gallery/*.png`` (input crops and maps). Rebuilding replaces ``plots/`` and ``gallery/``;
+comparison pages (``compare-*/``) are kept and linked.
+"""
+
+from __future__ import annotations
+
+import shutil
+from html import escape
+from pathlib import Path
+
+import yaml
+
+from salbench.report import tables as T
+from salbench.report.data import RunTables, read_run
+from salbench.report.gallery import DEFAULT_MAX_SAMPLES, colorbar_css, write_gallery
+from salbench.report.html import (
+    collapsible,
+    gallery_html,
+    page,
+    plots_html,
+    section,
+    table_html,
+)
+from salbench.report.plots import Plot, write_curve_plots
+
+REPORT_DIR = "report"
+
+
+def _meta(run: RunTables) -> str:
+    m = run.manifest
+    n_samples = run.samples["sample_id"].nunique() if len(run.samples) else 0
+    parts = [f"run <b>{escape(run.run_id)}</b>", f"status {escape(str(m.get('status', '?')))}",
+             f"started {escape(str(m.get('started', '?'))[:19].replace('T', ' '))} UTC",
+             f"profile {escape(str(run.config.get('profile', '?')))}",
+             f"{n_samples} samples x {len(run.models)} model(s) x {len(run.methods)} methods "
+             f"= {len(run.samples)} rows",
+             f"models: {escape(', '.join(run.models))}"]
+    return " · ".join(parts) + ("<br>Built from the run's Parquet tables "
+                                "(samples/*.parquet, summary.parquet) and manifest.json.")
+
+
+def _markdown(run: RunTables, groups: list[tuple[str, list[T.Table]]],
+              plots: list[Plot]) -> str:
+    out = [f"# salbench report: {run.run_id}", "",
+           "Built from the run's Parquet tables and manifest. Bold: the best value of a "
+           "column, or the better of a base / +IDGI pair.", ""]
+    for title, tables in groups:
+        if not tables:
+            continue
+        out += [f"## {title}", ""] + [T.to_markdown(t) for t in tables]
+    if plots:
+        out += ["## Curves", ""] + [f"![{p.title}, {p.model}]({p.path})\n" for p in plots]
+    return "\n".join(out)
+
+
+def _yaml(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def write_report(run_dir: Path, max_samples: int = DEFAULT_MAX_SAMPLES) -> Path:
+    """Write the report of ``run_dir`` into ``run_dir/report/``; returns index.html's path.
+
+    ``max_samples``: samples shown in the gallery (the first by dataset order).
+    """
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    out = run_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("plots", "gallery"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+
+    overview = T.overview_tables(run)
+    paper = T.paper_tables(run)
+    per_metric = T.metric_tables(run)
+    metrics = [t for t in per_metric if t.key == "metric"]
+    diagnostics = [t for t in per_metric if t.key == "diagnostic"]
+    errors = T.errors_tables(run)
+    manifest = T.manifest_tables(run)
+    plots = write_curve_plots(run, out / "plots")
+    gallery = write_gallery(run, out / "gallery", max_samples=max_samples)
+
+    (out / "tables.md").write_text(_markdown(run, [
+        ("Overview", overview), ("Paper-style tables", paper), ("Metrics", metrics),
+        ("Method diagnostics", diagnostics), ("Errors", errors), ("Manifest", manifest),
+    ], plots))
+
+    compares = sorted(p.parent.name for p in out.glob("compare-*/index.html"))
+    body = [
+        section("overview", "Overview", "".join(table_html(t) for t in overview)),
+        section("paper", "Paper-style tables",
+                "".join(table_html(t) for t in paper) if paper else
+                '<p class="note">None of the papers\' table layouts applies to this run\'s '
+                "metrics (see the configs/paper-*.yaml configs).</p>"),
+        section("curves", "Curves", plots_html(plots)),
+        section("gallery", "Gallery", gallery_html(gallery)),
+        section("metrics", "Every metric",
+                "".join(collapsible(t.title, table_html(t)) for t in metrics)
+                + "<h3>Method diagnostics</h3>"
+                + "".join(collapsible(t.title, table_html(t)) for t in diagnostics)),
+        section("errors", "Errors", "".join(table_html(t, wrap_columns=[4]) for t in errors)),
+        section("manifest", "Manifest",
+                "".join(table_html(t) for t in manifest)
+                + collapsible("config", f"<pre>{escape(_yaml(run.config))}</pre>")),
+    ]
+    if compares:
+        body.append(section("compare", "Comparisons", "<ul>" + "".join(
+            f'<li><a href="{escape(c)}/index.html">{escape(c)}</a></li>' for c in compares)
+            + "</ul>"))
+    nav = [("#overview", "Overview"), ("#paper", "Paper tables"), ("#curves", "Curves"),
+           ("#gallery", "Gallery"), ("#metrics", "Every metric"), ("#errors", "Errors"),
+           ("#manifest", "Manifest"), ("tables.md", "tables.md")]
+    if compares:
+        nav.append(("#compare", "Comparisons"))
+    index = out / "index.html"
+    index.write_text(page(f"salbench report: {run.run_id}", _meta(run), nav, "".join(body),
+                          colorbar=colorbar_css()))
+    return index

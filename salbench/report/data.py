@@ -1,0 +1,179 @@
+"""What a report reads from a run directory, and what it knows about metric columns.
+
+Everything comes from the run's own files (``samples/*.parquet``, ``summary.parquet``,
+``manifest.json``), so a report can be rebuilt later on another machine. The registries are
+consulted only for names and directions of columns, never for numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from salbench.errors import ConfigError
+from salbench.pipeline import tables
+
+#: Columns of the per-sample table that are neither metrics nor method diagnostics.
+NOT_VALUES = frozenset(name for name, _ in tables.BASE_FIELDS if name != "target_prob") | {
+    "map", "map_height", "map_width", "input_png"}
+
+#: Metric columns that are better when lower (everything else registered is higher-better).
+LOWER_BETTER_PREFIXES = ("deletion", "pixel_flip_morf", "mprt_")
+LOWER_BETTER = frozenset({"wsol_mae", "completeness", "completeness_relative",
+                          "completeness_error"})
+
+#: Headline metrics, in the order tables and galleries show them.
+HEADLINE = (
+    "insertion_auc", "deletion_auc", "insertion_ratio_auc", "sic_aggregate_auc",
+    "aic_aggregate_auc", "sic_msssim_aggregate_auc", "aic_msssim_aggregate_auc",
+    "insertion_igos_auc", "deletion_igos_auc", "pixel_flip_lerf_auc", "pixel_flip_morf_auc",
+    "insertion_samp_auc", "deletion_samp_auc", "pointing_game_hit", "wsol_f1", "wsol_roc_auc",
+    "wsol_mae", "sensitivity_n", "concentration_gini", "similarity_pearson",
+    "similarity_ssim", "mprt_spearman", "mprt_ssim", "completeness_error",
+)
+
+
+@dataclass(frozen=True)
+class RunTables:
+    """One run's tables as the report uses them."""
+
+    path: Path
+    manifest: dict[str, Any]
+    samples: pd.DataFrame
+    summary: pd.DataFrame
+
+    @property
+    def run_id(self) -> str:
+        """The manifest's ``run_id``, else the directory name."""
+        return str(self.manifest.get("run_id") or self.path.name)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's config as recorded in the manifest (``{}`` when absent)."""
+        cfg = self.manifest.get("config")
+        return cfg if isinstance(cfg, dict) else {}
+
+    @property
+    def models(self) -> list[str]:
+        """Model labels in table order."""
+        return sorted(self.samples["model"].dropna().unique()) if len(self.samples) else []
+
+    @property
+    def methods(self) -> list[str]:
+        """Method labels in config order (then any others, sorted)."""
+        present = set(self.samples["method"].dropna().unique()) if len(self.samples) else set()
+        ordered = [m for m in method_names(self.config) if m in present]
+        return ordered + sorted(present - set(ordered))
+
+    @property
+    def has_maps(self) -> bool:
+        """True when the per-sample table holds saliency maps (config ``save_maps``)."""
+        return "map" in self.samples.columns and bool(self.samples["map"].notna().any())
+
+    def summary_value(self, model: str, method: str, metric: str) -> pd.Series | None:
+        """The summary row of model x method x metric, or None."""
+        s = self.summary
+        hit = s[(s["model"] == model) & (s["method"] == method) & (s["metric"] == metric)]
+        return None if hit.empty else hit.iloc[0]
+
+
+def method_names(config: dict[str, Any]) -> dict[str, str]:
+    """Method label -> registry name from a recorded config (in config order)."""
+    out: dict[str, str] = {}
+    raw = config.get("methods")
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, str):
+            out[item] = item
+        elif isinstance(item, dict) and "name" in item:
+            out[str(item.get("alias", item["name"]))] = str(item["name"])
+    return out
+
+
+def read_run(run_dir: Path | str) -> RunTables:
+    """Read a run directory for a report; a ConfigError naming it when it is not one.
+
+    ``summary.parquet`` is used when present; a run without it (interrupted) gets the
+    summary recomputed from its finished shards and recorded config.
+    """
+    path = Path(run_dir)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConfigError(f"{path} is not a salbench run directory (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{manifest_path} is not readable JSON ({exc})") from exc
+    if not tables.finished_shards(path):
+        raise ConfigError(f"{path} has no finished shards; finish it with "
+                          f"`salbench resume {path}`")
+    samples = tables.read_samples(path)
+    if (path / "summary.parquet").is_file():
+        summary = pd.read_parquet(path / "summary.parquet")
+    else:
+        from salbench.pipeline.config import parse_config
+
+        summary = tables.summarize(samples, parse_config(manifest["config"]))
+    return RunTables(path, manifest, samples, summary)
+
+
+def direction(metric: str) -> int:
+    """+1 when higher is better, -1 when lower is better, 0 for diagnostics."""
+    if not is_metric(metric):
+        return 0
+    if metric in LOWER_BETTER or metric.startswith(LOWER_BETTER_PREFIXES):
+        return -1
+    return 1
+
+
+def metric_columns() -> set[str]:
+    """Every scalar column a registered metric writes."""
+    from salbench import metrics
+
+    return {c for n in metrics.names() for c, kind in metrics.get(n).columns.items()
+            if kind == "float"}
+
+
+def is_metric(column: str) -> bool:
+    """True for a registered metric's score (not ``*_skipped``, not a method diagnostic)."""
+    if column.endswith("_skipped"):
+        return False
+    return column in metric_columns() or column.endswith("_aggregate_auc")
+
+
+def curve_columns(samples: pd.DataFrame) -> list[str]:
+    """The curve (list) columns of a per-sample table, in column order."""
+    out = []
+    for col in samples.columns:
+        if col in NOT_VALUES or samples[col].dtype != object:
+            continue
+        first = samples[col].dropna()
+        if len(first) and isinstance(first.iloc[0], (list, np.ndarray)):
+            out.append(col)
+    return out
+
+
+def skipped(row: pd.Series) -> int:
+    """Rows of a summary row that are ok but have no value (e.g. SIC's skipped samples)."""
+    return int(row["n_rows"]) - int(row["n_error"]) - int(row["n"])
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    """A number for a table: fixed ``digits`` decimals, scientific when tiny or huge."""
+    if value is None or not math.isfinite(float(value)):
+        return "–"
+    v = float(value)
+    if v != 0 and (abs(v) < 10 ** -digits or abs(v) >= 1e5):
+        return f"{v:.{digits - 1}e}"
+    return f"{v:.{digits}f}"
+
+
+def fmt_signed(value: float, digits: int = 3) -> str:
+    """:func:`fmt` with a leading ``+`` for non-negative values."""
+    text = fmt(value, digits)
+    return text if text == "–" or text.startswith("-") else f"+{text}"

@@ -1,0 +1,173 @@
+"""Curve plots (matplotlib, PNG): per model and curve column, one panel per method with the
+aggregated curve and its band, the other methods' curves in grey behind it for comparison.
+
+Aggregation follows each metric's protocol: the median with its interquartile band for SIC
+(PAIR aggregates SIC by the median), the mean with its 95% Student t band otherwise.
+Only ok rows with a finite curve count; PIC curves of skipped samples are left out.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats
+
+from salbench.report.data import RunTables, curve_columns
+
+#: Curve column -> (title, x label, y label). Unknown curve columns get generic labels.
+CURVES = {
+    "insertion_curve": ("Insertion (IDGI protocol)", "fraction of pixels inserted", "p(target)"),
+    "deletion_curve": ("Deletion (IDGI protocol)", "fraction of pixels deleted", "p(target)"),
+    "insertion_igos_curve": ("Insertion (I-GOS protocol, blurred base)",
+                             "fraction of pixels inserted", "p(target)"),
+    "deletion_igos_curve": ("Deletion (I-GOS protocol, blurred base)",
+                            "fraction of pixels deleted", "p(target)"),
+    "insertion_samp_curve": ("Insertion (SAMP protocol)", "fraction of pixels inserted",
+                             "logit / peak"),
+    "deletion_samp_curve": ("Deletion (SAMP protocol)", "fraction of pixels deleted",
+                            "logit / peak"),
+    "pixel_flip_lerf_curve": ("LeRF (least relevant first)", "fraction of pixels flipped",
+                              "p(target)"),
+    "pixel_flip_morf_curve": ("MoRF (most relevant first)", "fraction of pixels flipped",
+                              "p(target)"),
+    "sic_curve": ("SIC (softmax information curve)", "normalised information (WebP)",
+                  "p / p(original)"),
+    "aic_curve": ("AIC (accuracy information curve)", "normalised information (WebP)",
+                  "top-1 accuracy"),
+    "sic_msssim_curve": ("SIC, MS-SSIM information level", "MS-SSIM to the original",
+                         "p / p(original)"),
+    "aic_msssim_curve": ("AIC, MS-SSIM information level", "MS-SSIM to the original",
+                         "top-1 accuracy"),
+    "pic_blur_sic_curve": ("SIC (paper 001 blur base)", "normalised information (WebP)",
+                           "p / p(original)"),
+    "pic_blur_aic_curve": ("AIC (paper 001 blur base)", "normalised information (WebP)",
+                           "top-1 accuracy"),
+    "sensitivity_n_curve": ("Sensitivity-N", "subset size (log grid, small to large)",
+                            "Pearson r"),
+    "mprt_spearman_curve": ("Model randomisation (cascading)", "randomisation step",
+                            "Spearman to the original map"),
+    "mprt_ssim_curve": ("Model randomisation (cascading)", "randomisation step",
+                        "SSIM to the original map"),
+}
+#: Curve columns that are raw points for another aggregation, not curves to plot.
+NOT_PLOTTED = frozenset({"pic_blur_levels", "pic_blur_prob_ratio", "pic_blur_top1"})
+COLUMNS_PER_ROW = 5
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A written figure: its file (relative to the report folder) and a caption."""
+
+    model: str
+    column: str
+    title: str
+    path: str
+    caption: str
+
+
+def _skip_column(column: str) -> str | None:
+    """The ``*_skipped`` column of a PIC curve column."""
+    return column[: -len("_curve")] + "_skipped" if column.endswith("_curve") else None
+
+
+def method_curves(samples: pd.DataFrame, model: str, method: str,
+                  column: str) -> np.ndarray:
+    """float64 [n, points]: the ok, finite, not-skipped curves of model x method."""
+    g = samples[(samples["model"] == model) & (samples["method"] == method)
+                & (samples["status"] == "ok")]
+    skip = _skip_column(column)
+    if skip in g.columns:
+        g = g[g[skip] == 0.0]
+    rows = [np.asarray(c, np.float64) for c in g[column] if c is not None and len(c)]
+    if not rows:
+        return np.empty((0, 0))
+    length = max(len(r) for r in rows)
+    rows = [r for r in rows if len(r) == length and np.isfinite(r).all()]
+    return np.stack(rows) if rows else np.empty((0, 0))
+
+
+def aggregate(curves: np.ndarray, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(centre, low, high) per point: median and quartiles for SIC columns, else the mean
+    and its 95% Student t interval (low = high = mean when there is one curve)."""
+    if "sic" in column:
+        q = np.quantile(curves, [0.5, 0.25, 0.75], axis=0)
+        return q[0], q[1], q[2]
+    mean = curves.mean(axis=0)
+    n = len(curves)
+    if n < 2:
+        return mean, mean, mean
+    half = stats.t.ppf(0.975, n - 1) * curves.std(axis=0, ddof=1) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def band_name(column: str) -> str:
+    """What the centre line and band of ``column``'s plot are."""
+    return ("median, band: interquartile range" if "sic" in column
+            else "mean, band: 95% CI of the mean (Student t)")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def curve_plot(run: RunTables, model: str, column: str, path: Path) -> Plot | None:
+    """One figure: a panel per method of ``model`` for ``column``; None without curves."""
+    data = {m: method_curves(run.samples, model, m, column) for m in run.methods}
+    data = {m: c for m, c in data.items() if c.size}
+    if not data:
+        return None
+    title, xlabel, ylabel = CURVES.get(column, (column, "point (evenly spaced)", "value"))
+    centres = {m: aggregate(c, column) for m, c in data.items()}
+    ncols = min(COLUMNS_PER_ROW, len(data))
+    nrows = math.ceil(len(data) / ncols)
+    fig = Figure(figsize=(max(6.0, 2.6 * ncols + 0.4), 2.2 * nrows + 1.1), dpi=100)
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    for ax in axes.ravel()[len(data):]:
+        ax.set_visible(False)
+    for ax, (method, curves) in zip(axes.ravel(), data.items(), strict=False):
+        x = np.linspace(0.0, 1.0, curves.shape[1])
+        for other, (c, _, _) in centres.items():
+            if other != method:
+                ax.plot(np.linspace(0.0, 1.0, len(c)), c, color="0.82", lw=0.8, zorder=1)
+        c, low, high = centres[method]
+        ax.fill_between(x, low, high, color="tab:blue", alpha=0.25, lw=0, zorder=2)
+        ax.plot(x, c, color="tab:blue", lw=1.6, zorder=3)
+        auc = float(np.trapezoid(c, x))
+        ax.set_title(f"{method} (n={len(curves)}, AUC {auc:.3f})", fontsize=8.5)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, lw=0.5)
+    for ax in axes[-1]:
+        ax.set_xlabel(xlabel, fontsize=7.5)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel, fontsize=7.5)
+    fig.suptitle(f"{title} — {model}\n{band_name(column)}", fontsize=10)
+    fig.text(0.995, 0.005, f"salbench run {run.run_id}", ha="right", va="bottom",
+             fontsize=6.5, color="0.45")
+    fig.tight_layout(rect=(0, 0.02, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    caption = (f"{title}, {model}: one panel per method, {band_name(column)}; grey: the other "
+               f"methods' curves. AUC in each title is that of the plotted centre line.")
+    return Plot(model, column, title, str(path.name), caption)
+
+
+def write_curve_plots(run: RunTables, out_dir: Path) -> list[Plot]:
+    """Every curve column x model of the run as ``out_dir/curves-<model>-<column>.png``.
+    Returned paths are relative to ``out_dir.parent`` (the report folder)."""
+    plots = []
+    for column in curve_columns(run.samples):
+        if column in NOT_PLOTTED:
+            continue
+        for model in run.models:
+            name = f"curves-{_slug(model)}-{_slug(column)}.png"
+            p = curve_plot(run, model, column, out_dir / name)
+            if p is not None:
+                plots.append(Plot(p.model, p.column, p.title, f"{out_dir.name}/{name}",
+                                  p.caption))
+    return plots

@@ -1,0 +1,473 @@
+"""Report tables: a small table model (cells with a highlight flag), markdown rendering, and
+the tables of a run: overview, one table per metric, the errors, and the papers' layouts
+(paper 001 Tables 1-4, paper 002 Tables 1-2, paper 003 supplement Tables 1 and 3, paper 004
+Table 1). Numbers come from ``summary.parquet`` (means, 95% intervals, counts) and, for
+paired deltas and paper 001's binned PIC, from the per-sample table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from salbench.pipeline.compare import paired_interval
+from salbench.report.data import (
+    HEADLINE,
+    RunTables,
+    direction,
+    fmt,
+    fmt_signed,
+    is_metric,
+    method_names,
+    skipped,
+)
+
+#: Derived metrics computed from the per-sample table: paper 001's binned PIC (pic_blur).
+BINNED = {"pic_blur_sic_binned_auc": ("sic", "pic_blur_prob_ratio"),
+          "pic_blur_aic_binned_auc": ("aic", "pic_blur_top1")}
+ERROR_ROWS_SHOWN = 200
+OVERVIEW_COLUMNS = 10
+
+
+@dataclass
+class Cell:
+    """One table cell: ``text``, a smaller ``detail`` (interval, n; lines separated by
+    newlines), ``strong`` = highlighted."""
+
+    text: str
+    detail: str = ""
+    strong: bool = False
+
+
+@dataclass
+class Table:
+    """A titled table with a caption; ``key`` groups tables in the report."""
+
+    title: str
+    header: list[str]
+    rows: list[list[Cell]]
+    caption: str = ""
+    key: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Stat:
+    """A model x method x metric figure: mean, 95% interval, counts."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    skipped: int
+    errors: int
+
+    def cell(self, strong: bool = False, extra: str = "") -> Cell:
+        """The mean as text; interval, n and skipped as detail."""
+        counts = [f"n={self.n}"]
+        if self.skipped:
+            counts.append(f"{self.skipped} skipped")
+        if self.errors:
+            counts.append(f"{self.errors} err")
+        lines = [f"[{fmt(self.low)}, {fmt(self.high)}]"] if math.isfinite(self.low) else []
+        lines.append(", ".join(counts))
+        text = fmt(self.mean) + (f" {extra}" if extra else "")
+        return Cell(text, "\n".join(lines), strong)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(table: Table) -> str:
+    """The table as GitHub markdown (highlighted cells in bold, details after the text)."""
+    def cell(c: Cell) -> str:
+        text = f"**{c.text}**" if c.strong and c.text else c.text
+        return _md_escape(f"{text} {c.detail}".strip())
+
+    lines = [f"### {table.title}", ""]
+    if table.caption:
+        lines += [table.caption, ""]
+    lines.append("| " + " | ".join(_md_escape(h) for h in table.header) + " |")
+    lines.append("|" + "---|" * len(table.header))
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
+    lines += [f"\n{n}" for n in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def stat(run: RunTables, model: str, method: str, metric: str) -> Stat | None:
+    """The figure of model x method x metric from the summary (or :data:`BINNED`)."""
+    if metric in BINNED:
+        return _binned(run, model, method, metric)
+    row = run.summary_value(model, method, metric)
+    if row is None or (int(row["n"]) == 0 and not math.isfinite(float(row["mean"]))):
+        return None
+    return Stat(float(row["mean"]), float(row["ci95_low"]), float(row["ci95_high"]),
+                int(row["n"]), skipped(row), int(row["n_error"]))
+
+
+def _binned(run: RunTables, model: str, method: str, metric: str) -> Stat | None:
+    """Paper 001's dataset-level PIC: all samples' (level, value) pairs in 100 bins."""
+    from salbench.metrics.pic import aggregate_binned
+
+    kind, values_col = BINNED[metric]
+    s = run.samples
+    if "pic_blur_levels" not in s.columns:
+        return None
+    g = s[(s["model"] == model) & (s["method"] == method)]
+    ok = g[(g["status"] == "ok") & g["pic_blur_levels"].notna()]
+    pairs = [(np.asarray(lv, np.float64), np.asarray(v, np.float64))
+             for lv, v in zip(ok["pic_blur_levels"], ok[values_col], strict=True)
+             if v is not None and np.isfinite(lv).all() and np.isfinite(v).all()]
+    errors = int((g["status"] != "ok").sum())
+    if not pairs:
+        return None
+    _, _, auc = aggregate_binned(np.stack([p[0] for p in pairs]),
+                                 np.stack([p[1] for p in pairs]), kind=kind)
+    return Stat(auc, math.nan, math.nan, len(pairs), len(g) - errors - len(pairs), errors)
+
+
+def paired_delta(run: RunTables, model: str, base: str, other: str,
+                 metric: str) -> tuple[float, float, float] | None:
+    """(mean delta other - base, 95% low, high) over the samples both have ok and finite
+    (paired t); None when the metric is not a per-sample column or fewer than 2 pairs."""
+    s = run.samples
+    if metric not in s.columns:
+        return None
+    cols = ["sample_id", "status", metric]
+    a = s[(s["model"] == model) & (s["method"] == base)][cols]
+    b = s[(s["model"] == model) & (s["method"] == other)][cols]
+    m = a.merge(b, on="sample_id", suffixes=("_a", "_b"))
+    m = m[(m["status_a"] == "ok") & (m["status_b"] == "ok")]
+    va, vb = m[f"{metric}_a"].to_numpy(np.float64), m[f"{metric}_b"].to_numpy(np.float64)
+    keep = np.isfinite(va) & np.isfinite(vb)
+    diff = vb[keep] - va[keep]
+    if len(diff) < 2:
+        return None
+    low, high = paired_interval(diff)
+    return float(diff.mean()), low, high
+
+
+def _label(metric: str) -> str:
+    arrow = {1: " (↑)", -1: " (↓)", 0: ""}[direction(metric)]
+    return f"{metric}{arrow}"
+
+
+def _best(values: dict[str, float], sign: int) -> set[str]:
+    finite = {k: v for k, v in values.items() if math.isfinite(v)}
+    if sign == 0 or len(finite) < 2:
+        return set()
+    target = max(finite.values()) if sign > 0 else min(finite.values())
+    return {k for k, v in finite.items() if v == target}
+
+
+def present_metrics(run: RunTables) -> list[str]:
+    """Summary metrics with at least one value: metrics (headline order first), then
+    method diagnostics; ``*_skipped`` columns are left out (they are the skipped counts)."""
+    s = run.summary
+    have = [m for m in s["metric"].unique()
+            if not m.endswith("_skipped") and (s.loc[s["metric"] == m, "n"] > 0).any()]
+    metrics = [m for m in HEADLINE if m in have]
+    metrics += sorted(m for m in have if is_metric(m) and m not in metrics)
+    return metrics + sorted(m for m in have if not is_metric(m))
+
+
+def overview_tables(run: RunTables) -> list[Table]:
+    """Per model: methods x headline metrics (means; the best of each column in bold); up
+    to :data:`OVERVIEW_COLUMNS` metrics, the headline ones first (every metric has its own
+    table in :func:`metric_tables`)."""
+    metrics = [m for m in present_metrics(run) if is_metric(m)][:OVERVIEW_COLUMNS]
+    out = []
+    for model in run.models:
+        means = {m: {meth: (st.mean if (st := stat(run, model, meth, m)) else math.nan)
+                     for meth in run.methods} for m in metrics}
+        best = {m: _best(means[m], direction(m)) for m in metrics}
+        rows = []
+        for meth in run.methods:
+            g = run.samples[(run.samples["model"] == model) & (run.samples["method"] == meth)]
+            n_err = int((g["status"] != "ok").sum())
+            rows.append([Cell(meth), Cell(str(len(g))), Cell(str(n_err))] + [
+                Cell(fmt(means[m][meth]), strong=meth in best[m]) for m in metrics])
+        out.append(Table(
+            f"Overview: {model}", ["method", "rows", "errors", *map(_label, metrics)], rows,
+            "Means over ok rows (SIC / AIC: the AUC of the aggregated curve); the best value "
+            "of each column in bold (↑ higher is better, ↓ lower is better).", key="overview"))
+    return out
+
+
+def metric_tables(run: RunTables) -> list[Table]:
+    """One table per metric and per method diagnostic: model x method with mean, 95% CI,
+    median, std, n (values used), skipped (ok rows without a value) and errors. Diagnostic
+    tables list only the methods that report the diagnostic."""
+    out = []
+    for metric in present_metrics(run):
+        sub = run.summary[run.summary["metric"] == metric]
+        if not is_metric(metric):  # a diagnostic of some methods: leave the others out
+            sub = sub[sub["n"] > 0]
+        rows = []
+        best = {}
+        for model in run.models:
+            vals = {r.method: float(r.mean) for r in sub[sub["model"] == model].itertuples()}
+            best[model] = _best(vals, direction(metric))
+        order = {m: i for i, m in enumerate(run.methods)}
+        sub = sub.assign(_o=sub["method"].map(order)).sort_values(["model", "_o"])
+        for r in sub.itertuples(index=False):
+            ci = f"[{fmt(r.ci95_low)}, {fmt(r.ci95_high)}]" if math.isfinite(r.ci95_low) else "–"
+            rows.append([Cell(r.model), Cell(r.method),
+                         Cell(fmt(r.mean), strong=r.method in best[r.model]), Cell(ci),
+                         Cell(fmt(r.median)), Cell(fmt(r.std)), Cell(str(int(r.n))),
+                         Cell(str(int(r.n_rows) - int(r.n_error) - int(r.n))),
+                         Cell(str(int(r.n_error)))])
+        kind = "metric" if is_metric(metric) else "diagnostic"
+        caption = ("95% CI: Student t interval of the mean (– when n < 2 or for a "
+                   "dataset-level figure); n: values used; skipped: ok rows without a value; "
+                   "errors: rows whose status is not ok.")
+        out.append(Table(_label(metric), ["model", "method", "mean", "95% CI", "median", "std",
+                                          "n", "skipped", "errors"], rows, caption, key=kind))
+    return out
+
+
+# ----------------------------------------------------------------------- paper layouts
+
+IDGI_ROWS = [  # (metric, the paper's name, table)
+    ("insertion_auc", "Insertion score with probability", "Table 1"),
+    ("insertion_ratio_auc", "Insertion score with probability ratio", "Table 1"),
+    ("aic_aggregate_auc", "AUC AIC, normalised entropy (PAIR bokeh)", "Table 2"),
+    ("sic_aggregate_auc", "AUC SIC, normalised entropy (PAIR bokeh)", "Table 2"),
+    ("pic_blur_aic_binned_auc", "AUC AIC, normalised entropy (paper's blur base, 100 bins)",
+     "Table 2"),
+    ("pic_blur_sic_binned_auc", "AUC SIC, normalised entropy (paper's blur base, 100 bins)",
+     "Table 2"),
+    ("aic_msssim_aggregate_auc", "AUC AIC, MS-SSIM", "Table 3"),
+    ("sic_msssim_aggregate_auc", "AUC SIC, MS-SSIM", "Table 3"),
+    ("wsol_f1", "F1", "Table 4"),
+    ("wsol_roc_auc", "ROC AUC", "Table 4"),
+    ("wsol_mae", "MAE", "Table 4"),
+]
+IDGI_BASES = ("ig", "gig", "blurig")
+BASE_TITLES = {"ig": "IG", "gig": "GIG", "blurig": "BlurIG"}
+
+
+def idgi_pairs(run: RunTables) -> list[tuple[str, str]]:
+    """(base label, IDGI label) for each IDGI method of the run whose base method is there
+    too, in the paper's order (IG, Guided IG, Blur IG, then others)."""
+    names = method_names(run.config) or {m: m for m in run.methods}
+    present = set(run.methods)
+    pairs = []
+    for label, name in names.items():
+        if label not in present or not name.startswith("idgi_"):
+            continue
+        base = [lb for lb, n in names.items() if n == name[5:] and lb in present]
+        if base:
+            pairs.append((label[5:] if label[5:] in base else base[0], label))
+    rank = {b: i for i, b in enumerate(IDGI_BASES)}
+    return sorted(pairs, key=lambda p: (rank.get(names.get(p[0], p[0]), 99), p[0]))
+
+
+def _metric_present(run: RunTables, metric: str) -> bool:
+    if metric in BINNED:
+        return "pic_blur_levels" in run.samples.columns
+    return bool((run.summary["metric"] == metric).any())
+
+
+def idgi_tables(run: RunTables) -> list[Table]:
+    """Paper 001 Tables 1-4: per metric, models x (base, +IDGI) pairs and VG; the better of
+    each pair in bold, the IDGI cell with delta = IDGI - base (``*``: the paired 95% interval
+    excludes 0)."""
+    pairs = idgi_pairs(run)
+    if not pairs:
+        return []
+    names = method_names(run.config) or {m: m for m in run.methods}
+    other = next((lb for lb, n in names.items() if n == "vg" and lb in run.methods), None)
+    header = ["model"]
+    for base, _ in pairs:
+        header += [BASE_TITLES.get(names.get(base, base), base), "+IDGI"]
+    if other:
+        header.append(f"Other ({other})")
+    out = []
+    for metric, title, ref in IDGI_ROWS:
+        if not _metric_present(run, metric):
+            continue
+        sign = direction(metric) or 1
+        rows = []
+        for model in run.models:
+            row = [Cell(model)]
+            for base, idgi in pairs:
+                a, b = stat(run, model, base, metric), stat(run, model, idgi, metric)
+                better = (a is not None and b is not None
+                          and (b.mean - a.mean) * sign > 0)
+                worse = (a is not None and b is not None
+                         and (b.mean - a.mean) * sign < 0)
+                row.append(a.cell(strong=worse) if a else Cell("–"))
+                extra = ""
+                if a is not None and b is not None:
+                    delta = paired_delta(run, model, base, idgi, metric)
+                    d = delta[0] if delta else b.mean - a.mean
+                    star = "*" if delta and (delta[1] > 0 or delta[2] < 0) else ""
+                    extra = f"(Δ {fmt_signed(d)}{star})"
+                row.append(b.cell(strong=better, extra=extra) if b else Cell("–"))
+            if other:
+                o = stat(run, model, other, metric)
+                row.append(o.cell() if o else Cell("–"))
+            rows.append(row)
+        arrow = "↑" if sign > 0 else "↓"
+        out.append(Table(
+            f"Paper 001 ({ref}): {title} ({arrow}) — {metric}", header, rows,
+            "Mean with its 95% interval and n (values used); the better of each base / +IDGI "
+            "pair in bold; Δ = IDGI - base over the samples both scored (* the paired 95% "
+            "interval excludes 0; no * for dataset-level figures, which have no interval). "
+            "The paper averages over the images each model classifies correctly; this run "
+            "uses all its images.", key="paper"))
+    return out
+
+
+def _methods_table(run: RunTables, title: str, columns: Sequence[tuple[str, str]],
+                   caption: str, std: bool = False) -> list[Table]:
+    """Per model: methods x the given (metric, heading) columns; best per column in bold.
+    No table unless one of the first two columns (the protocol's own metrics) is present."""
+    if not any(_metric_present(run, m) for m, _ in columns[:2]):
+        return []
+    columns = [(m, h) for m, h in columns if _metric_present(run, m)]
+    out = []
+    for model in run.models:
+        stats = {m: {meth: stat(run, model, meth, m) for meth in run.methods}
+                 for m, _ in columns}
+        best = {m: _best({k: v.mean for k, v in stats[m].items() if v}, direction(m))
+                for m, _ in columns}
+        rows = []
+        for meth in run.methods:
+            row = [Cell(meth)]
+            for m, _ in columns:
+                st = stats[m][meth]
+                if st is None:
+                    row.append(Cell("–"))
+                elif std:
+                    sd = run.summary_value(model, meth, m)
+                    sd_text = fmt(float(sd["std"])) if sd is not None else "–"
+                    row.append(Cell(f"{fmt(st.mean)} ({sd_text})", f"n={st.n}",
+                                    meth in best[m]))
+                else:
+                    row.append(st.cell(strong=meth in best[m]))
+            rows.append(row)
+        heads = [f"{h} ({'↑' if direction(m) > 0 else '↓'})" for m, h in columns]
+        out.append(Table(f"{title}: {model}", ["method", *heads], rows, caption, key="paper"))
+    return out
+
+
+def igos_tables(run: RunTables) -> list[Table]:
+    """Paper 002 Tables 1-2 (and Table 5's pointing game): deletion / insertion with the
+    blurred base, per method."""
+    return _methods_table(
+        run, "Paper 002 (Tables 1-2): I-GOS protocol",
+        [("deletion_igos_auc", "Deletion"), ("insertion_igos_auc", "Insertion"),
+         ("pointing_game_hit", "Pointing game")],
+        "Deletion and insertion with a highly blurred image as the base (softmax probability "
+        "AUC); pointing game: hit rate of the map's maximum in a box (Table 5 reports it on "
+        "MSCOCO / VOC07). Maps are scored at 224 x 224 (the paper also scores masks at their "
+        "own resolution). Best of each column in bold.")
+
+
+def dga_tables(run: RunTables) -> list[Table]:
+    """Paper 003 supplement Tables 1 and 3: LeRF (↑) and MoRF (↓) pixel flipping, models x
+    methods."""
+    out = []
+    for metric, title in (("pixel_flip_lerf_auc", "LeRF"), ("pixel_flip_morf_auc", "MoRF")):
+        if not _metric_present(run, metric):
+            continue
+        rows = []
+        for model in run.models:
+            stats = {meth: stat(run, model, meth, metric) for meth in run.methods}
+            best = _best({k: v.mean for k, v in stats.items() if v}, direction(metric))
+            rows.append([Cell(model)] + [st.cell(strong=k in best) if st else Cell("–")
+                                         for k, st in stats.items()])
+        arrow = "↑" if direction(metric) > 0 else "↓"
+        out.append(Table(
+            f"Paper 003 (supplement Tables 1, 3): {title} ({arrow} is better)",
+            ["model", *run.methods], rows,
+            "AUC of the target probability while pixels are replaced (black) least- (LeRF) or "
+            "most-relevant (MoRF) first. Best per model in bold.", key="paper"))
+    return out
+
+
+def samp_tables(run: RunTables) -> list[Table]:
+    """Paper 004 Table 1: deletion / insertion (logits, peak-normalised) as mean (std), with
+    Sensitivity-N and the concentration measures."""
+    return _methods_table(
+        run, "Paper 004 (Table 1): SAMP protocol",
+        [("deletion_samp_auc", "Deletion"), ("insertion_samp_auc", "Insertion"),
+         ("sensitivity_n", "Sensitivity-N"), ("concentration_gini", "Gini"),
+         ("concentration_top5", "Top-5% share")],
+        "Mean (std) over images, as the paper reports: deletion with a zero base, insertion "
+        "with a blurred base (Gaussian k31 s5), target logit, curves peak-normalised; "
+        "Sensitivity-N: mean Pearson correlation of summed attribution and output drop; "
+        "Gini and top-5% share: the Concentration Principle. Best per column in bold.",
+        std=True)
+
+
+def paper_tables(run: RunTables) -> list[Table]:
+    """Every paper layout the run's metrics allow."""
+    return idgi_tables(run) + igos_tables(run) + dga_tables(run) + samp_tables(run)
+
+
+def errors_tables(run: RunTables) -> list[Table]:
+    """Error rows: counts per status x model x method, then the rows themselves (first
+    :data:`ERROR_ROWS_SHOWN`)."""
+    s = run.samples
+    err = s[s["status"] != "ok"]
+    if err.empty:
+        return [Table("Errors", ["status", "rows"], [[Cell("ok"), Cell(str(len(s)))]],
+                      "No error rows.", key="errors")]
+    counts = err.groupby(["status", "model", "method"]).size().reset_index(name="rows")
+    t1 = Table("Error counts", ["status", "model", "method", "rows"],
+               [[Cell(r.status), Cell(r.model), Cell(r.method), Cell(str(r.rows))]
+                for r in counts.itertuples(index=False)],
+               f"{len(err)} of {len(s)} rows are not ok.", key="errors")
+    shown = err.head(ERROR_ROWS_SHOWN)
+    t2 = Table("Error rows", ["sample_id", "model", "method", "status", "error"],
+               [[Cell(str(r.sample_id)), Cell(r.model), Cell(r.method), Cell(r.status),
+                 Cell(str(r.error or "")[:300])] for r in shown.itertuples(index=False)],
+               key="errors")
+    if len(err) > len(shown):
+        t2.notes.append(f"{len(err) - len(shown)} more error rows are in the samples table.")
+    return [t1, t2]
+
+
+def manifest_tables(run: RunTables) -> list[Table]:
+    """The run's facts, package versions and timings from its manifest."""
+    m = run.manifest
+    ds = m.get("dataset") or {}
+    counts = m.get("counts") or {}
+    host = m.get("host") or {}
+    facts = [("run_id", run.run_id), ("status", m.get("status")),
+             ("config_hash", m.get("config_hash")), ("git_commit", m.get("git_commit")),
+             ("started", m.get("started")), ("finished", m.get("finished")),
+             ("wall_seconds", m.get("wall_seconds")), ("dataset", ds.get("spec")),
+             ("dataset rows", ds.get("rows")), ("dataset fingerprint", ds.get("fingerprint")),
+             ("seed", m.get("seed")), ("shards", m.get("shards")),
+             ("rows / ok / errors", "/".join(str(counts.get(k, "?"))
+                                             for k in ("rows", "ok", "errors"))),
+             *((f"host.{k}", v) for k, v in sorted(host.items()))]
+    out = [Table("Run", ["key", "value"],
+                 [[Cell(k), Cell(str(v))] for k, v in facts if v is not None], key="manifest")]
+    pk = m.get("packages") or {}
+    if pk:
+        out.append(Table("Package versions", ["package", "version"],
+                         [[Cell(k), Cell(str(v))] for k, v in sorted(pk.items())],
+                         key="manifest"))
+    timings = (m.get("timings") or {}).get("method_seconds_per_image") or {}
+    if timings:
+        out.append(Table("Method seconds per image (model/method)", ["model/method", "seconds"],
+                         [[Cell(k), Cell(fmt(float(v)))] for k, v in timings.items()],
+                         "Wall time of the method call divided by the images in its batch.",
+                         key="manifest"))
+    stages = (m.get("timings") or {}).get("stages") or {}
+    if stages:
+        keys = sorted({k for v in stages.values() for k in v})
+        out.append(Table("Ray Data stages", ["operator", *keys],
+                         [[Cell(op), *(Cell(str(v.get(k, ""))) for k in keys)]
+                          for op, v in stages.items()], key="manifest"))
+    return out
+

@@ -1,0 +1,403 @@
+"""``salbench report`` / ``compare --report``: the tables agree with the Parquet tables, the
+papers' layouts (IDGI pairing, deltas, directions), curves, gallery, errors, offline HTML
+(also rendered in headless Chromium when it is installed), and the pipeline's stored crops.
+
+Most runs here are written by hand with the pipeline's own table code (no Ray); one test
+runs the real pipeline on the tiny model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy import stats
+
+from salbench import methods
+from salbench.cli import main
+from salbench.pipeline import tables
+from salbench.pipeline.config import parse_config
+from salbench.report import write_compare_report, write_report
+from salbench.report.compare import classify
+from salbench.report.data import read_run
+from salbench.report.gallery import NORMALISATION, normalise
+from salbench.report.tables import idgi_pairs
+
+SIZE = 32
+N = 6
+CONFIG: dict[str, Any] = {
+    "name": "rep", "seed": 0, "profile": "fast", "out": "runs",
+    "dataset": {"kind": "synthetic", "n": N, "size": SIZE},
+    "models": ["tiny_cnn"],
+    "methods": ["vg", "ig", "idgi_ig", "gig", "idgi_gig"],
+    "metrics": ["insertion", "deletion", "sic", "wsol", "pointing_game", "pixel_flip"],
+    "save_maps": True,
+}
+BAD_IMAGE = N - 1          # every method of this sample is a bad_image row
+METHOD_ERROR = (3, "gig")  # one method_error row
+
+
+def _values(rng: np.random.Generator, cols: dict[str, str], i: int, method: str,
+            shift: dict[str, float], skip: set[str]) -> dict[str, Any]:
+    """Per-sample values: IDGI on IG better on insertion and MAE, IDGI on GIG worse;
+    ``skip``: other methods' diagnostics."""
+    out: dict[str, Any] = {}
+    for col, kind in cols.items():
+        if col in skip:
+            continue
+        if kind == "curve":
+            n = 101 if col.startswith("sic") else 11
+            out[col] = np.sort(rng.uniform(0, 1, n)).tolist()
+        else:
+            out[col] = float(rng.uniform(0.2, 0.6))
+    base = 0.3 + 0.05 * i
+    bonus = {"idgi_ig": 0.1, "gig": 0.05, "vg": -0.05}.get(method, 0.0)
+    out["insertion_auc"] = base + bonus + 0.005 * rng.standard_normal() + shift.get(method, 0)
+    out["wsol_mae"] = 0.3 - bonus
+    if i == 0:  # SIC skipped for sample 0, WSOL without a box for sample 1
+        out.update(sic_auc=float("nan"), sic_skipped=1.0)
+    else:
+        out["sic_skipped"] = 0.0
+    if i == 1:
+        for col in ("wsol_f1", "wsol_iou", "wsol_mae", "wsol_roc_auc"):
+            out[col] = float("nan")
+    return out
+
+
+def make_run(root: Path, run_id: str, config: dict[str, Any] | None = None,
+             shift: dict[str, float] | None = None, errors: bool = True) -> Path:
+    """A finished run directory written with the pipeline's table code (rows as the actors
+    emit them: JSON values, float16 maps, uint8 crops), summary.parquet and manifest.json."""
+    cfg = parse_config(config or CONFIG)
+    rng = np.random.default_rng(0)
+    cols = tables.value_columns(cfg)
+    diagnostics = {c for comp in cfg.methods for c in methods.get(comp.name).info_columns}
+    rows = []
+    for i in range(N):
+        crop = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        for comp in cfg.methods:
+            method = comp.label
+            skip = diagnostics - set(methods.get(comp.name).info_columns)
+            bad = errors and i == BAD_IMAGE
+            failed = errors and (i, method) == METHOD_ERROR
+            status = "bad_image" if bad else ("method_error" if failed else "ok")
+            m = rng.standard_normal((SIZE, SIZE)).astype(np.float16)
+            if method != "vg":
+                m = np.abs(m)
+            ok = status == "ok"
+            rows.append({
+                "shard": 0, "index": i, "sample_id": f"s{i}", "model": "tiny_cnn",
+                "method": method, "status": status,
+                "error": "" if ok else f"{status}: broken on purpose {i}",
+                "label": -1, "target": -1 if bad else 3, "pred": -1 if bad else 3,
+                "target_prob": float("nan") if bad else 0.5 + 0.01 * i,
+                "values": json.dumps(
+                    _values(rng, cols, i, method, shift or {}, skip) if ok else {}),
+                "map": m.tobytes() if ok else b"", "crop": crop.tobytes() if ok else b"",
+                "height": SIZE if ok else 0, "width": SIZE if ok else 0,
+            })
+    run_dir = root / run_id
+    tables.write_shard(run_dir, 0, tables.rows_to_table(rows, cfg, run_id))
+    samples = tables.read_samples(run_dir)
+    tables.write_table(tables.summarize(samples, cfg), run_dir / "summary.parquet")
+    manifest = {"run_id": run_id, "status": "complete", "config": cfg.to_dict(),
+                "config_hash": cfg.hash(), "packages": {"salbench": "0.1.0"},
+                "git_commit": "abc1234", "dataset": {"rows": N, "fingerprint": "f00d"},
+                "shards": 1, "timings": {"method_seconds_per_image": {"tiny_cnn/ig": 0.01}}}
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    """A hand-written run with its report; returns the run directory."""
+    run_dir = make_run(tmp_path_factory.mktemp("rep"), "rep-a")
+    write_report(run_dir)
+    return run_dir
+
+
+def md_rows(md: str, title: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the markdown table under ``### <title>``."""
+    block = md.split(f"### {title}\n", 1)[1].split("\n### ", 1)[0]
+    lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+    split = [[c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in lines]
+    return split[0], split[2:]
+
+
+def md_table(md: str, title: str) -> list[dict[str, str]]:
+    """The rows of the markdown table under ``### <title>`` (header -> cell text)."""
+    header, rows = md_rows(md, title)
+    return [dict(zip(header, r, strict=True)) for r in rows]
+
+
+def first_float(text: str) -> float:
+    return float(re.search(r"-?\d+\.\d+(e[-+]\d+)?", text).group(0))
+
+
+def test_markdown_metric_tables_equal_the_summary(report):
+    md = (report / "report" / "tables.md").read_text()
+    summary = pd.read_parquet(report / "summary.parquet")
+    checked = 0
+    for metric, arrow in (("insertion_auc", "↑"), ("wsol_mae", "↓"), ("sic_aggregate_auc", "↑"),
+                          ("deletion_auc", "↓"), ("completeness_error", None)):
+        title = f"{metric} ({arrow})" if arrow else metric
+        for row in md_table(md, title):
+            s = summary[(summary["model"] == row["model"]) & (summary["method"] == row["method"])
+                        & (summary["metric"] == metric)].iloc[0]
+            assert first_float(row["mean"].strip("*")) == pytest.approx(s["mean"], abs=6e-4)
+            assert int(row["n"]) == s["n"] and int(row["errors"]) == s["n_error"]
+            assert int(row["skipped"]) == s["n_rows"] - s["n_error"] - s["n"]
+            if math.isfinite(s["ci95_low"]):
+                low, high = map(float, re.findall(r"-?\d+\.\d+", row["95% CI"]))
+                assert (low, high) == pytest.approx((s["ci95_low"], s["ci95_high"]), abs=6e-4)
+            else:
+                assert row["95% CI"] == "–"
+            checked += 1
+    assert checked == 4 * 5 + 4  # completeness_error: ig, idgi_ig, gig, idgi_gig (not vg)
+    by = {r["method"]: r for r in md_table(md, "sic_aggregate_auc (↑)")}
+    assert by["ig"]["skipped"] == "1" and by["ig"]["n"] == "4"   # sample 0 skipped, 5 bad
+    wsol = {r["method"]: r for r in md_table(md, "wsol_mae (↓)")}
+    assert wsol["gig"]["n"] == "3" and wsol["gig"]["errors"] == "2"  # 1 no box, 2 errors
+    assert wsol["idgi_ig"]["mean"].startswith("**")                # lowest MAE in bold
+
+
+def test_interval_is_the_student_t_interval_of_the_samples(report):
+    s = tables.read_samples(report)
+    v = s[(s["method"] == "ig") & (s["status"] == "ok")]["insertion_auc"].to_numpy()
+    low, high = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+    row = {r["method"]: r for r in md_table((report / "report" / "tables.md").read_text(),
+                                            "insertion_auc (↑)")}["ig"]
+    assert tuple(map(float, re.findall(r"-?\d+\.\d+", row["95% CI"]))) == pytest.approx(
+        (low, high), abs=6e-4)
+
+
+def test_idgi_table_pairs_methods_and_highlights_the_better(report):
+    run = read_run(report)
+    assert idgi_pairs(run) == [("ig", "idgi_ig"), ("gig", "idgi_gig")]
+    md = (report / "report" / "tables.md").read_text()
+    title = "Paper 001 (Table 1): Insertion score with probability (↑) — insertion_auc"
+    header, (cells,) = md_rows(md, title)
+    assert header == ["model", "IG", "+IDGI", "GIG", "+IDGI", "Other (vg)"]
+    s = run.samples
+    for (base, idgi), (cb, ci) in zip(idgi_pairs(run), [(1, 2), (3, 4)], strict=True):
+        a = s[(s.method == base) & (s.status == "ok")].set_index("sample_id")["insertion_auc"]
+        b = s[(s.method == idgi) & (s.status == "ok")].set_index("sample_id")["insertion_auc"]
+        diff = (b - a).dropna()          # paired: only samples both scored (gig lost s3)
+        delta = re.search(r"Δ ([-+]\d+\.\d+)(\*?)", cells[ci])
+        assert float(delta.group(1)) == pytest.approx(diff.mean(), abs=6e-4)
+        low, high = stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
+        assert delta.group(2) == ("*" if low > 0 or high < 0 else "")
+        better_is_idgi = diff.mean() > 0
+        assert cells[ci].startswith("**") == better_is_idgi
+        assert cells[cb].startswith("**") == (not better_is_idgi)
+    assert cells[2].startswith("**") and "*)" in cells[2]     # IDGI improves IG, significant
+    assert cells[3].startswith("**")                           # GIG beats its IDGI form
+    _, (mae,) = md_rows(md, "Paper 001 (Table 4): MAE (↓) — wsol_mae")
+    assert mae[2].startswith("**") and not mae[1].startswith("**")  # lower MAE is better
+    assert "n=5, 1 err" in cells[1] and "n=4, 2 err" in cells[3]  # counts under each mean
+
+
+def test_html_is_offline_and_every_reference_exists(report):
+    out = report / "report"
+    html = (out / "index.html").read_text()
+    refs = references(html)
+    assert refs and not [r for r in refs if re.match(r"^(https?:)?//", r)]
+    pngs = [r for r in refs if r.endswith(".png")]
+    for ref in refs:
+        if not ref.startswith("#"):
+            assert (out / ref).is_file(), ref
+    for ref in pngs:
+        Image.open(out / ref).verify()
+    for column in ("insertion_curve", "deletion_curve", "sic_curve", "pixel_flip_lerf_curve",
+                   "pixel_flip_morf_curve"):
+        assert f"plots/curves-tiny_cnn-{column}.png" in refs
+    assert "<script" not in html and "@import" not in html
+    for anchor in ("overview", "paper", "curves", "gallery", "metrics", "errors", "manifest"):
+        assert f'id="{anchor}"' in html
+    assert "abc1234" in html and "tiny_cnn/ig" in html       # manifest: commit, timings
+
+
+def references(html: str) -> list[str]:
+    """Every src / href of an HTML document."""
+    found: list[str] = []
+
+    class Refs(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            found.extend(v for k, v in attrs if k in ("src", "href") and v)
+
+    Refs().feed(html)
+    return found
+
+
+def test_errors_table_lists_every_error_row(report):
+    md = (report / "report" / "tables.md").read_text()
+    listed = {(r["sample_id"], r["method"], r["status"]) for r in md_table(md, "Error rows")}
+    s = tables.read_samples(report)
+    err = s[s["status"] != "ok"]
+    assert listed == {(r.sample_id, r.method, r.status) for r in err.itertuples()}
+    assert len(listed) == 5 + 1
+    counts = md_table(md, "Error counts")
+    assert sum(int(r["rows"]) for r in counts) == len(err)
+    assert "broken on purpose 3" in (report / "report" / "index.html").read_text()
+
+
+def test_gallery_shows_crops_maps_and_errors(report):
+    out = report / "report"
+    html = (out / "index.html").read_text()
+    s = tables.read_samples(report)
+    # one stored crop per sample x model (on its first row), written out unchanged
+    crops = s[s["input_png"].notna()]
+    assert len(crops) == N - 1 and crops.groupby("sample_id").size().max() == 1
+    for r in crops.itertuples():
+        assert (out / "gallery" / f"tiny_cnn-{r.sample_id}-input.png").read_bytes() == r.input_png
+    assert escape_html(NORMALISATION) in html
+    assert "method_error: method_error: broken on purpose 3" in html   # the error tile
+    assert "s5: bad_image" in html                                       # caption, no crop
+    maps = sorted((out / "gallery").glob("tiny_cnn-s0-*.png"))
+    assert len(maps) == 1 + 5
+    # the displayed map keeps the pixel order of the stored map
+    row = s[(s["sample_id"] == "s0") & (s["method"] == "ig")].iloc[0]
+    stored = np.frombuffer(row["map"], np.float16).astype(np.float32).reshape(SIZE, SIZE)
+    shown = np.asarray(Image.open(out / "gallery" / "tiny_cnn-s0-ig.png"))
+    assert shown.max() == 255 and shown.min() == 128     # non-negative map: white..red half
+    assert shown.flat[stored.argmax()] == 255 and shown.flat[stored.argmin()] == 128
+    order = np.argsort(stored.ravel(), kind="stable")
+    assert (np.diff(shown.ravel()[order].astype(int)) >= 0).all()
+
+
+def escape_html(text: str) -> str:
+    from html import escape
+
+    return escape(text)
+
+
+def test_normalise_signed_and_unsigned_maps():
+    pos = np.linspace(0, 10, 1000, dtype=np.float32).reshape(40, 25)
+    n = normalise(pos)
+    assert n.min() == 0 and n.max() == 1 and np.isclose(n.flat[500], 0.5, atol=0.01)
+    signed = pos - 5
+    ns = normalise(signed)
+    assert ns.min() == -1 and ns.max() == 1 and np.sign(ns.flat[100]) == -1
+    assert (normalise(np.zeros((4, 4))) == 0).all()
+
+
+def test_many_methods_few_metrics_no_maps(tmp_path):
+    cfg = {**CONFIG, "save_maps": False, "metrics": ["pointing_game", "insertion"],
+           "methods": [{"name": "vg", "alias": f"m{k:02d}"} for k in range(20)]}
+    run_dir = make_run(tmp_path, "many", cfg, errors=False)
+    index = write_report(run_dir)
+    html = index.read_text()
+    assert "This run has no saved maps" in html and not (index.parent / "gallery").exists()
+    md = (index.parent / "tables.md").read_text()
+    overview = md_table(md, "Overview: tiny_cnn")
+    assert [r["method"] for r in overview] == [f"m{k:02d}" for k in range(20)]
+    assert "Paper 00" not in md                       # no paper layout applies
+    plot = Image.open(index.parent / "plots" / "curves-tiny_cnn-insertion_curve.png")
+    assert plot.size[1] > 4 * 200                     # 20 panels: 4 rows of 5
+    (run_dir / "summary.parquet").unlink()            # an interrupted run: summary recomputed
+    assert "Overview: tiny_cnn" in write_report(run_dir).read_text()
+
+
+def test_compare_report_lists_regressions_and_improvements(tmp_path, capsys):
+    cfg = {**CONFIG, "metrics": ["insertion", "deletion"]}
+    a = make_run(tmp_path, "run-a", cfg)
+    b = make_run(tmp_path, "run-b", cfg, shift={"ig": -0.2, "idgi_gig": 0.2})
+    write_report(a)
+    assert main(["compare", str(a), str(b), "--report"]) == 0
+    out = capsys.readouterr().out
+    path = Path(out.split("comparison report: ")[1].strip())
+    assert path == b / "report" / "compare-run-a" / "index.html" and path.is_file()
+    html = path.read_text()
+    assert "Regressions (1)" in html and "Improvements (1)" in html
+    md = (path.parent / "compare.md").read_text()
+    (reg,) = md_table(md, "Regressions (1)")
+    assert (reg["method"], reg["metric"]) == ("ig", "insertion_auc (↑)")
+    assert first_float(reg["delta B - A"].strip("*")) == pytest.approx(-0.2, abs=1e-3)
+    (imp,) = md_table(md, "Improvements (1)")
+    assert imp["method"] == "idgi_gig"
+    for ref in references(html):
+        assert ref.startswith("#") or (path.parent / ref).is_file(), ref
+    assert "../../../run-a/report/index.html" in references(html)
+    other = write_compare_report(a, b, out_dir=tmp_path / "cmp")
+    assert other == tmp_path / "cmp" / "index.html" and other.is_file()
+    table = pd.DataFrame({"metric": ["deletion_auc", "ascent_gain", "x"], "only_in": ["", "", "b"],
+                          "significant": [True, True, False], "delta": [0.1, 0.1, math.nan]})
+    assert list(classify(table)) == ["regression", "change", "only in B"]
+
+
+def test_cli_report(tmp_path, capsys):
+    run_dir = make_run(tmp_path, "cli", {**CONFIG, "metrics": ["pointing_game"]})
+    assert main(["report", str(run_dir), "--gallery-samples", "2"]) == 0
+    path = Path(capsys.readouterr().out.split("report: ")[1].strip())
+    assert path == run_dir / "report" / "index.html"
+    assert len(list((run_dir / "report" / "gallery").glob("*-input.png"))) == 2
+    assert "Showing the first 2 of 6 samples" in path.read_text()
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "not a salbench run directory" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    """Chromium loads the page: every image decodes (checked by a script in a copy of the
+    page, since the report has none), and a screenshot is not blank."""
+    out = report / "report"
+    probe = out / "_probe.html"
+    script = ("<script>window.addEventListener('load', () => { const bad = [...document.images]"
+              ".filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src'));"
+              " document.body.setAttribute('data-broken', JSON.stringify(bad));"
+              " document.body.setAttribute('data-images', String(document.images.length)); });"
+              "</script></body>")
+    probe.write_text((out / "index.html").read_text().replace("</body>", script))
+    args = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--virtual-time-budget=10000"]
+    try:
+        dom = subprocess.run([*args, "--dump-dom", probe.as_uri()], capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+        shot = tmp_path / "shot.png"
+        subprocess.run([*args, "--window-size=1300,2400", f"--screenshot={shot}",
+                        (out / "index.html").as_uri()], capture_output=True, timeout=120,
+                       check=True)
+    finally:
+        probe.unlink()
+    images = int(re.search(r'data-images="(\d+)"', dom).group(1))
+    assert images == len([r for r in references((out / "index.html").read_text())
+                          if r.endswith(".png")]) > 30
+    assert re.search(r'data-broken="\[\]"', dom), re.search(r'data-broken="[^"]*"', dom)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (2400, 1300) and pixels.std() > 10   # text and tables, not blank
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_pipeline_stores_the_input_crop_once_per_sample(tmp_path):
+    import salbench
+    from salbench.datasets import open_dataset
+    from salbench.pipeline import run
+
+    cfg = parse_config({
+        "name": "t", "seed": 0, "profile": "fast", "out": str(tmp_path / "runs"),
+        "dataset": {"kind": "synthetic", "n": 3, "size": 40, "seed": 5},
+        "models": ["tiny_cnn"], "methods": ["vg", "gxi"], "metrics": ["insertion"],
+        "save_maps": True, "resources": {"shard_size": 2, "batch_size": 2, "torch_threads": 1},
+    })
+    result = run(cfg, progress=None)
+    s = result.samples
+    crops = s[s["input_png"].notna()]
+    assert list(crops["method"]) == ["gxi"] * 3          # first method row of each sample
+    model = salbench.models.load("tiny_cnn")
+    rows = {r["sample_id"]: r for r in open_dataset(cfg.dataset).read(0, 3)}
+    for r in crops.itertuples():
+        stored = np.asarray(Image.open(io.BytesIO(r.input_png)))
+        assert (stored == model.crop(rows[r.sample_id]["image"])).all()
+    index = write_report(result.run_dir)
+    assert len(list((index.parent / "gallery").glob("*-input.png"))) == 3
