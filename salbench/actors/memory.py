@@ -1,0 +1,46 @@
+"""Keep freed memory inside a worker process instead of returning it to the OS.
+
+glibc serves every block above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and
+unmaps it on free, and trims the heap's top; torch on CPU has no caching allocator, so each
+chunk of path points (64 images x 224 px activations are hundreds of MB) faults in fresh
+zeroed pages on every forward and backward pass. Measured on the 2-core machine
+(benchmarks/alloc.py, IG on the bundled photos): millions of minor page faults per pass
+and about half the CPU time in the kernel without this, none with it. The cost: the
+process keeps its peak heap, which a chunked method bounds through
+``internal_batch_size``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_tuned = False
+
+
+def keep_freed_memory() -> bool:
+    """glibc only: no per-block mmap, no heap trimming (``mallopt``); once per process.
+
+    Returns whether the allocator is (now) tuned. A no-op elsewhere (macOS, musl) and when
+    ``SALBENCH_MALLOC_TUNING=0``.
+    """
+    global _tuned
+    if _tuned:
+        return True
+    if not sys.platform.startswith("linux") or os.environ.get("SALBENCH_MALLOC_TUNING") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    _tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    if not _tuned:
+        log.info("mallopt refused the allocator settings; keeping glibc's defaults")
+    return _tuned
