@@ -53,10 +53,10 @@ def results_table(summary: pd.DataFrame) -> str:
     return n.join(table).to_string(float_format=lambda v: f"{v:.4f}")
 
 
-def _run(config: RunConfig, quiet: bool = False) -> int:
+def _run(config: RunConfig, quiet: bool = False, reuse: Path | None = None) -> int:
     from salbench.pipeline import run
 
-    result = run(config, progress=None if quiet else sys.stderr)
+    result = run(config, progress=None if quiet else sys.stderr, reuse=reuse)
     print(results_table(result.summary))
     print(f"run directory: {result.run_dir}")
     return 0
@@ -66,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from salbench.pipeline import load_config
 
     config = load_config(args.config, _overrides(args))
-    return _run(config, args.quiet)
+    return _run(config, args.quiet, args.reuse)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -81,7 +81,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def cmd_demo(args: argparse.Namespace) -> int:
     from salbench.pipeline.config import apply_overrides, parse_config
 
-    return _run(parse_config(apply_overrides(DEMO_CONFIG, _overrides(args))), args.quiet)
+    return _run(parse_config(apply_overrides(DEMO_CONFIG, _overrides(args))), args.quiet,
+                args.reuse)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -113,7 +114,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_shard(args: argparse.Namespace) -> int:
     from salbench.datasets.parquet import shard_command
 
-    shard_command(args.src, args.dst, args.rows_per_shard)
+    shard_command(args.src, args.dst, args.rows_per_shard, kind=args.kind)
     return 0
 
 
@@ -152,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default: the config's 'out')")
     r.add_argument("--quiet", action="store_true", help="no progress output (logs still go "
                    "to the run directory's run.log)")
+    r.add_argument("--reuse", type=Path, metavar="PREVIOUS_RUN",
+                   help="copy the results an earlier run already has (same sample, model "
+                   "weights, method and metric parameters and code); compute only the rest")
     r.set_defaults(fn=cmd_run)
 
     d = sub.add_parser("demo", help="the embedded default: sample photos, EfficientNet-Lite0")
@@ -159,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     d.add_argument("--address", help="Ray address: 'auto' joins a running `ray start --head`")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--reuse", type=Path, metavar="PREVIOUS_RUN",
+                   help="copy the results an earlier run already has (same sample, model "
+                   "weights, method and metric parameters and code); compute only the rest")
     d.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("resume", help="finish an interrupted run")
@@ -191,7 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_list)
 
     sh = sub.add_parser("shard", help="convert a folder or dataset into Parquet shards")
-    sh.add_argument("src", help="an image folder, or a dataset kind such as 'sample'")
+    sh.add_argument("src", help="an ImageNet root or image folder, or a dataset kind such as "
+                    "'sample'")
+    sh.add_argument("--kind", choices=["imagenet", "folder"],
+                    help="how to read the directory SRC (default: imagenet when SRC has the "
+                    "ImageNet validation layout, else folder)")
     sh.add_argument("dst", help="output directory for shard-NNNNN.parquet files")
     sh.add_argument("--rows-per-shard", type=int, default=256)
     sh.set_defaults(fn=cmd_shard)

@@ -18,14 +18,18 @@ import pandas as pd
 import torch
 
 from salbench import methods, metrics, models
+from salbench.actors.journal import Journal
+from salbench.actors.memory import keep_freed_memory
 from salbench.methods.registry import info_rows
 from salbench.models.base import to_tensor
+from salbench.pipeline import keys
 from salbench.pipeline.config import RunConfig, parse_config
 
 log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = [
-    "shard", "index", "sample_id", "model", "method", "status", "error", "label", "target",
+    "shard", "index", "sample_id", "sample_key", "cell_key", "model", "method", "status",
+    "error", "label", "target",
     "pred", "target_prob", "values", "map", "crop", "boxes", "height", "width", "seconds",
     "placement",
 ]
@@ -53,13 +57,21 @@ def placement(model: str, device: torch.device) -> str:
 def set_threads(config: RunConfig, device: torch.device) -> None:
     """torch threads of a model actor: ``resources.torch_threads``, or on CPU the node's
     cores divided among the model actors (on a 2-core laptop the one model actor gets
-    both)."""
+    both). Also keeps freed memory in the process (see ``salbench.actors.memory``)."""
+    keep_freed_memory()
     res = config.resources
     if res.torch_threads:
         torch.set_num_threads(res.torch_threads)
     elif device.type == "cpu":
         actors = res.attribute_actors * len(config.models)
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // actors))
+
+
+def _resolve(reuse: Any) -> Any:
+    """The reusable cell keys themselves, fetching them from Ray's object store if needed."""
+    import ray
+
+    return ray.get(reuse) if isinstance(reuse, ray.ObjectRef) else reuse
 
 
 def _error_message(exc: BaseException) -> str:
@@ -72,9 +84,15 @@ class AttributeActor:
     Args:
         config: the run config as a dict (``RunConfig.to_dict()``).
         model_index: which entry of ``config.models`` this actor serves.
+        reuse: the cell keys (see ``salbench.pipeline.keys``) whose results an earlier run
+            already has, a sorted ``S16`` array or a Ray ObjectRef to one; those cells are
+            not computed but emitted with status "reused", for the driver to copy.
+        journal: the run's CrashJournal actor handle (see ``salbench.actors.journal``), which
+            bounds the retries of a sample that kills this actor's process; None: no bound.
     """
 
-    def __init__(self, config: dict[str, Any], model_index: int) -> None:
+    def __init__(self, config: dict[str, Any], model_index: int, reuse: Any = None,
+                 journal: Any = None) -> None:
         self.config: RunConfig = parse_config(config)
         self.device = pick_device(self.config.resources.device)
         set_threads(self.config, self.device)
@@ -83,7 +101,14 @@ class AttributeActor:
         self.placement = placement(self.model_label, self.device)
         self.model = models.load(comp.name, weights=comp.params.get("weights"),
                                  device=self.device)
+        self.model_key = keys.model_key(comp.name, self.model, self.model.input_size,
+                                        self.model.crop_fraction)
+        self.metrics_key = keys.metrics_key(self.config)
+        self.journal = Journal(journal)
         self.method_specs = [(m, methods.get(m.name)) for m in self.config.methods]
+        self.method_keys = {m.label: keys.method_key(self.config, m) for m in self.config.methods}
+        self.reuse = np.asarray(_resolve(reuse) if reuse is not None else [],
+                                dtype=f"S{keys.KEY_CHARS}")
         self.metric_specs = [  # split metrics run on the Bokeh / Score / Finalize stages
             (m, spec) for m in self.config.metrics
             if (spec := metrics.get(m.name)).stage == "model" and spec.prepare is None
@@ -92,23 +117,59 @@ class AttributeActor:
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         rows = batch.to_dict("records")
         out: list[dict[str, Any]] = []
-        ok = [r for r in rows if r["status"] == "ok"]
+        ok = []
         for r in rows:
+            r["cell_keys"] = {m.label: keys.cell_key(r["sample_key"], self.model_key,
+                                                     self.method_keys[m.label], self.metrics_key)
+                              for m, _ in self.method_specs}
             if r["status"] != "ok":
                 out += [self._row(r, m.label, r["status"], r["error"]) for m, _ in
                         self.method_specs]
-        size = self.config.resources.batch_size
-        for shard in sorted({r["shard"] for r in ok}):  # a shard's images batch the same
-            mine = [r for r in ok if r["shard"] == shard]  # way whatever Ray bundled
-            for start in range(0, len(mine), size):
-                out += self._attribute(mine[start:start + size])
+                continue
+            hit = keys.contains(self.reuse, list(r["cell_keys"].values()))
+            reused = [label for label, h in zip(r["cell_keys"], hit, strict=True) if h]
+            out += [self._row(r, label, "reused") for label in reused]
+            r["todo"] = [(m, spec) for m, spec in self.method_specs if m.label not in reused]
+            if r["todo"]:
+                ok.append(r)
+        batch_key = f"{self.model_label}/" + ",".join(str(r["index"]) for r in ok)
+        if ok and self.journal.begin(batch_key):  # this batch's work killed the process
+            out += self._one_at_a_time(ok)
+        else:
+            size = self.config.resources.batch_size
+            for shard in sorted({r["shard"] for r in ok}):  # a shard's images batch the same
+                mine = [r for r in ok if r["shard"] == shard]  # way whatever Ray bundled
+                for start in range(0, len(mine), size):
+                    out += self._attribute(mine[start:start + size])
+        if ok:
+            self.journal.end(batch_key)
         frame = pd.DataFrame(out, columns=OUTPUT_COLUMNS)
         return frame.sort_values(["index", "method"], kind="stable").reset_index(drop=True)
+
+    def _one_at_a_time(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows of a batch whose work died before, one sample at a time; a sample that died
+        ``max_sample_crashes`` times alone becomes ``worker_crash`` rows."""
+        limit = self.config.resources.max_sample_crashes
+        out: list[dict[str, Any]] = []
+        for r in rows:
+            key = f"{self.model_label}/{r['index']}"
+            died = self.journal.begin(key)
+            if died >= limit:
+                log.warning("sample %s killed its worker %d times; error row", r["sample_id"],
+                            died)
+                msg = (f"the worker process died {died} times on this sample alone (a crash "
+                       "in native code or the OS's out-of-memory killer); not retried further")
+                out += [self._row(r, m.label, "worker_crash", msg) for m, _ in r["todo"]]
+            else:
+                out += self._attribute([r])
+            self.journal.end(key)
+        return out
 
     def _row(self, r: dict[str, Any], method: str, status: str, error: str = "",
              **extra: Any) -> dict[str, Any]:
         row = {
             "shard": r["shard"], "index": r["index"], "sample_id": r["sample_id"],
+            "sample_key": r["sample_key"], "cell_key": r["cell_keys"][method],
             "model": self.model_label, "method": method, "status": status, "error": error,
             "label": r["label"], "target": -1, "pred": -1, "target_prob": float("nan"),
             "values": "{}", "map": b"", "crop": b"", "boxes": r["boxes"], "height": 0,
@@ -145,8 +206,13 @@ class AttributeActor:
         rows = [rows[i] for i in keep]
         x, tgt = x[keep], torch.as_tensor(target[keep], device=self.device)
         common = {"target": target[keep], "pred": pred[keep], "target_prob": prob[keep]}
-        for comp, spec in self.method_specs:
-            out += self._one_method(rows, x, tgt, comp, spec, common)
+        for comp, spec in self.method_specs:  # each method on the rows that need it
+            todo = [i for i, r in enumerate(rows) if any(m is comp for m, _ in r["todo"])]
+            if len(todo) == len(rows):
+                out += self._one_method(rows, x, tgt, comp, spec, common)
+            elif todo:
+                out += self._one_method([rows[i] for i in todo], x[todo], tgt[todo], comp,
+                                        spec, {k: v[todo] for k, v in common.items()})
         return out
 
     def _one_method(self, rows: list[dict[str, Any]], x: torch.Tensor, target: torch.Tensor,

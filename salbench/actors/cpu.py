@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from salbench import metrics
+from salbench.actors.memory import keep_freed_memory
 from salbench.pipeline.config import RunConfig, parse_config
 
 
@@ -30,6 +31,7 @@ class BokehActor:
     """CPU metrics and the CPU half of split metrics (see the module docstring)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        keep_freed_memory()
         self.config: RunConfig = parse_config(config)
         specs = [(m, metrics.get(m.name)) for m in self.config.metrics]
         self.cpu = [(m, s) for m, s in specs if s.stage == "cpu"]
@@ -79,6 +81,7 @@ class FinalizeActor:
     """The CPU half of split metrics after scoring: their columns into ``values``."""
 
     def __init__(self, config: dict[str, Any]) -> None:
+        keep_freed_memory()
         self.config: RunConfig = parse_config(config)
         self.split = [(m, s) for m in self.config.metrics
                       if (s := metrics.get(m.name)).prepare is not None]

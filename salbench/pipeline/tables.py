@@ -27,7 +27,8 @@ from salbench import methods, metrics
 from salbench.pipeline.config import RunConfig
 
 BASE_FIELDS = [
-    ("run_id", pa.string()), ("sample_id", pa.string()), ("shard", pa.int32()),
+    ("run_id", pa.string()), ("sample_id", pa.string()), ("sample_key", pa.string()),
+    ("cell_key", pa.string()), ("shard", pa.int32()),
     ("index", pa.int64()), ("model", pa.string()), ("method", pa.string()),
     ("status", pa.string()), ("error", pa.string()), ("label", pa.int64()),
     ("target", pa.int64()), ("pred", pa.int64()), ("target_prob", pa.float64()),
@@ -82,10 +83,13 @@ def rows_to_table(rows: list[dict[str, Any]], config: RunConfig, run_id: str) ->
         if config.save_maps:
             rec.update(map=r["map"] or None, map_height=int(r["height"]),
                        map_width=int(r["width"]), input_png=None)
-            crop = r.get("crop") or b""
-            if (len(crop) == 3 * int(r["height"]) * int(r["width"]) > 0
-                    and (r["index"], r["model"]) not in have_input):
-                have_input.add((r["index"], r["model"]))
+            crop, key = r.get("crop") or b"", (r["index"], r["model"])
+            if key not in have_input and r.get("input_png"):  # a row copied by --reuse
+                have_input.add(key)
+                rec["input_png"] = r["input_png"]
+            elif key not in have_input and len(crop) == 3 * int(r["height"]) * int(
+                    r["width"]) > 0:
+                have_input.add(key)
                 rec["input_png"] = crop_png(crop, int(r["height"]), int(r["width"]))
         records.append(rec)
     return pa.Table.from_pylist(records, schema=schema)
