@@ -53,12 +53,17 @@ def results_table(summary: pd.DataFrame) -> str:
     return n.join(table).to_string(float_format=lambda v: f"{v:.4f}")
 
 
-def _run(config: RunConfig, quiet: bool = False, reuse: Path | None = None) -> int:
+def _run(config: RunConfig, quiet: bool = False, reuse: Path | None = None,
+         report: bool = False) -> int:
     from salbench.pipeline import run
 
     result = run(config, progress=None if quiet else sys.stderr, reuse=reuse)
     print(results_table(result.summary))
     print(f"run directory: {result.run_dir}")
+    if report:
+        from salbench.report import write_report
+
+        print(f"report: {write_report(result.run_dir)}")
     return 0
 
 
@@ -82,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from salbench.pipeline.config import apply_overrides, parse_config
 
     return _run(parse_config(apply_overrides(DEMO_CONFIG, _overrides(args))), args.quiet,
-                args.reuse)
+                args.reuse, report=True)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

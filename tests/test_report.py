@@ -379,25 +379,27 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_pipeline_stores_the_input_crop_once_per_sample(tmp_path):
+def test_demo_stores_input_crops_and_ends_with_the_report(tmp_path, capsys):
+    """``salbench demo`` (shrunk to the tiny model) saves maps and crops, writes the report
+    and prints its path."""
     import salbench
     from salbench.datasets import open_dataset
-    from salbench.pipeline import run
 
-    cfg = parse_config({
-        "name": "t", "seed": 0, "profile": "fast", "out": str(tmp_path / "runs"),
-        "dataset": {"kind": "synthetic", "n": 3, "size": 40, "seed": 5},
-        "models": ["tiny_cnn"], "methods": ["vg", "gxi"], "metrics": ["insertion"],
-        "save_maps": True, "resources": {"shard_size": 2, "batch_size": 2, "torch_threads": 1},
-    })
-    result = run(cfg, progress=None)
-    s = result.samples
+    dataset = {"kind": "synthetic", "n": 3, "size": 40, "seed": 5}
+    assert main(["demo", "--quiet", "--out", str(tmp_path), "--set", "models=[tiny_cnn]",
+                 "--set", f"dataset={json.dumps(dataset)}", "--set", "methods=[vg, gxi]",
+                 "--set", "metrics=[insertion]", "--set", "resources.batch_size=2",
+                 "--set", "resources.shard_size=2", "--set", "resources.torch_threads=1"]) == 0
+    out = capsys.readouterr().out
+    run_dir = Path(out.split("run directory: ")[1].splitlines()[0])
+    index = Path(out.split("report: ")[1].strip())
+    assert out.rstrip().endswith(str(index)) and index == run_dir / "report" / "index.html"
+    s = tables.read_samples(run_dir)
     crops = s[s["input_png"].notna()]
     assert list(crops["method"]) == ["gxi"] * 3          # first method row of each sample
     model = salbench.models.load("tiny_cnn")
-    rows = {r["sample_id"]: r for r in open_dataset(cfg.dataset).read(0, 3)}
+    rows = {r["sample_id"]: r for r in open_dataset(dataset).read(0, 3)}
     for r in crops.itertuples():
         stored = np.asarray(Image.open(io.BytesIO(r.input_png)))
         assert (stored == model.crop(rows[r.sample_id]["image"])).all()
-    index = write_report(result.run_dir)
     assert len(list((index.parent / "gallery").glob("*-input.png"))) == 3
