@@ -10,8 +10,9 @@ run's ShardWriter. The same config and seed give the same tables as the Ray grap
 
 The actors are built once per run (one AttributeActor, and with split metrics one
 ScoreActor, per model), so each model is loaded once for attribution and once for scoring,
-as in the graph. ``AttributeActor`` sets torch's thread count from ``resources`` as it does
-in a Ray worker; the caller's thread count is restored afterwards.
+as in the graph. The actors' process-wide settings apply to this process: torch's thread
+count from ``resources`` (the caller's is restored afterwards) and the allocator tuning of
+:mod:`salbench.actors.memory` (kept; ``SALBENCH_MALLOC_TUNING=0`` turns it off).
 """
 
 from __future__ import annotations
