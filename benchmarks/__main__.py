@@ -1,0 +1,106 @@
+"""The benchmark harness: ``python -m benchmarks [CASE ...] [options]``.
+
+Cases (SPEC 8, all by default): floor, refs, scaling, bokeh, pipeline. Each runs in this
+process, one after another; run the harness alone on the machine (two torch-heavy
+processes on two cores slow each other down many times). Writes ``results.json`` (every
+timing) and ``results.md`` (one table per case, with the machine and date) into ``--out``.
+
+    python -m benchmarks                      # every case, embedded model at 224, 3 reps
+    python -m benchmarks floor refs --reps 5
+    python -m benchmarks --quick --model tiny_resnet   # seconds: checks the harness runs
+    python -m benchmarks floor scaling --device cuda --autocast bf16 --channels-last
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import bokeh, floor, pipeline, refs, scaling
+from benchmarks.common import Settings, machine
+
+CASES = {
+    "floor": (floor.run, floor.markdown, "1. Method time vs the forward/backward floor"),
+    "refs": (refs.run, refs.markdown, "2. Versus the reference implementations"),
+    "scaling": (scaling.run, scaling.markdown, "3. Batch scaling and peak memory"),
+    "bokeh": (bokeh.run, bokeh.markdown, "4. CPU stage: bokeh + WebP / MS-SSIM vs PAIR"),
+    "pipeline": (pipeline.run_case, pipeline.markdown, "5. Pipeline vs bare loop"),
+}
+
+
+def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
+    """The cases to run, their settings and the output folder."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    p.add_argument("cases", nargs="*", metavar="CASE",
+                   help=f"cases to run (default: all): {', '.join(CASES)}")
+    p.add_argument("--model", default="efficientnet_lite0", help="a registered model name")
+    p.add_argument("--size", type=int, default=None, help="input side (default: the model's)")
+    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (median)")
+    p.add_argument("--quick", action="store_true", help="tiny workloads: checks, not figures")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads")
+    p.add_argument("--autocast", choices=["bf16", "fp16"], default=None)
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    a = p.parse_args(argv)
+    unknown = sorted(set(a.cases) - set(CASES))
+    if unknown:
+        p.error(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
+    if a.reps < 1:
+        p.error("--reps must be >= 1")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible")
+    settings = Settings(model=a.model, size=a.size, reps=a.reps, quick=a.quick,
+                        device=a.device, threads=a.threads, autocast=a.autocast,
+                        channels_last=a.channels_last)
+    return list(a.cases) or list(CASES), settings, a.out
+
+
+def render(results: dict[str, Any]) -> str:
+    """The markdown report: machine and settings, then each case's table."""
+    m, s = results["machine"], results["settings"]
+    lines = [
+        f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores, {m['memory_gib']} GiB"
+        + (f", {m['gpu']}" if m["gpu"] else ", no GPU") + f"), torch {m['torch']} with "
+        f"{m['torch_threads']} threads, commit {m['git_commit'] or 'unknown'}; load average at "
+        f"start {m['load_avg_at_start']}.",
+        f"Settings: model {s['model']}, device {s['device']}, {s['reps']} interleaved "
+        f"repetitions (medians)" + (", QUICK (figures meaningless)" if s["quick"] else "")
+        + (f", autocast {s['autocast']}" if s["autocast"] else "")
+        + (", channels_last" if s["channels_last"] else "") + ".",
+    ]
+    for name, result in results["cases"].items():
+        title = CASES[name][2]
+        lines += ["", f"## {title}", "", f"({result['wall_s']} s)", "",
+                  CASES[name][1](result)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the cases, write results.json and results.md, print the markdown."""
+    cases, s, out = parse(argv)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    results: dict[str, Any] = {"machine": machine(), "settings": s.__dict__, "cases": {}}
+    out.mkdir(parents=True, exist_ok=True)
+    for name in cases:
+        print(f"[benchmarks] {name} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        result = CASES[name][0](s)
+        result["wall_s"] = round(time.perf_counter() - t0, 1)
+        results["cases"][name] = result
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        (out / "results.md").write_text(render(results))
+    text = render(results)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

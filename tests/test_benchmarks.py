@@ -1,0 +1,70 @@
+"""The benchmark harness runs end to end (quick workloads on the tiny model) and writes what
+BENCHMARKS.md is made from: every case's rows, finite timings, the machine and date."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks import __main__ as harness
+from benchmarks.common import PassCounter, chunk_sizes, floor_loop, interleaved
+from salbench.models import load
+
+pytest.importorskip("captum")
+pytest.importorskip("saliency")
+
+
+def test_pass_counter_counts_gradient_and_forward_samples():
+    import torch
+
+    model = load("tiny_cnn")
+    x = torch.rand(1, 3, 32, 32)
+    counter = PassCounter(model)
+    floor_loop(model, x, n_fb=10, n_f=3, batch=4)
+    counter.remove()
+    assert (counter.fb, counter.f) == (10, 3)
+    assert chunk_sizes(10, 4) == [4, 4, 2] and chunk_sizes(0, 4) == []
+
+
+def test_interleaved_runs_each_callable_reps_times_in_turn():
+    calls: list[str] = []
+    times = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2)
+    assert calls == ["a", "b", "a", "b", "a", "b"]  # warm-up, then two interleaved rounds
+    assert [len(v) for v in times.values()] == [2, 2]
+
+
+def test_quick_harness_writes_json_and_markdown(tmp_path, capsys):
+    cases = ["floor", "refs", "scaling", "bokeh"]
+    rc = harness.main([*cases, "--quick", "--model", "tiny_cnn", "--reps", "1",
+                       "--out", str(tmp_path)])
+    assert rc == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert list(res["cases"]) == cases
+    assert res["machine"]["cores"] >= 1 and res["machine"]["date"]
+    import salbench.methods as methods
+
+    floor = res["cases"]["floor"]["rows"]
+    assert sorted(r["method"] for r in floor) == sorted(methods.names())
+    for r in floor:
+        assert r["fb_passes"] + r["f_passes"] > 0, r["method"]
+        assert math.isfinite(r["ratio"]) and r["ratio"] > 0
+    refs = {r["method"]: r for r in res["cases"]["refs"]["rows"]}
+    assert set(refs) == {"ig", "gig", "blurig"} and all(r["speedup"] > 0 for r in refs.values())
+    scaling = res["cases"]["scaling"]["rows"]
+    assert {r["sweep"] for r in scaling} == {"internal_batch_size", "images_per_call"}
+    assert all(r["peak_extra_mib"] >= 0 and r["images_per_s"] > 0 for r in scaling)
+    bokeh = {r["info"]: r for r in res["cases"]["bokeh"]["rows"]}
+    # the CPU stage agrees with PAIR (WebP AUC) and the PAIR+pytorch_msssim loop (levels)
+    assert bokeh["webp"]["agree_1e-3"] and bokeh["msssim"]["agree_1e-3"]
+    md = (tmp_path / "results.md").read_text()
+    for title in ("1. Method", "2. Versus", "3. Batch", "4. CPU stage"):
+        assert title in md
+    assert "QUICK" in md and md in capsys.readouterr().out
+
+
+def test_unknown_case_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        harness.parse(["flor"])
+    assert "unknown case(s) ['flor']" in capsys.readouterr().err
