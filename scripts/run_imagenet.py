@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=os.environ.get("SALBENCH_PROJECT_DIR", DEFAULT_PROJECT_DIR),
                    help="the project copy on the cluster, for relative --config paths "
                    f"(default $SALBENCH_PROJECT_DIR or {DEFAULT_PROJECT_DIR})")
+    p.add_argument("--reuse", metavar="PREVIOUS_RUN",
+                   help="an earlier run directory: copy the result cells whose keys did not "
+                   "change, compute only the rest (salbench run --reuse)")
     p.add_argument("--dry-run", action="store_true",
                    help="validate the config and print the plan; start nothing")
     p.add_argument("--require-data", action="store_true",
@@ -141,6 +144,8 @@ def salbench_argv(config: Path, args: argparse.Namespace) -> list[str]:
         argv += ["--set", item]
     if args.out:
         argv += ["--out", args.out]
+    if args.reuse:
+        argv += ["--reuse", args.reuse]
     return argv
 
 

@@ -228,6 +228,8 @@ def test_salbench_argv(script: ModuleType) -> None:
         "--out", "/tmp/o"]
     assert script.overrides(args) == [
         "dataset.limit=5", "resources.address=10.0.0.1:6379", "out=/tmp/o"]
+    args = script.build_parser().parse_args(["--reuse", "/runs/prev"])
+    assert script.salbench_argv(Path("c.yaml"), args)[-2:] == ["--reuse", "/runs/prev"]
 
 
 def test_wait_for_gpus(script: ModuleType) -> None:
