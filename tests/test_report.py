@@ -359,7 +359,10 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
               " document.body.setAttribute('data-images', String(document.images.length)); });"
               "</script></body>")
     probe.write_text((out / "index.html").read_text().replace("</body>", script))
+    # no network: without the background-networking flags Chromium keeps dialling out
     args = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
             "--virtual-time-budget=10000"]
     try:
         dom = subprocess.run([*args, "--dump-dom", probe.as_uri()], capture_output=True,
