@@ -82,22 +82,33 @@ def sync() -> None:
 class PassCounter:
     """Counts the samples a model sees, split by forward+backward and forward-only.
 
-    A forward call made with autograd enabled counts as a forward+backward pass (methods run
-    their gradient passes under ``enable_grad`` and their score-only passes under
-    ``no_grad``), ``fb``; the others count as forward passes, ``f``.
+    A forward hook notes each call's batch size; a tensor hook on the output notes when a
+    gradient flows back through it. ``fb``: samples whose output was back-propagated;
+    ``f``: samples only run forward (with or without autograd recording).
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
+        self._forward = 0
         self.fb = 0
-        self.f = 0
         self._handle = model.register_forward_hook(self._hook)
 
-    def _hook(self, _m: torch.nn.Module, inputs: tuple[Any, ...], _out: Any) -> None:
+    @property
+    def f(self) -> int:
+        """Forward-only samples."""
+        return self._forward - self.fb
+
+    def _hook(self, _m: torch.nn.Module, inputs: tuple[Any, ...], out: Any) -> None:
         n = int(inputs[0].shape[0])
-        if torch.is_grad_enabled():
-            self.fb += n
-        else:
-            self.f += n
+        self._forward += n
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            seen = [False]
+
+            def backward(grad: torch.Tensor) -> None:
+                if not seen[0]:  # a second backward through the same output is not a pass
+                    seen[0] = True
+                    self.fb += n
+
+            out.register_hook(backward)
 
     def remove(self) -> None:
         """Detach the hook."""

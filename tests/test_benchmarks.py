@@ -25,6 +25,15 @@ def test_pass_counter_counts_gradient_and_forward_samples():
     floor_loop(model, x, n_fb=10, n_f=3, batch=4)
     counter.remove()
     assert (counter.fb, counter.f) == (10, 3)
+    counter = PassCounter(model)
+    with torch.enable_grad():
+        model(torch.rand(5, 3, 32, 32))                       # recorded, never back-propagated
+        pts = torch.rand(2, 3, 32, 32, requires_grad=True)
+        out = model(pts)[:, 0].sum()
+        torch.autograd.grad(out, pts, retain_graph=True)
+        torch.autograd.grad(out, pts)                          # same pass, second backward
+    counter.remove()
+    assert (counter.fb, counter.f) == (2, 5)
     assert chunk_sizes(10, 4) == [4, 4, 2] and chunk_sizes(0, 4) == []
 
 
