@@ -32,6 +32,7 @@ from benchmarks.common import (
     photos,
     sync,
 )
+from salbench.actors.memory import keep_freed_memory
 
 STEPS = 16
 
@@ -68,6 +69,7 @@ def _child(argv: str) -> None:
     """In a fresh process: print the peak RSS increase (bytes) of one IG call."""
     a = json.loads(argv)
     s = Settings(**a["settings"])
+    keep_freed_memory()
     if s.threads:
         torch.set_num_threads(s.threads)
     model = load_model(s)
