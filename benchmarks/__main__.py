@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -78,7 +79,8 @@ def render(results: dict[str, Any]) -> str:
     ]
     for name, result in results["cases"].items():
         title = CASES[name][2]
-        lines += ["", f"## {title}", "", f"({result['wall_s']} s)", "",
+        lines += ["", f"## {title}", "",
+                  f"({result['wall_s']} s; load average after: {result['load_avg_after']})", "",
                   CASES[name][1](result)]
     return "\n".join(lines) + "\n"
 
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         result = CASES[name][0](s)
         result["wall_s"] = round(time.perf_counter() - t0, 1)
+        result["load_avg_after"] = [round(v, 2) for v in os.getloadavg()]
         results["cases"][name] = result
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
         (out / "results.md").write_text(render(results))
