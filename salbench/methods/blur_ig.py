@@ -94,6 +94,29 @@ def gaussian_blur_difference(x: torch.Tensor, sigma: torch.Tensor, step: float) 
             + h0.float().unsqueeze(1) @ x @ dw.transpose(-1, -2))
 
 
+def blur_matrices(
+    sig: torch.Tensor, n: int, grad_step: float, block: int = 32
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every blur matrix a Blur IG path needs along one axis of length n, built once.
+
+    sig: float64 [S + 1], the path's sigmas. Returns float32 (K [S + 1, n, n]: K(sigma_k);
+    K1 [S, n, n]: K(sigma_i + grad_step); dK [S, n, n]: (K1 - K(sigma_i)) / grad_step, the
+    difference taken in float64), each equal to what :func:`gaussian_blur` and
+    :func:`gaussian_blur_difference` build per call. Built ``block`` sigmas at a time.
+    """
+    k, k1, dk = [], [], []
+    for start in range(0, len(sig), block):
+        part = sig[start:start + block]
+        k64 = gaussian_matrix(part, n)
+        k.append(k64.float())
+        stop = min(len(part), len(sig) - 1 - start)   # the last sigma has no segment
+        if stop > 0:
+            k164 = gaussian_matrix(part[:stop] + grad_step, n)
+            k1.append(k164.float())
+            dk.append(((k164 - k64[:stop]) / grad_step).float())
+    return torch.cat(k), torch.cat(k1), torch.cat(dk)
+
+
 def blur_path(
     x: torch.Tensor,
     *,
@@ -105,19 +128,29 @@ def blur_path(
     """The Blur IG path of x float [B, 3, H, W]: x_j = L(x, sigma_{S-j}), j = 0 .. S.
 
     Riemann rule: gradient at x_{j+1} times -(sigma_{i+1} - sigma_i) dL/dsigma(x, sigma_i),
-    i = S - j - 1 (PAIR's Blur IG).
+    i = S - j - 1 (PAIR's Blur IG). The blur matrices of every sigma are built once per path
+    (:func:`blur_matrices`; ~60 MB at 224 x 224 and 100 steps) and gathered per chunk: the
+    points equal :func:`gaussian_blur` / :func:`gaussian_blur_difference` bit for bit.
     """
     sig = torch.tensor(blur_sigmas(max_sigma, steps, sqrt), dtype=torch.float64,
                        device=x.device)
     steps = int(steps)
+    h, w = x.shape[-2], x.shape[-1]
+    kh, kh1, dkh = blur_matrices(sig, h, grad_step)
+    kw, kw1, dkw = (kh, kh1, dkh) if w == h else blur_matrices(sig, w, grad_step)
+    xf = x.float()
 
     def point(b: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        return gaussian_blur(x[b], sig[steps - j])
+        k = steps - j
+        return kh[k].unsqueeze(1) @ xf[b] @ kw[k].unsqueeze(1).transpose(-1, -2)
 
     def displacement(b: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         i = steps - j - 1
         dsigma = (sig[i + 1] - sig[i]).float().view(-1, 1, 1, 1)
-        return -dsigma * gaussian_blur_difference(x[b], sig[i], grad_step)
+        xb = xf[b]
+        diff = (dkh[i].unsqueeze(1) @ xb @ kw1[i].unsqueeze(1).transpose(-1, -2)
+                + kh[i].unsqueeze(1) @ xb @ dkw[i].unsqueeze(1).transpose(-1, -2))
+        return -dsigma * diff
 
     return Path(x, steps, point, displacement, "right")
 
