@@ -42,6 +42,8 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
     p.add_argument("cases", nargs="*", metavar="CASE",
                    help=f"cases to run (default: all): {', '.join(CASES)}")
     p.add_argument("--model", default="efficientnet_lite0", help="a registered model name")
+    p.add_argument("--weights", default=None,
+                   help="model weights (e.g. 'random' for a ResNet-50-sized random model)")
     p.add_argument("--size", type=int, default=None, help="input side (default: the model's)")
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (median)")
     p.add_argument("--quick", action="store_true", help="tiny workloads: checks, not figures")
@@ -58,7 +60,7 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
         p.error("--reps must be >= 1")
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible")
-    settings = Settings(model=a.model, size=a.size, reps=a.reps, quick=a.quick,
+    settings = Settings(model=a.model, weights=a.weights, size=a.size, reps=a.reps, quick=a.quick,
                         device=a.device, threads=a.threads, autocast=a.autocast,
                         channels_last=a.channels_last)
     return list(a.cases) or list(CASES), settings, a.out
@@ -72,8 +74,10 @@ def render(results: dict[str, Any]) -> str:
         + (f", {m['gpu']}" if m["gpu"] else ", no GPU") + f"), torch {m['torch']} with "
         f"{m['torch_threads']} threads, commit {m['git_commit'] or 'unknown'}; load average at "
         f"start {m['load_avg_at_start']}.",
-        f"Settings: model {s['model']}, device {s['device']}, {s['reps']} interleaved "
-        f"repetitions (medians)" + (", QUICK (figures meaningless)" if s["quick"] else "")
+        f"Settings: model {s['model']}"
+        + (f" (weights {s['weights']})" if s["weights"] else "")
+        + f", device {s['device']}, {s['reps']} interleaved repetitions (medians)"
+        + (", QUICK (figures meaningless)" if s["quick"] else "")
         + (f", autocast {s['autocast']}" if s["autocast"] else "")
         + (", channels_last" if s["channels_last"] else "") + ".",
     ]

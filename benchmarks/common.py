@@ -29,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class Settings:
     """What every case runs on.
 
-    model: a registered model name; size: input side in pixels (None: the model's own);
+    model: a registered model name; weights: its weights (None: the model's default;
+    "random" for torchvision models: a seeded random initialisation); size: input side in
+    pixels (None: the model's own);
     reps: interleaved repetitions per timing (median reported); quick: tiny workloads that
     check the harness runs (figures meaningless); device: "cpu" or "cuda"; threads: torch
     threads (None: leave torch's default); autocast: None, "bf16" or "fp16" (CUDA only
@@ -38,6 +40,7 @@ class Settings:
     """
 
     model: str = "efficientnet_lite0"
+    weights: str | None = None
     size: int | None = None
     reps: int = 3
     quick: bool = False
@@ -157,7 +160,7 @@ def load_model(s: Settings) -> torch.nn.Module:
     """The benchmark's model on ``s.device``, in eval mode, channels_last if asked."""
     from salbench.models import load
 
-    model = load(s.model).to(s.device)
+    model = load(s.model, weights=s.weights).to(s.device)
     if s.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
