@@ -129,7 +129,8 @@ def test_sample_that_kills_its_worker_becomes_an_error_row(tmp_path):
                    for r in open_dataset(spec).read(0, 6))
     threshold = (means[-1] + means[-2]) / 2  # only the brightest sample crosses it
     cfg = {**_cfg(tmp_path), "dataset": spec,
-           "methods": ["vg", {"name": "tests.crash_plugin:crash_on_bright", "threshold": threshold}],
+           "methods": ["vg", {"name": "tests.crash_plugin:crash_on_bright",
+                              "threshold": threshold}],
            "resources": {"shard_size": 3, "batch_size": 3, "torch_threads": 1,
                          "max_sample_crashes": 2}}
     res = run(parse_config(cfg), progress=None)
