@@ -51,18 +51,28 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--autocast", choices=["bf16", "fp16"], default=None)
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated methods for the floor case (default: all)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     a = p.parse_args(argv)
     unknown = sorted(set(a.cases) - set(CASES))
     if unknown:
         p.error(f"unknown case(s) {unknown}; choose from {', '.join(CASES)}")
+    if a.methods:
+        import salbench.methods
+
+        bad = sorted(set(a.methods.split(",")) - set(salbench.methods.names()))
+        if bad:
+            p.error(f"--methods: unknown {bad}; registered: {', '.join(salbench.methods.names())}")
     if a.reps < 1:
         p.error("--reps must be >= 1")
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible")
     settings = Settings(model=a.model, weights=a.weights, size=a.size, reps=a.reps, quick=a.quick,
                         device=a.device, threads=a.threads, autocast=a.autocast,
-                        channels_last=a.channels_last)
+                        channels_last=a.channels_last, compile=a.compile,
+                        methods=tuple(a.methods.split(",")) if a.methods else None)
     return list(a.cases) or list(CASES), settings, a.out
 
 
@@ -79,7 +89,8 @@ def render(results: dict[str, Any]) -> str:
         + f", device {s['device']}, {s['reps']} interleaved repetitions (medians)"
         + (", QUICK (figures meaningless)" if s["quick"] else "")
         + (f", autocast {s['autocast']}" if s["autocast"] else "")
-        + (", channels_last" if s["channels_last"] else "") + ".",
+        + (", channels_last" if s["channels_last"] else "")
+        + (", torch.compile" if s["compile"] else "") + ".",
     ]
     for name, result in results["cases"].items():
         title = CASES[name][2]

@@ -36,7 +36,8 @@ class Settings:
     check the harness runs (figures meaningless); device: "cpu" or "cuda"; threads: torch
     threads (None: leave torch's default); autocast: None, "bf16" or "fp16" (CUDA only
     is meaningful; bf16 also runs on CPU); channels_last: move model and inputs to
-    channels_last memory format.
+    channels_last memory format; compile: ``torch.compile`` the model's network; methods:
+    the methods the floor case times (None: all).
     """
 
     model: str = "efficientnet_lite0"
@@ -48,6 +49,8 @@ class Settings:
     threads: int | None = None
     autocast: str | None = None
     channels_last: bool = False
+    compile: bool = False
+    methods: tuple[str, ...] | None = None
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int,
@@ -163,6 +166,8 @@ def load_model(s: Settings) -> torch.nn.Module:
     model = load(s.model, weights=s.weights).to(s.device)
     if s.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if s.compile:
+        model.net = torch.compile(model.net)
     return model
 
 

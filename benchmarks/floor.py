@@ -74,17 +74,46 @@ def run(s: Settings) -> dict[str, Any]:
     candidates = (2, 8) if s.quick else (8, 16, 32, 64)
     batch, per_sample = best_batch(model, x, candidates, 8 if s.quick else 64)
     rows = []
+    chosen = [m for m in methods.names() if s.methods is None or m in s.methods]
     if not s.quick:
         for name, params in TARGETED.items():
-            rows.append(_measure(model, x, t, name, "paper", params, batch, s, warmup=False))
-    for name in methods.names():
+            if name in chosen:
+                rows.append(_measure(model, x, t, name, "paper", params, batch, s, warmup=False))
+    for name in chosen:
         rows.append(_measure(model, x, t, name, "fast", {}, batch, s, warmup=True))
-    return {
+    out = {
         "case": "floor",
         "best_batch": batch,
         "seconds_per_fb_sample": {str(k): round(v, 5) for k, v in per_sample.items()},
         "rows": rows,
     }
+    if s.autocast:
+        out["autocast_check"] = autocast_check(model, x, t, s)
+    return out
+
+
+#: Largest allowed change of IG's relative completeness error under autocast.
+AUTOCAST_BOUND = 0.02
+
+
+def autocast_check(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor,
+                   s: Settings) -> dict[str, Any]:
+    """IG's completeness error relative to f(x) - f(x'), float32 vs ``s.autocast``.
+
+    Autocast is acceptable for the benchmark's timings when it moves that error by at most
+    :data:`AUTOCAST_BOUND`.
+    """
+    steps = 16 if s.quick else 200
+
+    def rel_error() -> float:
+        info = methods.attribute_with_info("ig", model, x, t, steps=steps).info
+        return float((info["completeness_error"] / info["score_delta"].abs()).max())
+
+    fp32 = rel_error()
+    with autocast(s):
+        low = rel_error()
+    return {"steps": steps, "fp32": fp32, "autocast": low, "bound": AUTOCAST_BOUND,
+            "within_bound": abs(low - fp32) <= AUTOCAST_BOUND}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -103,4 +132,9 @@ def markdown(result: dict[str, Any]) -> str:
         met = {True: "yes", False: "no", None: ""}[r["met"]]
         lines.append(f"| {r['method']} | {prof} | {r['fb_passes']} | {r['f_passes']} | "
                      f"{r['method_s']} | {r['floor_s']} | {r['ratio']} | {target} | {met} |")
+    check = result.get("autocast_check")
+    if check:
+        lines += ["", f"Autocast check (IG, {check['steps']} steps): relative completeness error "
+                  f"{check['fp32']:.4f} in float32, {check['autocast']:.4f} under autocast; bound "
+                  f"+-{check['bound']}: {'within' if check['within_bound'] else 'EXCEEDED'}."]
     return "\n".join(lines)

@@ -77,3 +77,22 @@ def test_unknown_case_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         harness.parse(["flor"])
     assert "unknown case(s) ['flor']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        harness.parse(["floor", "--methods", "ig,igg"])
+    assert "--methods: unknown ['igg']" in capsys.readouterr().err
+
+
+def test_autocast_and_channels_last_options_run_and_check_completeness(tmp_path):
+    """The GPU options run on CPU too (bf16 autocast, channels_last); the floor case then
+    reports IG's completeness error in float32 and under autocast against its bound."""
+    # bf16 convolutions are slow on CPU (I-GOS's 51 x 51 blur takes minutes): two methods
+    assert harness.main(["floor", "--quick", "--model", "tiny_cnn", "--reps", "1",
+                         "--autocast", "bf16", "--channels-last", "--methods", "vg,ig",
+                         "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert [r["method"] for r in res["cases"]["floor"]["rows"]] == ["ig", "vg"]
+    check = res["cases"]["floor"]["autocast_check"]
+    assert 0 <= check["fp32"] < 1 and math.isfinite(check["autocast"])
+    assert check["within_bound"] == (abs(check["autocast"] - check["fp32"]) <= check["bound"])
+    md = (tmp_path / "results.md").read_text()
+    assert "autocast bf16" in md and "channels_last" in md and "Autocast check" in md

@@ -282,6 +282,13 @@ def escape_html(text: str) -> str:
     return escape(text)
 
 
+def test_gallery_score_labels_are_unique():
+    from salbench.report.gallery import SCORES
+
+    labels = [label for _, label in SCORES]
+    assert len(set(labels)) == len(labels), labels
+
+
 def test_normalise_signed_and_unsigned_maps():
     pos = np.linspace(0, 10, 1000, dtype=np.float32).reshape(40, 25)
     n = normalise(pos)

@@ -31,12 +31,14 @@ NORMALISATION = (
     "negative. Both rescalings keep the order of the pixels, which is all the "
     "perturbation metrics use; colours compare pixels within a map, not magnitudes across "
     "maps.")
-#: Per-row scores shown under the maps, in this order, with short labels (first 4 present).
+#: Per-row scores shown under the maps, in this order, with short labels (first 4 present;
+#: each label names one metric, so a legend entry is never ambiguous).
 SCORES = (
     ("insertion_auc", "ins"), ("deletion_auc", "del"), ("sic_auc", "SIC"), ("aic_auc", "AIC"),
-    ("pic_blur_sic_auc", "SIC"), ("insertion_igos_auc", "ins"), ("deletion_igos_auc", "del"),
+    ("pic_blur_sic_auc", "SIC-blur"), ("insertion_igos_auc", "ins-IGOS"),
+    ("deletion_igos_auc", "del-IGOS"),
     ("pixel_flip_lerf_auc", "LeRF"), ("pixel_flip_morf_auc", "MoRF"),
-    ("insertion_samp_auc", "ins"), ("deletion_samp_auc", "del"),
+    ("insertion_samp_auc", "ins-SAMP"), ("deletion_samp_auc", "del-SAMP"),
     ("pointing_game_hit", "PG"), ("wsol_f1", "F1"), ("similarity_pearson", "r"),
     ("mprt_spearman", "MPRT"), ("sensitivity_n", "SensN"), ("concentration_gini", "Gini"),
 )
