@@ -65,7 +65,7 @@ def _row(name: str, reference: str, steps: int, images: int, times: dict[str, li
 
 
 def _captum_ig(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, steps: int,
-               s: Settings) -> dict[str, Any]:
+               s: Settings) -> list[dict[str, Any]]:
     from captum.attr import IntegratedGradients
 
     ig = IntegratedGradients(model)
@@ -83,13 +83,21 @@ def _captum_ig(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, steps: 
         sync()
         tuning[ibs] = time.perf_counter() - t0
     best = min(tuning, key=tuning.get)
+    default_ibs = methods.get("ig").params()["internal_batch_size"]
     times = interleaved({
         "salbench": lambda: methods.attribute("ig", model, x, t, steps=steps),
+        "salbench_same": lambda: methods.attribute("ig", model, x, t, steps=steps,
+                                                   internal_batch_size=best),
         "reference": captum(best, steps),
     }, s.reps, warmup=False)
-    return _row("ig", f"Captum IntegratedGradients (internal_batch_size={best})", steps,
-                len(x), times,
-                {"captum_tuning_s": {str(k): round(v, 3) for k, v in tuning.items()}})
+    extra = {"captum_tuning_s": {str(k): round(v, 3) for k, v in tuning.items()}}
+    ref = f"Captum IntegratedGradients (internal_batch_size={best})"
+    return [
+        _row("ig", ref + f"; salbench at its default {default_ibs}", steps, len(x),
+             {"salbench": times["salbench"], "reference": times["reference"]}, extra),
+        _row("ig", ref + f"; salbench at the same {best}", steps, len(x),
+             {"salbench": times["salbench_same"], "reference": times["reference"]}, extra),
+    ]
 
 
 def run(s: Settings) -> dict[str, Any]:
@@ -99,7 +107,7 @@ def run(s: Settings) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     ig_steps, gig_steps, blur_steps = (16, 16, 16) if s.quick else (200, 200, 100)
     try:
-        rows.append(_captum_ig(model, x, t, ig_steps, s))
+        rows += _captum_ig(model, x, t, ig_steps, s)
     except ImportError as exc:
         rows.append({"method": "ig", "reference": "Captum", "skipped": str(exc)})
     try:

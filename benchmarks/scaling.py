@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from collections.abc import Callable
@@ -76,9 +75,19 @@ def _child(argv: str) -> None:
     x, t = photos(model, a["images"], s)
     _ig(model, x[:1], t[:1], 1, Settings(**{**a["settings"], "autocast": None}))  # lazy init
     before = _rss_bytes()
+    # the kernel's peak RSS of this process, reset now (ru_maxrss would not do: Linux keeps
+    # the parent's peak across fork + exec)
+    Path("/proc/self/clear_refs").write_text("5")
     _ig(model, x, t, a["ibs"], s)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(max(0, peak - before))
+    print(max(0, _status_kib("VmHWM") * 1024 - before))
+
+
+def _status_kib(field: str) -> int:
+    """A ``/proc/self/status`` field in KiB (e.g. VmHWM, the peak resident set size)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def _rss_bytes() -> int:

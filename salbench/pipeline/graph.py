@@ -28,6 +28,7 @@ import ray.data
 
 from salbench import metrics
 from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
+from salbench.actors.memory import worker_env
 from salbench.pipeline.config import RunConfig
 from salbench.pipeline.stages import decode_batch, read_shard
 
@@ -105,6 +106,8 @@ def build_graph(
              "num_cpus": round(scale, 4)}
             if use_gpu else {"num_cpus": round(res.attribute_num_cpus * scale, 4)}
         )
+        if worker_env():  # the allocator settings for the batches' worker thread too
+            gpu_args["runtime_env"] = {"env_vars": worker_env()}
         attributed = decoded.map_batches(
             AttributeActor, batch_format="pandas", batch_size=model_batch,
             fn_constructor_kwargs={"config": cfg, "model_index": i, "reuse": reuse,
