@@ -59,8 +59,9 @@ def test_quick_harness_writes_json_and_markdown(tmp_path, capsys):
     for r in floor:
         assert r["fb_passes"] + r["f_passes"] > 0, r["method"]
         assert math.isfinite(r["ratio"]) and r["ratio"] > 0
-    refs = {r["method"]: r for r in res["cases"]["refs"]["rows"]}
-    assert set(refs) == {"ig", "gig", "blurig"} and all(r["speedup"] > 0 for r in refs.values())
+    refs = res["cases"]["refs"]["rows"]
+    assert [r["method"] for r in refs] == ["ig", "ig", "gig", "blurig"]
+    assert all(r["speedup"] > 0 for r in refs) and "at the same" in refs[1]["reference"]
     scaling = res["cases"]["scaling"]["rows"]
     assert {r["sweep"] for r in scaling} == {"internal_batch_size", "images_per_call"}
     assert all(r["peak_extra_mib"] >= 0 and r["images_per_s"] > 0 for r in scaling)
