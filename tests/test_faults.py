@@ -140,3 +140,35 @@ def test_sample_that_kills_its_worker_becomes_an_error_row(tmp_path):
     assert set(bad["status"]) == {"worker_crash"} and bad["index"].nunique() == 1
     assert "died 2 times" in bad["error"].iloc[0]
     assert (s.loc[s["index"] != bad["index"].iloc[0], "status"] == "ok").all()
+
+
+def test_a_one_sample_batch_that_died_once_is_retried_not_an_error_row(tmp_path, monkeypatch):
+    """A batch of one sample whose attempt died once is redone alone and succeeds: the
+    batch's count and the sample's own count must not be the same journal entry."""
+    import json as _json
+
+    from salbench.actors import AttributeActor
+    from salbench.actors.journal import start_journal
+    from salbench.datasets import open_dataset
+    from salbench.models import load
+    from salbench.pipeline.run import plan_shards
+    from salbench.pipeline.stages import decode_batch, read_shard
+
+    cfg = parse_config({**_cfg(tmp_path), "methods": ["vg"],
+                        "dataset": {"kind": "synthetic", "n": 1, "size": 32, "seed": 5}})
+    model = load("tiny_smooth")
+    (item,) = plan_shards(len(open_dataset(cfg.dataset)), 1)
+    rows = pd.DataFrame(list(read_shard(item, dataset_json=_json.dumps(cfg.dataset))))
+    batch = decode_batch(rows, input_size=model.input_size, crop_fraction=model.crop_fraction)
+    actor = AttributeActor(cfg.to_dict(), 0, journal=start_journal(f"t-{tmp_path.name}"))
+    real = actor._attribute
+
+    def dies(rows):  # the attempt that never ends, as if the process had been killed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(actor, "_attribute", dies)
+    with pytest.raises(KeyboardInterrupt):
+        actor(batch)
+    monkeypatch.setattr(actor, "_attribute", real)
+    out = actor(batch)
+    assert list(out["status"]) == ["ok"], out["error"].tolist()

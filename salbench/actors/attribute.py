@@ -132,7 +132,9 @@ class AttributeActor:
             r["todo"] = [(m, spec) for m, spec in self.method_specs if m.label not in reused]
             if r["todo"]:
                 ok.append(r)
-        batch_key = f"{self.model_label}/" + ",".join(str(r["index"]) for r in ok)
+        # batch and sample keys live in separate namespaces: a one-sample batch must not
+        # share its count with the sample's own attempts
+        batch_key = f"{self.model_label}/batch/" + ",".join(str(r["index"]) for r in ok)
         if ok and self.journal.begin(batch_key):  # this batch's work killed the process
             out += self._one_at_a_time(ok)
         else:
@@ -152,7 +154,7 @@ class AttributeActor:
         limit = self.config.resources.max_sample_crashes
         out: list[dict[str, Any]] = []
         for r in rows:
-            key = f"{self.model_label}/{r['index']}"
+            key = f"{self.model_label}/sample/{r['index']}"
             died = self.journal.begin(key)
             if died >= limit:
                 log.warning("sample %s killed its worker %d times; error row", r["sample_id"],
