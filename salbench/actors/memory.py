@@ -30,16 +30,23 @@ log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+#: The trim threshold both mechanisms set: freed memory below it stays in the process.
+TRIM_THRESHOLD = 2**31 - 1
 _tuned = False
+
+
+def _enabled() -> bool:
+    """glibc's settings apply: on Linux, unless ``SALBENCH_MALLOC_TUNING=0``."""
+    return sys.platform.startswith("linux") and os.environ.get("SALBENCH_MALLOC_TUNING") != "0"
 
 
 def worker_env() -> dict[str, str]:
     """Environment variables that give a new process the same allocator settings, for all
     of its threads ({} when ``SALBENCH_MALLOC_TUNING=0`` or not on Linux)."""
-    if not sys.platform.startswith("linux") or os.environ.get("SALBENCH_MALLOC_TUNING") == "0":
+    if not _enabled():
         return {}
     return {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
-            "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+            "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
 
 
 def keep_freed_memory() -> bool:
@@ -51,14 +58,14 @@ def keep_freed_memory() -> bool:
     global _tuned
     if _tuned:
         return True
-    if not sys.platform.startswith("linux") or os.environ.get("SALBENCH_MALLOC_TUNING") == "0":
+    if not _enabled():
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    _tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    _tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     if not _tuned:
         log.info("mallopt refused the allocator settings; keeping glibc's defaults")
     return _tuned

@@ -89,6 +89,7 @@ def build_graph(
     # Ray Data needs a batch size for GPU stages; a shard's rows are at most shard_size, and
     # the AttributeActor batches each shard on its own, so results do not depend on bundling.
     model_batch = res.shard_size if use_gpu else None
+    env = worker_env()
     items = ray.data.from_items(shard_items, override_num_blocks=len(shard_items))
     rows = items.flat_map(
         read_shard, fn_kwargs={"dataset_json": json.dumps(config.dataset, sort_keys=True)},
@@ -106,8 +107,8 @@ def build_graph(
              "num_cpus": round(scale, 4)}
             if use_gpu else {"num_cpus": round(res.attribute_num_cpus * scale, 4)}
         )
-        if worker_env():  # the allocator settings for the batches' worker thread too
-            gpu_args["runtime_env"] = {"env_vars": worker_env()}
+        if env:  # the allocator settings for the batches' worker thread too
+            gpu_args["runtime_env"] = {"env_vars": env}
         attributed = decoded.map_batches(
             AttributeActor, batch_format="pandas", batch_size=model_batch,
             fn_constructor_kwargs={"config": cfg, "model_index": i, "reuse": reuse,
