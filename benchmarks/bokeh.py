@@ -27,6 +27,7 @@ import torch
 import salbench.methods as methods
 from benchmarks.common import Settings, interleaved, load_model, median, photos
 from salbench.metrics import pic
+from salbench.metrics.msssim import MIN_SIDE, upsampled_size
 
 TARGET = 5.0
 MAP_METHODS = ("vg", "gxi", "gradcam")
@@ -97,9 +98,8 @@ def _reference_msssim(ppic: Any, items: list[Any]) -> Callable[[], list[np.ndarr
     def level(img: np.ndarray, bokeh: np.ndarray) -> float:
         a, b = (torch.as_tensor(v, dtype=torch.float64).permute(2, 0, 1)[None] for v in
                 (img, bokeh))
-        side = min(img.shape[:2])
-        if side < pic_min_side():
-            size = pic_upsampled(img.shape[:2])
+        if min(img.shape[:2]) < MIN_SIDE:
+            size = upsampled_size(*img.shape[:2])
             a, b = (torch.nn.functional.interpolate(v, size=size, mode="bilinear",
                                                     align_corners=False) for v in (a, b))
         return float(ms_ssim(a, b, data_range=255.0))
@@ -116,20 +116,6 @@ def _reference_msssim(ppic: Any, items: list[Any]) -> Callable[[], list[np.ndarr
                 out.append(np.asarray(levels))
         return out
     return fn
-
-
-def pic_min_side() -> int:
-    """The smallest side MS-SSIM takes without upsampling (salbench's constant)."""
-    from salbench.metrics.msssim import MIN_SIDE
-
-    return int(MIN_SIDE)
-
-
-def pic_upsampled(hw: tuple[int, ...]) -> tuple[int, int]:
-    """The upsampled (H, W) salbench gives MS-SSIM for small images."""
-    from salbench.metrics.msssim import upsampled_size
-
-    return tuple(upsampled_size(*hw))  # type: ignore[return-value]
 
 
 def run(s: Settings) -> dict[str, Any]:

@@ -85,7 +85,8 @@ def run_case(s: Settings) -> dict[str, Any]:
     out = Path(tempfile.mkdtemp(prefix="salbench-bench-"))
     cfg = config(s)
     n_images = len(open_dataset(parse_config(cfg).dataset))
-    # interleaved; the pipeline's figure is its execute time (Ray startup excluded)
+    # interleaved; the pipeline's figures: its execute time (ray.init excluded), whole and
+    # after its workers and actors started
     times: dict[str, list[float]] = {"loop": [], "pipeline": [], "pipeline_after_startup": []}
     for _ in range(s.reps):
         times["loop"].append(bare_loop(cfg))
@@ -95,9 +96,10 @@ def run_case(s: Settings) -> dict[str, Any]:
     ratio = median(times["loop"]) / median(times["pipeline"])
     scaling = []
     for actors in range(1, (os.cpu_count() or 1) + 1):
-        secs = [pipeline(config(s, actors), out)[0] for _ in range(max(1, s.reps - 1))]
+        cfg_n = config(s, actors)
+        secs = [pipeline(cfg_n, out)[0] for _ in range(max(1, s.reps - 1))]
         scaling.append({"attribute_actors": actors,
-                        "torch_threads_each": config(s, actors)["resources"]["torch_threads"],
+                        "torch_threads_each": cfg_n["resources"]["torch_threads"],
                         "seconds": round(median(secs), 2),
                         "images_per_s": round(n_images / median(secs), 3), "times": secs})
     return {

@@ -101,7 +101,7 @@ def _captum_ig(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, steps: 
 
 
 def run(s: Settings) -> dict[str, Any]:
-    """Speedups over Captum IG, PAIR Guided IG and PAIR Blur IG on one photo."""
+    """Speedups over Captum IG, PAIR Guided IG and PAIR Blur IG on :data:`IMAGES` photos."""
     model = load_model(s)
     x, t = photos(model, 1 if s.quick else IMAGES, s)
     rows: list[dict[str, Any]] = []

@@ -11,7 +11,6 @@ should grow with ``internal_batch_size`` and stay bounded by it, while throughpu
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -36,20 +35,20 @@ from salbench.actors.memory import keep_freed_memory
 STEPS = 16
 
 
-def peak_extra_bytes(s: Settings, images: int, ibs: int) -> int:
-    """Peak memory of one IG call above what the process held before it, in bytes.
+def peak_extra_bytes(s: Settings, call: Callable[[], Any], images: int, ibs: int) -> int:
+    """Peak memory of one IG call (``call``, on ``images`` photos) above what the process
+    held before it, in bytes.
 
-    CUDA: ``max_memory_allocated`` in this process. CPU: a fresh process (the allocator
-    keeps what earlier calls freed, so an in-process reading would show only growth) loads
-    the model and photos, then reports its peak RSS during the call minus its RSS before.
+    CUDA: ``max_memory_allocated`` around ``call`` in this process. CPU: a fresh process
+    (the allocator keeps what earlier calls freed, so an in-process reading would show only
+    growth) loads the model and photos, then reports its peak RSS during the same call
+    minus its RSS before.
     """
     if s.device.startswith("cuda"):
-        model = load_model(s)
-        x, t = photos(model, images, s)
         sync()
         torch.cuda.reset_peak_memory_stats()
         start = torch.cuda.memory_allocated()
-        _ig(model, x, t, ibs, s)
+        call()
         sync()
         return int(torch.cuda.max_memory_allocated() - start)
     args = json.dumps({"settings": s.__dict__, "images": images, "ibs": ibs})
@@ -74,7 +73,7 @@ def _child(argv: str) -> None:
     model = load_model(s)
     x, t = photos(model, a["images"], s)
     _ig(model, x[:1], t[:1], 1, Settings(**{**a["settings"], "autocast": None}))  # lazy init
-    before = _rss_bytes()
+    before = _status_kib("VmRSS") * 1024
     # the kernel's peak RSS of this process, reset now (ru_maxrss would not do: Linux keeps
     # the parent's peak across fork + exec)
     Path("/proc/self/clear_refs").write_text("5")
@@ -88,11 +87,6 @@ def _status_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def _rss_bytes() -> int:
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
 def run(s: Settings) -> dict[str, Any]:
@@ -118,7 +112,7 @@ def run(s: Settings) -> dict[str, Any]:
                 "sweep": sweep, "images_per_call": images, "internal_batch_size": ibs,
                 "steps": STEPS, "seconds": round(sec, 3),
                 "images_per_s": round(images / sec, 3),
-                "peak_extra_mib": round(peak_extra_bytes(s, images, ibs) / 2**20, 1),
+                "peak_extra_mib": round(peak_extra_bytes(s, fns[key], images, ibs) / 2**20, 1),
                 "times": times[key],
             })
     return {"case": "scaling", "method": "ig", "device": s.device, "rows": rows}
