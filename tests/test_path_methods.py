@@ -424,3 +424,22 @@ def test_path_methods_on_cuda_match_cpu(name, smooth_model, images32):
     gpu = salbench.methods.attribute(name, gpu_model, images32.cuda(), t.cuda(), steps=8)
     assert gpu.device.type == "cuda"
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("shape,steps,max_sigma", [((2, 3, 40, 48), 10, 5.0),
+                                                   ((2, 3, 32, 32), 100, 50.0)])
+def test_blur_path_points_equal_the_reference_blur_bit_for_bit(shape, steps, max_sigma):
+    """blur_path gathers matrices built once per path; each point and displacement equals
+    gaussian_blur / gaussian_blur_difference (scipy's filter, tested above) exactly."""
+    from salbench.methods.blur_ig import blur_path
+
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    path = blur_path(x, steps=steps, max_sigma=max_sigma)
+    sig = torch.tensor(blur_sigmas(max_sigma, steps), dtype=torch.float64)
+    b = torch.tensor([0, 1, 1, 0])
+    j = torch.tensor([0, 3, steps - 1, 5])
+    assert torch.equal(path.point(b, j), gaussian_blur(x[b], sig[steps - j]))
+    i = steps - j - 1
+    ref = -(sig[i + 1] - sig[i]).float().view(-1, 1, 1, 1) * gaussian_blur_difference(
+        x[b], sig[i], 0.01)
+    assert torch.equal(path.displacement(b, j), ref)
