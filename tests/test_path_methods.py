@@ -429,8 +429,9 @@ def test_path_methods_on_cuda_match_cpu(name, smooth_model, images32):
 @pytest.mark.parametrize("shape,steps,max_sigma", [((2, 3, 40, 48), 10, 5.0),
                                                    ((2, 3, 32, 32), 100, 50.0)])
 def test_blur_path_points_equal_the_reference_blur_bit_for_bit(shape, steps, max_sigma):
-    """blur_path gathers matrices built once per path; each point and displacement equals
-    gaussian_blur / gaussian_blur_difference (scipy's filter, tested above) exactly."""
+    """blur_path gathers matrices built once per path and reuses the last chunk's left
+    products; each point and displacement equals gaussian_blur / gaussian_blur_difference
+    (scipy's filter, tested above) exactly."""
     from salbench.methods.blur_ig import blur_path
 
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
@@ -442,4 +443,10 @@ def test_blur_path_points_equal_the_reference_blur_bit_for_bit(shape, steps, max
     i = steps - j - 1
     ref = -(sig[i + 1] - sig[i]).float().view(-1, 1, 1, 1) * gaussian_blur_difference(
         x[b], sig[i], 0.01)
+    assert torch.equal(path.displacement(b, j), ref)
+    # as integrate calls them: the gradient points x_{j+1} of a chunk, then its segments,
+    # which reuse the points' left products; a different chunk's must not be reused
+    path.point(b, j + 1)
+    assert torch.equal(path.displacement(b, j), ref)
+    path.point(b.flip(0), j + 1)
     assert torch.equal(path.displacement(b, j), ref)

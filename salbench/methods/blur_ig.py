@@ -131,25 +131,52 @@ def blur_path(
     i = S - j - 1 (PAIR's Blur IG). The blur matrices of every sigma are built once per path
     (:func:`blur_matrices`; ~60 MB at 224 x 224 and 100 steps) and gathered per chunk: the
     points equal :func:`gaussian_blur` / :func:`gaussian_blur_difference` bit for bit.
+
+    Per chunk, the left products K_h(sigma_k) X of one image's points are one matrix product
+    (the chunk's K_h matrices stacked, [n H, H] @ X as [H, 3 W]), the right products a batched
+    one. The displacement of segment j needs K_h(sigma_i) X, the left product of the point
+    x_{j+1} = L(x, sigma_i) where its gradient is taken; :func:`integrate` builds a chunk's
+    points just before it asks for the same chunk's displacements, so the last chunk's left
+    products are kept and reused: five matrix products per point instead of six.
     """
     sig = torch.tensor(blur_sigmas(max_sigma, steps, sqrt), dtype=torch.float64,
                        device=x.device)
     steps = int(steps)
-    h, w = x.shape[-2], x.shape[-1]
+    n_img, _, h, w = x.shape
     kh, kh1, dkh = blur_matrices(sig, h, grad_step)
     kw, kw1, dkw = (kh, kh1, dkh) if w == h else blur_matrices(sig, w, grad_step)
-    xf = x.float()
+    rows = x.float().permute(0, 2, 1, 3).reshape(n_img, h, 3 * w)  # X_b as [H, 3 W]
+    last: dict[str, torch.Tensor] = {}
+
+    def left(mats: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """mats [c, H, H] times X_{b[c]}: float32 [c, 3 H, W] (channel-major rows)."""
+        parts, start = [], 0
+        for img, count in zip(*torch.unique_consecutive(b, return_counts=True), strict=True):
+            m = mats[start:start + int(count)]
+            parts.append((m.reshape(-1, h) @ rows[img]).view(-1, h, 3, w))
+            start += int(count)
+        return torch.cat(parts).permute(0, 2, 1, 3).reshape(-1, 3 * h, w)
+
+    def right(prod: torch.Tensor, mats: torch.Tensor) -> torch.Tensor:
+        """prod [c, 3 H, W] times mats[c]ᵀ: float32 [c, 3, H, W]."""
+        return torch.bmm(prod, mats.transpose(1, 2)).view(-1, 3, h, w)
 
     def point(b: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         k = steps - j
-        return kh[k].unsqueeze(1) @ xf[b] @ kw[k].unsqueeze(1).transpose(-1, -2)
+        prod = left(kh[k], b)
+        last.update(b=b, k=k, prod=prod)
+        return right(prod, kw[k])
+
+    def left_of_point(b: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        if ("prod" in last and last["b"].shape == b.shape and torch.equal(last["b"], b)
+                and torch.equal(last["k"], i)):
+            return last["prod"]
+        return left(kh[i], b)
 
     def displacement(b: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         i = steps - j - 1
         dsigma = (sig[i + 1] - sig[i]).float().view(-1, 1, 1, 1)
-        xb = xf[b]
-        diff = (dkh[i].unsqueeze(1) @ xb @ kw1[i].unsqueeze(1).transpose(-1, -2)
-                + kh[i].unsqueeze(1) @ xb @ dkw[i].unsqueeze(1).transpose(-1, -2))
+        diff = right(left(dkh[i], b), kw1[i]) + right(left_of_point(b, i), dkw[i])
         return -dsigma * diff
 
     return Path(x, steps, point, displacement, "right")
