@@ -28,10 +28,10 @@ def passes(repeats: int = 2) -> list[dict[str, float]]:
 
     from salbench.actors import AttributeActor
     from salbench.datasets import open_dataset
+    from salbench.datasets.shards import decode_batch, read_shard
     from salbench.models import load
     from salbench.pipeline import parse_config
     from salbench.pipeline.run import plan_shards
-    from salbench.pipeline.stages import decode_batch, read_shard
 
     cfg = parse_config(CONFIG)
     model = load("efficientnet_lite0")

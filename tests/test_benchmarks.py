@@ -68,6 +68,8 @@ def test_quick_harness_writes_json_and_markdown(tmp_path, capsys):
     bokeh = {r["info"]: r for r in res["cases"]["bokeh"]["rows"]}
     # the CPU stage agrees with PAIR (WebP AUC) and the PAIR+pytorch_msssim loop (levels)
     assert bokeh["webp"]["agree_1e-3"] and bokeh["msssim"]["agree_1e-3"]
+    # the floor: PAIR's bokeh images (+ WebP sizes for SIC/AIC), timed on their own
+    assert all(r["floor_s_per_pair"] > 0 and r["max_speedup_1_core"] > 0 for r in bokeh.values())
     md = (tmp_path / "results.md").read_text()
     for title in ("1. Method", "2. Versus", "3. Batch", "4. CPU stage"):
         assert title in md
@@ -97,3 +99,20 @@ def test_autocast_and_channels_last_options_run_and_check_completeness(tmp_path)
     assert check["within_bound"] == (abs(check["autocast"] - check["fp32"]) <= check["bound"])
     md = (tmp_path / "results.md").read_text()
     assert "autocast bf16" in md and "channels_last" in md and "Autocast check" in md
+
+
+def test_quick_pipeline_case_compares_both_workloads(ray_session):
+    from benchmarks import pipeline
+    from benchmarks.common import Settings
+
+    res = pipeline.run_case(Settings(model="tiny_cnn", quick=True, reps=1))
+    assert list(res["workloads"]) == ["demo", "short"]
+    for w in res["workloads"].values():
+        assert w["loop_s"] > 0 and w["pipeline_s"] >= w["pipeline_after_startup_s"] > 0
+        t = w["times"]
+        assert w["ratio"] == pytest.approx(t["loop"][0] / t["pipeline"][0], abs=1e-3)
+    assert res["ratio"] == res["workloads"]["demo"]["ratio"]
+    assert [r["attribute_actors"] for r in res["scaling"]] == list(
+        range(1, len(res["scaling"]) + 1))
+    md = pipeline.markdown(res)
+    assert "| demo |" in md and "| short |" in md

@@ -533,3 +533,16 @@ def test_shard_command_folder_fallback_and_bad_kind(tmp_path: Path) -> None:
     assert open_dataset({"kind": "parquet", "path": str(tmp_path / "out")}).kind == "parquet"
     assert main(["shard", str(tmp_path / "imgs"), str(tmp_path / "o2"), "--kind",
                  "imagenet"]) == 2  # not an ImageNet layout: one clear error line
+
+
+def test_read_stage_imports_neither_torch_nor_torchvision():
+    """A Ray read task unpickles ``salbench.datasets.shards``; importing torch there cost each
+    fresh worker ~3 s of start-up, so the read and decode path stays torch-free."""
+    import subprocess
+    import sys
+
+    code = ("import sys, salbench.datasets.shards\n"
+            "print([m for m in ('torch', 'torchvision', 'ray') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -150,9 +150,9 @@ def test_a_one_sample_batch_that_died_once_is_retried_not_an_error_row(tmp_path,
     from salbench.actors import AttributeActor
     from salbench.actors.journal import start_journal
     from salbench.datasets import open_dataset
+    from salbench.datasets.shards import decode_batch, read_shard
     from salbench.models import load
     from salbench.pipeline.run import plan_shards
-    from salbench.pipeline.stages import decode_batch, read_shard
 
     cfg = parse_config({**_cfg(tmp_path), "methods": ["vg"],
                         "dataset": {"kind": "synthetic", "n": 1, "size": 32, "seed": 5}})

@@ -11,6 +11,7 @@ import pytest
 
 from salbench import models
 from salbench.cli import main
+from salbench.datasets.base import sample_key
 from salbench.errors import ConfigError
 from salbench.pipeline import keys, parse_config, run
 from salbench.pipeline.tables import read_samples
@@ -114,8 +115,8 @@ def test_keys_are_content_keys():
     with np.errstate(all="ignore"):
         next(b.parameters()).data.add_(1e-3)
     assert k != keys.model_key("tiny_smooth", b, b.input_size, b.crop_fraction)
-    assert keys.sample_key(b"img", 1, "[]") != keys.sample_key(b"img", 2, "[]")
-    assert keys.sample_key(b"img", 1, "[]") != keys.sample_key(b"imh", 1, "[]")
+    assert sample_key(b"img", 1, "[]") != sample_key(b"img", 2, "[]")
+    assert sample_key(b"img", 1, "[]") != sample_key(b"imh", 1, "[]")
     sg = {**BASE, "methods": ["smoothgrad", "ig"]}
     cfg, cfg1 = parse_config(sg), parse_config({**sg, "seed": 1})
     assert keys.method_key(cfg, cfg.methods[0]) != keys.method_key(cfg1, cfg1.methods[0])

@@ -1,6 +1,6 @@
 """AttributeActor: holds one model; computes every configured method and model-stage metric.
 
-Ray Data calls it with a pandas batch of decoded rows (see ``salbench.pipeline.stages``) and
+Ray Data calls it with a pandas batch of decoded rows (see ``salbench.datasets.shards``) and
 gets one output row per (sample, method), with ``status`` "ok" or an error code. Errors of
 one sample or one method never fail the batch.
 """

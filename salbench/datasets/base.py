@@ -9,6 +9,23 @@ from typing import Any
 
 Row = dict[str, Any]
 
+#: Content keys are this many hex digits of SHA-256 (``salbench.pipeline.keys``).
+KEY_CHARS = 16
+
+
+def digest(*parts: bytes) -> str:
+    """Key of a sequence of byte strings: SHA-256 over each part's length and bytes."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()[:KEY_CHARS]
+
+
+def sample_key(image: bytes, label: int, boxes_json: str) -> str:
+    """Key of a sample's content: encoded image bytes, label, boxes (JSON [[x0,y0,x1,y1]...])."""
+    return digest(bytes(image), str(int(label)).encode(), boxes_json.encode())
+
 
 class Dataset(abc.ABC):
     """A finite, ordered collection of rows (see ``salbench.datasets`` for the row keys).

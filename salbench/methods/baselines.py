@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import torch
-from torchvision.transforms.functional import gaussian_blur
 
 BASELINES = ("black", "white", "blur", "uniform")
+
+
+def gaussian_blur(x: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
+    """torchvision's ``gaussian_blur`` (reflect padding) of x float [..., H, W], same shape.
+
+    kernel: odd size in pixels, both axes; sigma: standard deviation in pixels. torchvision
+    is imported here, on first use: importing it costs ~1 s, which every Ray worker would
+    otherwise pay at start-up.
+    """
+    from torchvision.transforms.functional import gaussian_blur as tv_blur
+
+    return tv_blur(x, [kernel, kernel], [float(sigma), float(sigma)])
 
 
 def make_baseline(
@@ -32,7 +43,7 @@ def make_baseline(
     if kind == "blur":
         k = 2 * int(torch.tensor(3.0 * blur_sigma).ceil()) + 1
         k = min(k, 2 * (min(x.shape[-2:]) // 2) - 1)
-        return gaussian_blur(x, [k, k], [blur_sigma, blur_sigma])
+        return gaussian_blur(x, k, blur_sigma)
     if kind == "uniform":
         g = torch.Generator(device="cpu").manual_seed(int(seed))
         return torch.rand(x.shape, generator=g).to(x.device, x.dtype)

@@ -71,9 +71,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.functional import gaussian_blur
 
-from salbench.methods.baselines import make_baseline
+from salbench.methods.baselines import gaussian_blur, make_baseline
 from salbench.methods.engine import batched_gradients, batched_scores
 from salbench.methods.registry import Attribution, register
 from salbench.methods.seeding import image_generators
@@ -110,7 +109,7 @@ def blur_baseline(x: torch.Tensor, kernel: int = 51, sigma: float = 50.0) -> tor
     k = max(1, min(k, 2 * ((min(x.shape[-2:]) - 1) // 2) + 1))
     if k == 1:
         return x.clone()
-    return gaussian_blur(x, [k, k], [float(sigma), float(sigma)])
+    return gaussian_blur(x, k, sigma)
 
 
 def upsample(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

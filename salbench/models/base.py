@@ -15,20 +15,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from salbench.datasets.crop import center_crop, crop_boxes
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def crop_geometry(
-    orig_hw: tuple[int, int], input_size: tuple[int, int], crop_fraction: float
-) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Resized (h, w) and crop offset (top, left) of resize-shorter-side + centre crop."""
-    h, w = orig_hw
-    out_h, out_w = input_size
-    short = round(max(out_h, out_w) / crop_fraction)
-    scale = short / min(h, w)
-    rh, rw = max(out_h, round(h * scale)), max(out_w, round(w * scale))
-    return (rh, rw), ((rh - out_h) // 2, (rw - out_w) // 2)
 
 
 class Classifier(nn.Module):
@@ -84,45 +74,6 @@ class Classifier(nn.Module):
     def transform_boxes(self, boxes: np.ndarray, orig_hw: tuple[int, int]) -> np.ndarray:
         """Boxes [N, 4] (x0, y0, x1, y1) in original pixels -> float32 [M, 4] in the crop."""
         return crop_boxes(boxes, orig_hw, self.input_size, self.crop_fraction)
-
-
-def center_crop(
-    img: Image.Image | np.ndarray, input_size: tuple[int, int], crop_fraction: float
-) -> np.ndarray:
-    """Resize the shorter side to max(input_size) / crop_fraction (bilinear), centre crop.
-
-    img: PIL image or uint8 [H, W, 3] -> uint8 [input_size[0], input_size[1], 3].
-    """
-    pil = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img, np.uint8))
-    pil = pil.convert("RGB")
-    (rh, rw), (top, left) = crop_geometry((pil.height, pil.width), input_size, crop_fraction)
-    resized = pil.resize((rw, rh), Image.BILINEAR, reducing_gap=None)
-    h, w = input_size
-    return np.asarray(resized.crop((left, top, left + w, top + h)), dtype=np.uint8).copy()
-
-
-def crop_boxes(
-    boxes: np.ndarray,
-    orig_hw: tuple[int, int],
-    input_size: tuple[int, int],
-    crop_fraction: float,
-) -> np.ndarray:
-    """Boxes [N, 4] (x0, y0, x1, y1) in original pixels -> float32 [M, 4] in the crop.
-
-    Boxes are clipped to the crop; boxes left with no area (outside the crop) are dropped.
-    """
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    (rh, rw), (top, left) = crop_geometry(orig_hw, input_size, crop_fraction)
-    sy, sx = rh / orig_hw[0], rw / orig_hw[1]
-    h, w = input_size
-    out = np.stack(
-        [b[:, 0] * sx - left, b[:, 1] * sy - top, b[:, 2] * sx - left, b[:, 3] * sy - top],
-        axis=1,
-    )
-    out[:, [0, 2]] = out[:, [0, 2]].clip(0, w)
-    out[:, [1, 3]] = out[:, [1, 3]].clip(0, h)
-    keep = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
-    return out[keep].astype(np.float32)
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:

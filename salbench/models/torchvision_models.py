@@ -15,10 +15,10 @@ affine map as normalising with mean = std = 0.5, so we normalise with 0.5 / 0.5 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
-import torchvision
 from torch import nn
 
 from salbench.models import register
@@ -32,36 +32,42 @@ from salbench.models.weights import (
 )
 
 #: name -> (constructor, torchvision's weight file name, input size, crop fraction, mean, std)
+
+def _tv() -> Any:
+    """``torchvision.models``, imported when a torchvision model is built (it costs ~1 s)."""
+    return importlib.import_module("torchvision.models")
+
+
 SPECS: dict[
     str,
     tuple[Callable[[], nn.Module], str, int, float, tuple[float, ...], tuple[float, ...]],
 ] = {
     "resnet18": (
-        lambda: torchvision.models.resnet18(weights=None),
+        lambda: _tv().resnet18(weights=None),
         "resnet18-f37072fd.pth", 224, 0.875, IMAGENET_MEAN, IMAGENET_STD,
     ),
     "resnet34": (
-        lambda: torchvision.models.resnet34(weights=None),
+        lambda: _tv().resnet34(weights=None),
         "resnet34-b627a593.pth", 224, 0.875, IMAGENET_MEAN, IMAGENET_STD,
     ),
     "resnet50": (
-        lambda: torchvision.models.resnet50(weights=None),
+        lambda: _tv().resnet50(weights=None),
         "resnet50-11ad3fa6.pth", 224, 0.875, IMAGENET_MEAN, IMAGENET_STD,
     ),
     "resnet101": (
-        lambda: torchvision.models.resnet101(weights=None),
+        lambda: _tv().resnet101(weights=None),
         "resnet101-cd907fc2.pth", 224, 0.875, IMAGENET_MEAN, IMAGENET_STD,
     ),
     "vgg16": (
-        lambda: torchvision.models.vgg16(weights=None),
+        lambda: _tv().vgg16(weights=None),
         "vgg16-397923af.pth", 224, 0.875, IMAGENET_MEAN, IMAGENET_STD,
     ),
     "vgg19": (
-        lambda: torchvision.models.vgg19(weights=None),
+        lambda: _tv().vgg19(weights=None),
         "vgg19-dcbb9e9d.pth", 224, 0.875, IMAGENET_MEAN, IMAGENET_STD,
     ),
     "inception_v3": (
-        lambda: torchvision.models.inception_v3(
+        lambda: _tv().inception_v3(
             weights=None, aux_logits=False, init_weights=False, transform_input=False
         ),
         "inception_v3_google-0cc3c7bd.pth", 299, 299 / 342, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),

@@ -3,7 +3,8 @@
 A row of the per-sample table (sample x model x method, with every metric's columns) is
 keyed by ``cell_key(sample_key, model_key, method_key, metrics_key)``:
 
-- ``sample_key``: the sample's content: its encoded image bytes, label and boxes;
+- ``sample_key`` (:func:`salbench.datasets.base.sample_key`, computed by the read stage):
+  the sample's content: its encoded image bytes, label and boxes;
 - ``model_key``: the model's registry name, input geometry and every parameter and buffer
   tensor (the weights themselves, not the file name);
 - ``method_key``: the method's registry name, the parameters it runs with (defaults, profile
@@ -31,19 +32,11 @@ import torch
 
 import salbench
 from salbench import methods, metrics
-
-KEY_CHARS = 16
+from salbench.datasets.base import KEY_CHARS
+from salbench.datasets.base import digest as _digest
 
 #: Parameters that change how work is batched, not what it computes: not part of any key.
 NOT_IN_KEYS = frozenset({"internal_batch_size"})
-
-
-def _digest(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(len(part).to_bytes(8, "little"))
-        h.update(part)
-    return h.hexdigest()[:KEY_CHARS]
 
 
 def _params(params: dict[str, Any]) -> dict[str, Any]:
@@ -52,11 +45,6 @@ def _params(params: dict[str, Any]) -> dict[str, Any]:
 
 def _json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, default=str).encode()
-
-
-def sample_key(image: bytes, label: int, boxes_json: str) -> str:
-    """Key of a sample's content: encoded image bytes, label, boxes (JSON [[x0,y0,x1,y1]...])."""
-    return _digest(bytes(image), str(int(label)).encode(), boxes_json.encode())
 
 
 def model_key(name: str, model: torch.nn.Module, input_size: tuple[int, int],
