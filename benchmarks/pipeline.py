@@ -112,7 +112,8 @@ def run_case(s: Settings) -> dict[str, Any]:
     if not ray.is_initialized():
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
     out = Path(tempfile.mkdtemp(prefix="salbench-bench-"))
-    n_images = len(open_dataset(parse_config(config(s)).dataset))
+    short = config(s)
+    n_images = len(open_dataset(parse_config(short).dataset))
     workloads = {w: _compare(s, config(s, 1, w), out) for w in ("demo", "short")}
     scaling = []
     for actors in range(1, (os.cpu_count() or 1) + 1):
@@ -123,8 +124,8 @@ def run_case(s: Settings) -> dict[str, Any]:
                         "seconds": round(median(secs), 2),
                         "images_per_s": round(n_images / median(secs), 3), "times": secs})
     ratio = workloads["demo"]["ratio"]
-    return {"case": "pipeline", "images": n_images, "metrics": config(s)["metrics"],
-            "short_methods": config(s)["methods"], "workloads": workloads,
+    return {"case": "pipeline", "images": n_images, "metrics": short["metrics"],
+            "short_methods": short["methods"], "workloads": workloads,
             "ratio": ratio, "target": TARGET, "met": ratio >= TARGET, "scaling": scaling}
 
 

@@ -31,13 +31,13 @@ from salbench.models.weights import (
     load_state_dict_file,
 )
 
-#: name -> (constructor, torchvision's weight file name, input size, crop fraction, mean, std)
 
 def _tv() -> Any:
     """``torchvision.models``, imported when a torchvision model is built (it costs ~1 s)."""
     return importlib.import_module("torchvision.models")
 
 
+#: name -> (constructor, torchvision's weight file name, input size, crop fraction, mean, std)
 SPECS: dict[
     str,
     tuple[Callable[[], nn.Module], str, int, float, tuple[float, ...], tuple[float, ...]],
