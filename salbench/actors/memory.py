@@ -1,13 +1,17 @@
 """Keep freed memory inside a worker process instead of returning it to the OS.
 
-Two mechanisms: :func:`keep_freed_memory` (``mallopt`` at run time) tunes the main arena,
-which serves the thread that tuned it (an in-process run, the benchmark loop); Ray Data runs
-a model actor's batches in a worker thread, whose malloc arena is chosen before salbench
-can act (glibc fixes the arena limit at the first arena it creates), so the model actors
-are started with :func:`worker_env` in their environment instead: one arena, no per-block
-mmap, no trimming, read by glibc when the process starts. Measured here (IG, 64 steps, one
-photo, in a worker thread): 2.5 million minor faults and 3.8 s per call with mallopt only,
-none and 1.1 s with the environment.
+:func:`keep_freed_memory` (``mallopt`` at run time) tunes glibc's main arena, which serves
+the process's main thread. The pipeline runs each model actor's batches on the actor's main
+thread (see ``salbench.pipeline.graph.model_compute``), so tuning it in the actor's
+constructor is enough, as in an in-process run. Where the installed Ray can only run batches
+in a worker thread, that thread allocates from an arena of its own, which cannot hold a block
+above 64 MB (glibc maps those separately whatever the settings, and unmaps them on free); the
+model actors are then started with :func:`worker_env` in their environment: one arena for
+all threads, no per-block mmap, no trimming. That works but costs speed: every thread then
+takes the same arena lock. Measured on the 2-core machine (``salbench demo``'s attribution
+work, 2026-11-30): 59 s in the main thread with ``mallopt``; 67 s with the one-arena
+environment; 77 s with it in a worker thread; in a worker thread without either, IG alone
+took 3.8 s per call instead of 1.1 s (2.5 million minor faults).
 
 glibc serves every block above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and
 unmaps it on free, and trims the heap's top; torch on CPU has no caching allocator, so each
@@ -25,6 +29,7 @@ import ctypes
 import logging
 import os
 import sys
+import threading
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,16 @@ def worker_env() -> dict[str, str]:
         return {}
     return {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
             "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
+
+
+def tuned_for_this_thread() -> bool:
+    """Whether blocks the calling thread frees stay in the process: it is the main thread
+    and :func:`keep_freed_memory` has tuned the main arena, or the :func:`worker_env`
+    settings are in the process's environment (one tuned arena for every thread)."""
+    env = worker_env()
+    if env and all(os.environ.get(k) == v for k, v in env.items()):
+        return True
+    return _tuned and threading.current_thread() is threading.main_thread()
 
 
 def keep_freed_memory() -> bool:

@@ -19,6 +19,7 @@ on how Ray schedules or bundles work.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from typing import Any
@@ -36,6 +37,23 @@ log = logging.getLogger("salbench")
 
 READ_NUM_CPUS = 0.25
 DECODE_NUM_CPUS = 0.25
+
+
+def model_compute(size: int) -> tuple[ray.data.ActorPoolStrategy, bool]:
+    """The actor pool of a model stage, and whether its batches run on the actor's main thread.
+
+    By default Ray Data runs an actor's batches in a worker thread of its own; with
+    ``enable_true_multi_threading`` and one call at a time they run on the actor's main
+    thread, whose malloc arena the actor's constructor tunes (``salbench.actors.memory``):
+    no per-block page faults and no arena shared between torch's threads. Measured on the
+    2-core machine (``salbench demo``, 2026-11-30): the graph's execution 90-94 s with the
+    worker thread and the one-arena environment, 75 s on the main thread. Ray versions
+    without the option get the environment instead (second value False).
+    """
+    params = inspect.signature(ray.data.ActorPoolStrategy).parameters
+    if "enable_true_multi_threading" in params:
+        return ray.data.ActorPoolStrategy(size=size, enable_true_multi_threading=True), True
+    return ray.data.ActorPoolStrategy(size=size), False
 
 
 def cluster_has_gpus() -> bool:
@@ -107,22 +125,21 @@ def build_graph(
              "num_cpus": round(scale, 4)}
             if use_gpu else {"num_cpus": round(res.attribute_num_cpus * scale, 4)}
         )
-        if env:  # the allocator settings for the batches' worker thread too
+        compute, main_thread = model_compute(res.attribute_actors)
+        if env and not main_thread:  # the allocator settings for the batches' worker thread
             gpu_args["runtime_env"] = {"env_vars": env}
         attributed = decoded.map_batches(
             AttributeActor, batch_format="pandas", batch_size=model_batch,
             fn_constructor_kwargs={"config": cfg, "model_index": i, "reuse": reuse,
                                    "journal": journal},
-            compute=ray.data.ActorPoolStrategy(size=res.attribute_actors),
-            **gpu_args,
+            compute=compute, **gpu_args,
         )
         branch = attributed.map_batches(BokehActor, **cpu_args)
         if split:
             branch = branch.map_batches(
                 ScoreActor, batch_format="pandas", batch_size=model_batch,
                 fn_constructor_kwargs={"config": cfg, "model_index": i},
-                compute=ray.data.ActorPoolStrategy(size=res.attribute_actors),
-                **gpu_args,
+                compute=model_compute(res.attribute_actors)[0], **gpu_args,
             )
         branches.append(branch)
     merged = branches[0].union(*branches[1:]) if len(branches) > 1 else branches[0]
