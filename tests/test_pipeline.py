@@ -165,6 +165,10 @@ def test_config_errors_name_the_bad_key(tmp_path):
         parse_config(_config(tmp_path, dataset={"kind": "imagenett"}))
     with pytest.raises(ConfigError, match=r"resources.batch_size.*positive"):
         parse_config(_config(tmp_path, resources={"batch_size": 0}))
+    with pytest.raises(ConfigError, match=r"resources.internal_batch_size.*positive"):
+        parse_config(_config(tmp_path, resources={"internal_batch_size": 0}))
+    with pytest.raises(ConfigError, match=r"resources.internal_batch_size: expected int"):
+        parse_config(_config(tmp_path, resources={"internal_batch_size": 8.5}))
     with pytest.raises(ConfigError, match=r"seed: expected int"):
         parse_config(_config(tmp_path, seed="zero"))
     bad = tmp_path / "bad.yaml"
@@ -326,3 +330,31 @@ def test_bad_input_zoo_nothing_valid_is_lost(tmp_path):
     bad = s[s["status"] != "ok"]
     assert bad["error"].str.contains("unreadable dataset rows").sum() == 2
     assert bad["error"].str.contains("zz-junk.parquet").sum() == 1
+
+
+@pytest.mark.parametrize("resources, expected", [
+    ({}, {"ig": 16, "vg": 3}),  # CPU default for methods that set none
+    ({"internal_batch_size": 5}, {"ig": 5, "vg": 3}),
+    ({"internal_batch_size": None}, {"ig": 16, "vg": 3}),
+])
+def test_model_actor_internal_batch_size(tmp_path, monkeypatch, resources, expected):
+    """On CPU a model actor chunks at CPU_INTERNAL_BATCH_SIZE (16) unless the config's
+    resources or the method's own parameters say otherwise."""
+    import salbench.actors.attribute as attribute
+    from salbench.pipeline.config import CPU_INTERNAL_BATCH_SIZE
+
+    assert CPU_INTERNAL_BATCH_SIZE == 16
+    seen: dict[str, int] = {}
+    real = attribute.methods.attribute_with_info
+
+    def spy(name, model, x, target, **params):
+        seen[name] = params.get("internal_batch_size")
+        return real(name, model, x, target, **params)
+
+    monkeypatch.setattr(attribute.methods, "attribute_with_info", spy)
+    cfg = _config(tmp_path, methods=["ig", {"name": "vg", "internal_batch_size": 3}],
+                  resources={"shard_size": 4, "torch_threads": 1, "device": "cpu",
+                             **resources})
+    samples = run(parse_config(cfg), progress=None, in_process=True).samples
+    assert (samples["status"] == "ok").all()
+    assert seen == expected

@@ -23,7 +23,7 @@ from salbench.actors.memory import keep_freed_memory
 from salbench.methods.registry import info_rows
 from salbench.models.base import to_tensor
 from salbench.pipeline import keys
-from salbench.pipeline.config import RunConfig, parse_config
+from salbench.pipeline.config import CPU_INTERNAL_BATCH_SIZE, RunConfig, parse_config
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,9 @@ class AttributeActor:
         self.metrics_key = keys.metrics_key(self.config)
         self.journal = Journal(journal)
         self.method_specs = [(m, methods.get(m.name)) for m in self.config.methods]
+        ibs = self.config.resources.internal_batch_size
+        self.internal_batch_size = ibs or (CPU_INTERNAL_BATCH_SIZE if self.device.type == "cpu"
+                                           else None)
         self.method_keys = {m.label: keys.method_key(self.config, m) for m in self.config.methods}
         self.reuse = np.asarray(_resolve(reuse) if reuse is not None else [],
                                 dtype=f"S{keys.KEY_CHARS}")
@@ -220,6 +223,9 @@ class AttributeActor:
     def _one_method(self, rows: list[dict[str, Any]], x: torch.Tensor, target: torch.Tensor,
                     comp: Any, spec: Any, common: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         params = self.config.params_for(comp, spec, merged=False)  # merged by attribute_with_info
+        if (self.internal_batch_size and "internal_batch_size" in spec.defaults
+                and "internal_batch_size" not in params):
+            params["internal_batch_size"] = self.internal_batch_size
         per = [dict(target=int(common["target"][i]), pred=int(common["pred"][i]),
                     target_prob=float(common["target_prob"][i])) for i in range(len(rows))]
         reduce = spec.map_reduce or self.config.map_reduce

@@ -1,17 +1,18 @@
 """Keep freed memory inside a worker process instead of returning it to the OS.
 
-:func:`keep_freed_memory` (``mallopt`` at run time) tunes glibc's main arena, which serves
-the process's main thread. The pipeline runs each model actor's batches on the actor's main
-thread (see ``salbench.pipeline.graph.model_compute``), so tuning it in the actor's
-constructor is enough, as in an in-process run. Where the installed Ray can only run batches
-in a worker thread, that thread allocates from an arena of its own, which cannot hold a block
-above 64 MB (glibc maps those separately whatever the settings, and unmaps them on free); the
-model actors are then started with :func:`worker_env` in their environment: one arena for
-all threads, no per-block mmap, no trimming. That works but costs speed: every thread then
-takes the same arena lock. Measured on the 2-core machine (``salbench demo``'s attribution
-work, 2026-11-30): 59 s in the main thread with ``mallopt``; 67 s with the one-arena
-environment; 77 s with it in a worker thread; in a worker thread without either, IG alone
-took 3.8 s per call instead of 1.1 s (2.5 million minor faults).
+:func:`keep_freed_memory` (``mallopt`` at run time) sets process-wide limits, but only
+glibc's main arena, which serves the main thread, can hold blocks of any size in its heap:
+a thread on another arena gets every block above 64 MB (the heap size of non-main arenas) as
+a separate mapping whatever the settings, unmapped again on free. The pipeline runs each
+model actor's batches on the actor's main thread (``salbench.pipeline.graph.model_compute``),
+so tuning in the actor's constructor is enough, as in an in-process run. Where the installed
+Ray can only run batches in a worker thread, the model actors are started with
+:func:`worker_env` in their environment instead: one arena for all threads, no per-block
+mmap, no trimming. That works but costs speed (every thread then shares one arena and its
+lock). Measured on the 2-core machine (``salbench demo``'s attribution work, 2026-11-30):
+59 s on the main thread with ``mallopt``; 67 s with the one-arena environment; 77 s with it
+in a worker thread; in a worker thread with ``mallopt`` only, IG alone took 3.8 s per call
+instead of 1.1 s (2.5 million minor faults).
 
 glibc serves every block above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and
 unmaps it on free, and trims the heap's top; torch on CPU has no caching allocator, so each

@@ -45,6 +45,14 @@ class Component:
         return {k: v for k, v in self.params.items() if k != "alias"}
 
 
+#: A model actor's ``internal_batch_size`` on CPU unless the config says otherwise: on the
+#: 2-core machine (2026-11-30) a method's speed is the same from 16 up while its heap grows
+#: with the chunk (IG: 1.27 GB at 16, 4.97 GB at 64, BENCHMARKS.md case 3), and each fresh
+#: actor process pays page faults for all of it (1.4 million for Blur IG at 64, 0.4 million
+#: at 16), several seconds when the machine's memory is busy.
+CPU_INTERNAL_BATCH_SIZE = 16
+
+
 @dataclass(frozen=True)
 class ResourceConfig:
     """Ray resources and batching.
@@ -56,6 +64,9 @@ class ResourceConfig:
     shard_size: images per shard, the unit of streaming, output files and resume.
     torch_threads: threads of each model actor; None = on CPU, the node's cores divided
     among the model actors (on a 2-core laptop the one model actor gets both).
+    internal_batch_size: images per forward/backward pass for every method whose own
+    parameters do not set one; None = :data:`CPU_INTERNAL_BATCH_SIZE` on CPU, the methods'
+    own defaults (64) on GPU.
     max_sample_crashes: how often a sample may kill its model actor's process (a crash in
     native code, the OS's OOM killer) before it becomes a ``worker_crash`` error row.
     """
@@ -71,6 +82,7 @@ class ResourceConfig:
     cpu_actors: int = 1
     cpu_num_cpus: float = 0.5
     torch_threads: int | None = None
+    internal_batch_size: int | None = None
     max_sample_crashes: int = 2
 
 
@@ -178,6 +190,9 @@ def _typed(raw: dict[str, Any], key: str, name: str, kind: type | tuple[type, ..
     return value
 
 
+_OPTIONAL = ("torch_threads", "internal_batch_size")
+
+
 def _resources(raw: Any) -> ResourceConfig:
     if raw is None:
         return ResourceConfig()
@@ -190,12 +205,12 @@ def _resources(raw: Any) -> ResourceConfig:
         raise ConfigError(f"resources: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     values = {}
     for name in raw:
-        if name in ("address", "torch_threads") and raw[name] is None:
+        if (name in _OPTIONAL or name == "address") and raw[name] is None:
             values[name] = None
             continue
         kind = {"address": str, "device": str}.get(name)
         if kind is None:
-            kind = int if isinstance(getattr(defaults, name), int) or name == "torch_threads" \
+            kind = int if isinstance(getattr(defaults, name), int) or name in _OPTIONAL \
                 else (int, float)
         values[name] = _typed(raw, "resources.", name, kind)
         if kind is not str and values[name] <= 0:
