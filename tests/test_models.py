@@ -3,6 +3,8 @@ the digits CNN and the tiny test CNNs (SPEC 2, 3)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -12,7 +14,7 @@ import torch
 
 import salbench.models as models
 from salbench.errors import SalbenchError, UnknownNameError, WeightsNotFoundError
-from salbench.models import digits, efficientnet
+from salbench.models import digits, efficientnet, lite_net
 from salbench.models.base import Classifier
 from salbench.models.weights import find_weights, load_state_dict_file
 
@@ -203,7 +205,7 @@ def test_lite0_loads_are_independent_copies(lite0):
 def test_map_by_order_rejects_tampered_state_dict():
     path = efficientnet.package_weight_file("efficientnet_lite0")
     sd = load_state_dict_file(path)
-    target = efficientnet._timm_shapes("efficientnet_lite0")
+    target = efficientnet.net_shapes("efficientnet_lite0")
     mapped = efficientnet.map_by_order(sd, target)
     assert list(mapped) == [k for k, _ in target]
     tampered = dict(sd)
@@ -214,6 +216,56 @@ def test_map_by_order_rejects_tampered_state_dict():
     del tampered[key]
     with pytest.raises(SalbenchError, match="295 tensors, the model 296"):
         efficientnet.map_by_order(tampered, target)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+def test_lite_net_is_timms_network(name):
+    """Same modules, state-dict keys and shapes in the same order, same outputs bit for bit."""
+    timm = pytest.importorskip("timm")
+    ref = timm.create_model(name, pretrained=False, num_classes=1000).eval()
+    ours = lite_net.EfficientNetLite(name).eval()
+    ref_sd = ref.state_dict()
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == [
+        (k, v.shape) for k, v in ref_sd.items()]
+    ours.load_state_dict(ref_sd)
+    # timm's global_pool wraps its pooling and flattening in two child modules
+    assert [n for n, _ in ours.named_modules()] == [
+        n for n, _ in ref.named_modules() if not n.startswith("global_pool.")]
+    x = torch.randn(2, 3, 96, 112, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(ours(x), ref(x))
+        features = {}
+        for net, tag in ((ours, "ours"), (ref, "ref")):
+            handle = net.bn2.register_forward_hook(lambda _m, _i, o, t=tag: features.update({t: o}))
+            net(x)
+            handle.remove()
+    assert torch.equal(features["ours"], features["ref"])  # Grad-CAM's layer: after ReLU6
+    assert features["ours"].min() >= 0 and features["ours"].max() <= 6
+
+
+def test_lite_net_random_init_is_seeded_and_tf_scaled():
+    a = lite_net.EfficientNetLite("efficientnet_lite0")
+    torch.manual_seed(3)
+    b = lite_net.EfficientNetLite("efficientnet_lite0")
+    torch.manual_seed(3)
+    c = lite_net.EfficientNetLite("efficientnet_lite0")
+    assert all(torch.equal(v, c.state_dict()[k]) for k, v in b.state_dict().items())
+    assert not torch.equal(a.conv_stem.weight, b.conv_stem.weight)
+    # TensorFlow's scheme: conv weights ~ N(0, 2 / fan_out), BN weight 1, bias 0
+    w = b.blocks[1][0].conv_pw.weight  # 96 x 16 x 1 x 1: fan_out 96
+    assert abs(w.std().item() - (2 / 96) ** 0.5) < 0.01
+    assert torch.equal(b.bn1.weight, torch.ones(32)) and torch.equal(b.bn1.bias, torch.zeros(32))
+    with pytest.raises(ValueError, match="efficientnet_lite9"):
+        lite_net.EfficientNetLite("efficientnet_lite9")
+
+
+def test_embedded_model_loads_without_timm():
+    """Building the embedded model must not import timm (1.4 s per fresh Ray model actor)."""
+    code = ("import sys, salbench.models as m; m.load('efficientnet_lite0'); "
+            "print('timm' in sys.modules, 'torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.split() == ["False", "False"]
 
 
 def test_lite1_missing_package_message(no_weights_dirs, monkeypatch):

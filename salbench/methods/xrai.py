@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from skimage import segmentation
-from skimage.morphology import dilation, disk
-from skimage.transform import resize
 
 from salbench.methods.ig import integrated_gradients
 from salbench.methods.registry import register
@@ -34,6 +31,8 @@ SEGMENT_SIZE = (224, 224)
 def segment_masks(image: np.ndarray, *, scales: tuple[int, ...] = SCALES, sigma: float = 0.8,
                   min_size: int = 150, dilation_radius: int = 5) -> np.ndarray:
     """Felzenszwalb segment masks of ``image`` (float [H, W, 3]): bool [M, H, W]."""
+    from skimage import segmentation  # imported when used (0.2 s)
+    from skimage.transform import resize
     im = np.asarray(image, dtype=np.float64)
     lo, hi = im.min(), im.max()
     im = (im - lo) / (hi - lo) if hi > lo else np.zeros_like(im)
@@ -52,6 +51,7 @@ def segment_masks(image: np.ndarray, *, scales: tuple[int, ...] = SCALES, sigma:
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation by a disk, computed on the mask's bounding box (same result, faster)."""
+    from skimage.morphology import dilation, disk
     rows, cols = np.nonzero(mask)
     if len(rows) == 0:
         return mask
