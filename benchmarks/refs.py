@@ -23,6 +23,7 @@ import torch
 
 import salbench.methods as methods
 from benchmarks.common import Settings, interleaved, load_model, median, photos, sync
+from salbench.methods.engine import default_chunk
 
 #: Images per call: salbench batches them (the pipeline hands a model actor 8 at a time);
 #: PAIR's API takes one image per call, so it loops over them; Captum batches them too.
@@ -83,7 +84,7 @@ def _captum_ig(model: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, steps: 
         sync()
         tuning[ibs] = time.perf_counter() - t0
     best = min(tuning, key=tuning.get)
-    default_ibs = methods.get("ig").params()["internal_batch_size"]
+    default_ibs = default_chunk(methods.get("ig").params()["internal_batch_size"], x.device)
     times = interleaved({
         "salbench": lambda: methods.attribute("ig", model, x, t, steps=steps),
         "salbench_same": lambda: methods.attribute("ig", model, x, t, steps=steps,

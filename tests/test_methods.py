@@ -195,6 +195,32 @@ def test_plugin_method_is_checked(smooth_model, images32):
         salbench.methods.attribute("test_nan", smooth_model, images32, 0)
 
 
+def test_cpu_internal_batch_size_default(smooth_model, images32):
+    """On CPU, attribute() chunks at 16 unless the caller sets a size; a method's own
+    smaller default is kept, and a non-integer default is left alone."""
+    seen = []
+
+    def probe(default):
+        def fn(model, x, target, *, internal_batch_size=default):
+            seen.append(internal_batch_size)
+            return torch.zeros_like(x)
+        return fn
+
+    salbench.methods.register("test_ibs_64", replace=True)(probe(64))
+    salbench.methods.register("test_ibs_8", replace=True)(probe(8))
+    salbench.methods.register("test_ibs_none", replace=True)(probe(None))
+    for name, params in (("test_ibs_64", {}), ("test_ibs_64", {"internal_batch_size": 64}),
+                         ("test_ibs_64", {"internal_batch_size": 5}), ("test_ibs_8", {}),
+                         ("test_ibs_none", {})):
+        salbench.methods.attribute(name, smooth_model, images32, 0, **params)
+    assert seen == [16, 64, 5, 8, None]
+    # a real method: the chunk size changes nothing beyond float rounding
+    a16 = salbench.methods.attribute("ig", smooth_model, images32, 0, steps=24)
+    a64 = salbench.methods.attribute("ig", smooth_model, images32, 0, steps=24,
+                                     internal_batch_size=64)
+    torch.testing.assert_close(a16, a64, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_ig_on_cuda_matches_cpu(smooth_model, images32):

@@ -341,7 +341,7 @@ def test_model_actor_internal_batch_size(tmp_path, monkeypatch, resources, expec
     """On CPU a model actor chunks at CPU_INTERNAL_BATCH_SIZE (16) unless the config's
     resources or the method's own parameters say otherwise."""
     import salbench.actors.attribute as attribute
-    from salbench.pipeline.config import CPU_INTERNAL_BATCH_SIZE
+    from salbench.methods.engine import CPU_INTERNAL_BATCH_SIZE
 
     assert CPU_INTERNAL_BATCH_SIZE == 16
     seen: dict[str, int] = {}

@@ -20,10 +20,11 @@ import torch
 from salbench import methods, metrics, models
 from salbench.actors.journal import Journal
 from salbench.actors.memory import keep_freed_memory
+from salbench.methods.engine import CPU_INTERNAL_BATCH_SIZE
 from salbench.methods.registry import info_rows
 from salbench.models.base import to_tensor
 from salbench.pipeline import keys
-from salbench.pipeline.config import CPU_INTERNAL_BATCH_SIZE, RunConfig, parse_config
+from salbench.pipeline.config import RunConfig, parse_config
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from salbench.errors import BadInputError
+from salbench.methods.engine import default_chunk
 from salbench.methods.registry import REGISTRY, Attribution, MethodSpec, get, register
 from salbench.models.base import Classifier
 
@@ -51,11 +52,16 @@ def attribute_with_info(
     """Run method ``name``; returns the attribution and its per-sample diagnostics.
 
     The result is checked: float32 [B, 3, H, W] on x's device with finite values, otherwise
-    BadInputError says what the method returned.
+    BadInputError says what the method returned. On CPU, a method's ``internal_batch_size``
+    is at most :data:`~salbench.methods.engine.CPU_INTERNAL_BATCH_SIZE` (16) unless
+    ``params`` sets it (the defaults, 64, are sized for GPUs; the chunk size does not change
+    the results beyond float rounding).
     """
     spec: MethodSpec = get(name)
     target = _check_inputs(model, x, target)
     args = spec.params(profile, **params)
+    if "internal_batch_size" in args and "internal_batch_size" not in params:
+        args["internal_batch_size"] = default_chunk(args["internal_batch_size"], x.device)
     out = spec.fn(model, x.float(), target, **args)
     res = out if isinstance(out, Attribution) else Attribution(out)
     a = res.attr

@@ -20,6 +20,23 @@ log = logging.getLogger(__name__)
 SCORES = ("logit", "prob", "log_prob")
 T = TypeVar("T")
 
+#: ``internal_batch_size`` on CPU when the caller sets none (:func:`salbench.methods.attribute`
+#: and the pipeline's model actors; a method's own smaller default is kept). The methods'
+#: defaults (64) are sized for GPUs. On the 2-core machine (2026-11-29/30) a method's speed is
+#: the same from 16 up in calm runs and better at 16 when the machine is busy (IG 200 steps,
+#: 4 photos: 13.9 s at 16, 16.4 s at 64, BENCHMARKS.md run K), while its heap grows with the
+#: chunk (IG: 1.27 GB at 16, 4.97 GB at 64, case 3) and a fresh process pays page faults for
+#: all of it (1.4 million for Blur IG at 64, 0.4 million at 16).
+CPU_INTERNAL_BATCH_SIZE = 16
+
+
+def default_chunk(internal_batch_size: T, device: torch.device) -> T | int:
+    """A method's default ``internal_batch_size`` as a call on ``device`` uses it: at most
+    :data:`CPU_INTERNAL_BATCH_SIZE` on CPU; unchanged elsewhere or if not an int."""
+    if device.type == "cpu" and isinstance(internal_batch_size, int):
+        return min(internal_batch_size, CPU_INTERNAL_BATCH_SIZE)
+    return internal_batch_size
+
 
 def target_scores(logits: torch.Tensor, target: torch.Tensor, score: str = "logit") -> torch.Tensor:
     """logits [N, K], target int64 [N] -> the target's score [N] (logit, softmax prob, log-prob)."""

@@ -45,12 +45,6 @@ class Component:
         return {k: v for k, v in self.params.items() if k != "alias"}
 
 
-#: A model actor's ``internal_batch_size`` on CPU unless the config says otherwise: on the
-#: 2-core machine (2026-11-30) a method's speed is the same from 16 up while its heap grows
-#: with the chunk (IG: 1.27 GB at 16, 4.97 GB at 64, BENCHMARKS.md case 3), and each fresh
-#: actor process pays page faults for all of it (1.4 million for Blur IG at 64, 0.4 million
-#: at 16), several seconds when the machine's memory is busy.
-CPU_INTERNAL_BATCH_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -65,7 +59,8 @@ class ResourceConfig:
     torch_threads: threads of each model actor; None = on CPU, the node's cores divided
     among the model actors (on a 2-core laptop the one model actor gets both).
     internal_batch_size: images per forward/backward pass for every method whose own
-    parameters do not set one; None = :data:`CPU_INTERNAL_BATCH_SIZE` on CPU, the methods'
+    parameters do not set one; None = ``salbench.methods.engine.CPU_INTERNAL_BATCH_SIZE`` (16)
+    on CPU, the methods'
     own defaults (64) on GPU.
     max_sample_crashes: how often a sample may kill its model actor's process (a crash in
     native code, the OS's OOM killer) before it becomes a ``worker_crash`` error row.
