@@ -83,7 +83,6 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
-from scipy.interpolate import LinearNDInterpolator
 
 from salbench.methods.engine import for_chunks
 from salbench.metrics.msssim import ms_ssim
@@ -221,6 +220,7 @@ def bokeh_image(image: np.ndarray, pixel_mask: np.ndarray) -> np.ndarray:
     are identical). Pixels outside the hull get the image's mean colour; values are cast to
     float32 and rounded half to even, as PAIR does.
     """
+    from scipy.interpolate import LinearNDInterpolator  # imported when used: 0.3 s
     img = np.asarray(image)
     if img.dtype != np.uint8:
         raise ValueError(f"bokeh_image: image must be uint8, got {img.dtype}")
