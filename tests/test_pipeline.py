@@ -339,19 +339,26 @@ def test_bad_input_zoo_nothing_valid_is_lost(tmp_path):
 ])
 def test_model_actor_internal_batch_size(tmp_path, monkeypatch, resources, expected):
     """On CPU a model actor chunks at CPU_INTERNAL_BATCH_SIZE (16) unless the config's
-    resources or the method's own parameters say otherwise."""
-    import salbench.actors.attribute as attribute
+    resources or the method's own parameters say otherwise (spied: what the method's function
+    receives)."""
+    import dataclasses
+
+    import salbench.methods
     from salbench.methods.engine import CPU_INTERNAL_BATCH_SIZE
 
     assert CPU_INTERNAL_BATCH_SIZE == 16
     seen: dict[str, int] = {}
-    real = attribute.methods.attribute_with_info
+    real_get = salbench.methods.get
 
-    def spy(name, model, x, target, **params):
-        seen[name] = params.get("internal_batch_size")
-        return real(name, model, x, target, **params)
+    def spied(name):
+        spec = real_get(name)
 
-    monkeypatch.setattr(attribute.methods, "attribute_with_info", spy)
+        def fn(model, x, target, **args):
+            seen[name] = args.get("internal_batch_size")
+            return spec.fn(model, x, target, **args)
+        return dataclasses.replace(spec, fn=fn)
+
+    monkeypatch.setattr(salbench.methods, "get", spied)
     cfg = _config(tmp_path, methods=["ig", {"name": "vg", "internal_batch_size": 3}],
                   resources={"shard_size": 4, "torch_threads": 1, "device": "cpu",
                              **resources})

@@ -20,7 +20,6 @@ import torch
 from salbench import methods, metrics, models
 from salbench.actors.journal import Journal
 from salbench.actors.memory import keep_freed_memory
-from salbench.methods.engine import CPU_INTERNAL_BATCH_SIZE
 from salbench.methods.registry import info_rows
 from salbench.models.base import to_tensor
 from salbench.pipeline import keys
@@ -107,9 +106,8 @@ class AttributeActor:
         self.metrics_key = keys.metrics_key(self.config)
         self.journal = Journal(journal)
         self.method_specs = [(m, methods.get(m.name)) for m in self.config.methods]
-        ibs = self.config.resources.internal_batch_size
-        self.internal_batch_size = ibs or (CPU_INTERNAL_BATCH_SIZE if self.device.type == "cpu"
-                                           else None)
+        # None: methods.attribute_with_info's device default (at most 16 on CPU)
+        self.internal_batch_size = self.config.resources.internal_batch_size
         self.method_keys = {m.label: keys.method_key(self.config, m) for m in self.config.methods}
         self.reuse = np.asarray(_resolve(reuse) if reuse is not None else [],
                                 dtype=f"S{keys.KEY_CHARS}")

@@ -45,8 +45,6 @@ class Component:
         return {k: v for k, v in self.params.items() if k != "alias"}
 
 
-
-
 @dataclass(frozen=True)
 class ResourceConfig:
     """Ray resources and batching.
@@ -59,9 +57,8 @@ class ResourceConfig:
     torch_threads: threads of each model actor; None = on CPU, the node's cores divided
     among the model actors (on a 2-core laptop the one model actor gets both).
     internal_batch_size: images per forward/backward pass for every method whose own
-    parameters do not set one; None = ``salbench.methods.engine.CPU_INTERNAL_BATCH_SIZE`` (16)
-    on CPU, the methods'
-    own defaults (64) on GPU.
+    parameters do not set one; None = the method's default, capped on CPU at
+    ``salbench.methods.engine.CPU_INTERNAL_BATCH_SIZE`` (16) by ``methods.attribute``.
     max_sample_crashes: how often a sample may kill its model actor's process (a crash in
     native code, the OS's OOM killer) before it becomes a ``worker_crash`` error row.
     """
