@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"salbench: error: cannot reach the Ray cluster ({exc}); start one with "
               "`ray start --head` or drop --address to run a local Ray", file=sys.stderr)
         return 2
+    except OSError as exc:  # storage: permission denied, an unreachable object store
+        print(f"salbench: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -273,6 +273,13 @@ def write_parquet(table: pa.Table, loc: Location, **kwargs: Any) -> None:
            lambda out: pq.write_table(table, out, **kwargs))
 
 
+def upload_dir(local: Path, loc: Location) -> None:
+    """Copy every file under the local directory ``local`` to ``loc`` (same relative paths)."""
+    for f in sorted(local.rglob("*")):
+        if f.is_file():
+            write_bytes(join(loc, *f.relative_to(local).parts), f.read_bytes())
+
+
 def delete(loc: Location) -> None:
     """Remove a file or object if it is there."""
     fs, path = resolve(loc)
@@ -283,6 +290,7 @@ def delete(loc: Location) -> None:
 
 
 def _relative(root: str, path: str) -> str:
+    root, path = root.strip("/"), path.lstrip("/")  # fsspec's memory:// lists "/bucket/..."
     return path[len(root):].lstrip("/") if path.startswith(root) else path
 
 
@@ -315,7 +323,7 @@ def has_glob(loc: Location) -> bool:
 
 def glob(loc: Location) -> list[str | Path]:
     """Files matching a glob pattern (``*`` / ``?`` / ``[...]`` in any component after the
-    first wildcard-free ones; ``**`` matches any depth), sorted."""
+    first wildcard-free ones; ``**`` matches any depth), sorted; ``[]`` when none."""
     text = str(normalize(loc))
     if is_uri(text):
         head, sep, tail = text.partition("://")
@@ -335,7 +343,10 @@ def glob(loc: Location) -> list[str | Path]:
         return [base] if is_file(base) else []
     recursive = len(rest) > 1 or "**" in rest
     pattern = "/".join(rest).replace("**/", "*").replace("**", "*")
-    return list_files(base, pattern, recursive=recursive)
+    try:
+        return list_files(base, pattern, recursive=recursive)
+    except FileNotFoundError:  # no directory: nothing matches
+        return []
 
 
 def map_threads(fn: Callable[[Any], T], items: Iterable[Any], remote: bool) -> list[T]:
