@@ -294,26 +294,50 @@ def _relative(root: str, path: str) -> str:
     return path[len(root):].lstrip("/") if path.startswith(root) else path
 
 
-def list_files(loc: Location, pattern: str = "*", recursive: bool = False) -> list[str | Path]:
-    """Files directly under a directory (all levels when ``recursive``) whose path relative
-    to it matches ``pattern`` (fnmatch), sorted; hidden names (``.x``) are left out.
+def walk_files(loc: Location, recursive: bool = True) -> dict[str, int]:
+    """{path relative to the directory ``loc`` (POSIX): size in bytes} of every file under
+    it (only its direct children unless ``recursive``); hidden names (``.x``) left out.
 
     Raises FileNotFoundError (naming ``loc``) when the directory is not there.
     """
     base = normalize(loc)
     fs, root = resolve(base)
     selector = pafs.FileSelector(root, recursive=recursive)
-    infos = retry(lambda: fs.get_file_info(selector), base)
-    out = []
-    for entry in infos:
+    out = {}
+    for entry in retry(lambda: fs.get_file_info(selector), base):
         if entry.type != pafs.FileType.File:
             continue
         rel = _relative(root, entry.path)
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
-        if fnmatch.fnmatchcase(rel, pattern):
-            out.append(rel)
-    return [join(base, rel) for rel in sorted(out)]
+        if not any(part.startswith(".") for part in rel.split("/")):
+            out[rel] = -1 if entry.size is None else int(entry.size)
+    return out
+
+
+def list_dir(loc: Location) -> tuple[dict[str, int], list[str]]:
+    """({file name: size in bytes}, sorted subdirectory names) directly under ``loc``.
+
+    Raises FileNotFoundError (naming ``loc``) when the directory is not there.
+    """
+    base = normalize(loc)
+    fs, root = resolve(base)
+    files, dirs = {}, []
+    for entry in retry(lambda: fs.get_file_info(pafs.FileSelector(root)), base):
+        name = _relative(root, entry.path)
+        if entry.type == pafs.FileType.File:
+            files[name] = -1 if entry.size is None else int(entry.size)
+        elif entry.type == pafs.FileType.Directory:
+            dirs.append(name)
+    return files, sorted(dirs)
+
+
+def list_files(loc: Location, pattern: str = "*", recursive: bool = False) -> list[str | Path]:
+    """Files directly under a directory (all levels when ``recursive``) whose path relative
+    to it matches ``pattern`` (fnmatch), sorted; hidden names (``.x``) are left out.
+
+    Raises FileNotFoundError (naming ``loc``) when the directory is not there.
+    """
+    rels = [r for r in walk_files(loc, recursive) if fnmatch.fnmatchcase(r, pattern)]
+    return [join(loc, rel) for rel in sorted(rels)]
 
 
 def has_glob(loc: Location) -> bool:

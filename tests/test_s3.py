@@ -338,3 +338,40 @@ def test_hugging_face_layout_runs(ray_session, tmp_path):
     assert list(s["sample_id"]) == [f"v{i}.JPEG" for i in range(4)]
     assert list(s["label"]) == [1, 2, 3, 4] and (s["status"] == "ok").all()
     assert s["pointing_game_hit"].isna().all()
+
+
+# --------------------------------------------------------------------------- folder, imagenet
+@pytest.mark.parametrize("layout", ["csv", "xml", "classfolders"])
+def test_imagenet_root_on_s3_reads_as_local(bucket, tmp_path, layout):
+    from fixtures_imagenet import make_imagenet_fixture
+
+    local = tmp_path / "imagenet"
+    make_imagenet_fixture(local, n=5, layout=layout)
+    storage.upload_dir(local, f"{bucket}/imagenet")
+    a = open_dataset({"kind": "imagenet", "root": str(local)})
+    b = open_dataset({"kind": "imagenet", "root": f"{bucket}/imagenet"})
+    assert b.layout == a.layout and b.fingerprint() == a.fingerprint()
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["source"].startswith(f"{bucket}/imagenet/")
+        assert {k: v for k, v in ra.items() if k != "source"} == {
+            k: v for k, v in rb.items() if k != "source"}
+
+
+def test_folder_on_s3_and_shard_from_s3_to_s3(bucket, tmp_path, capsys):
+    photos = _photos(tmp_path / "photos", n=4)
+    (photos / "notes.txt").write_text("not an image")
+    storage.upload_dir(photos, f"{bucket}/photos")
+    storage.delete(f"{bucket}/photos/img02.png")  # named in labels.csv, gone: an error row
+    remote = list(open_dataset({"kind": "folder", "path": f"{bucket}/photos",
+                                "labels": "labels.csv"}))
+    local = list(open_dataset({"kind": "folder", "path": str(photos), "labels": "labels.csv"}))
+    assert [r["sample_id"] for r in remote] == [f"img0{i}.png" for i in range(4)]
+    assert [r["label"] for r in remote] == [0, 1, 2, 3]
+    assert remote[2]["error"] == "file not found" and remote[2]["image"] == b""
+    assert remote[3]["source"] == f"{bucket}/photos/img03.png"
+    assert [r["image"] for i, r in enumerate(remote) if i != 2] == [
+        r["image"] for i, r in enumerate(local) if i != 2]
+    assert main(["shard", f"{bucket}/photos", f"{bucket}/shards", "--kind", "folder"]) == 0
+    assert "wrote 3 rows (0 with errors) in 1 shard(s)" in capsys.readouterr().out
+    rows = list(open_dataset({"kind": "parquet", "path": f"{bucket}/shards"}))
+    assert [r["image"] for r in rows] == [r["image"] for i, r in enumerate(local) if i != 2]
