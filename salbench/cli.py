@@ -124,9 +124,13 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from salbench import storage
     from salbench.errors import ConfigError
     from salbench.pipeline.compare import compare_runs, comparison_report
 
+    if args.report and (storage.is_uri(args.run_a) or storage.is_uri(args.run_b)):
+        raise ConfigError("compare --report needs local run directories (the page links the "
+                          "runs' reports by relative path); compare URIs without --report")
     table = compare_runs(args.run_a, args.run_b, metrics=args.metric)
     print(comparison_report(table, str(args.run_a), str(args.run_b)))
     if args.csv:
