@@ -9,6 +9,10 @@ import itertools
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -252,6 +256,49 @@ def test_unreadable_object_is_an_error_row_in_a_run(s3_server, ray_session, buck
     assert len(res.samples) == 5 and len(bad) == 1
     assert f"parquet shard {shards}/zz-junk.parquet: not a readable Parquet file" in (
         bad["error"].iloc[0])
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_run_on_s3_then_resumed(s3_server, ray_session, bucket, tmp_path):
+    """A real kill: ``salbench run`` with ``out`` on S3 SIGKILLed after two shards, then
+    ``salbench resume s3://...``: the rows equal an uninterrupted run's, none twice."""
+    salbench_bin = Path(sys.executable).with_name("salbench")
+    if not salbench_bin.exists():
+        pytest.skip("salbench console script not installed next to this Python")
+    cfg = {**CONFIG, "dataset": {"kind": "synthetic", "n": 8, "size": 32, "seed": 5},
+           "methods": [{"name": "ig", "steps": 2000}, "vg"], "metrics": ["insertion"],
+           "resources": {"shard_size": 1, "torch_threads": 1}}
+    reference = run(parse_config({**cfg, "out": str(tmp_path / "ref")}), progress=None)
+    out = f"{bucket}/runs"
+    path = _write_config(tmp_path / "c.yaml", **{**cfg, "out": out})
+    proc = subprocess.Popen([str(salbench_bin), "run", str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True, cwd=tmp_path)
+
+    def markers() -> list[str]:
+        try:
+            return [r for r in storage.walk_files(out) if "/_done/" in r]
+        except FileNotFoundError:
+            return []
+
+    try:
+        deadline = time.time() + 240
+        while len(markers()) < 2:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "no shard finished in time"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    run_dir = storage.join(out, markers()[0].split("/")[0])
+    done = finished_shards(run_dir)
+    assert 2 <= len(done) < 8, done  # killed mid-run
+    res = subprocess.run([str(salbench_bin), "resume", run_dir], capture_output=True,
+                         text=True, timeout=400, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert finished_shards(run_dir) == set(range(8))
+    table = _rows(run_dir)
+    assert not table.duplicated(["index", "model", "method"]).any()
+    pd.testing.assert_frame_equal(table, _rows(reference.run_dir))
 
 
 # --------------------------------------------------------------------------- Hugging Face
