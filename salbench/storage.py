@@ -155,16 +155,23 @@ def retry(fn: Callable[[], T], what: Location, attempts: int = RETRY_ATTEMPTS) -
     for attempt in range(attempts):
         try:
             return fn()
-        except (FileNotFoundError, PermissionError) as exc:
-            kind = "not found" if isinstance(exc, FileNotFoundError) else "permission denied"
-            raise type(exc)(f"{display(what)}: {kind} ({exc})") from exc
         except OSError as exc:
-            if not _transient(exc) or attempt == attempts - 1:
-                raise OSError(f"{display(what)}: {exc} (after {attempt + 1} attempts)") from exc
+            if str(exc).startswith(f"{display(what)}: "):  # an inner retry already gave up
+                raise
+            if attempt == attempts - 1 or not _transient(exc):
+                _raise_named(exc, what, attempt + 1)
             delay = RETRY_BASE_SECONDS * 2 ** attempt
             log.warning("%s: %s; retrying in %.1f s", display(what), exc, delay)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def _raise_named(exc: OSError, what: Location, attempts: int) -> None:
+    """Raise ``exc`` again with a message that starts with ``what``."""
+    if isinstance(exc, FileNotFoundError | PermissionError):
+        kind = "not found" if isinstance(exc, FileNotFoundError) else "permission denied"
+        raise type(exc)(f"{display(what)}: {kind} ({exc})") from exc
+    raise OSError(f"{display(what)}: {exc} (after {attempts} attempts)") from exc
 
 
 def info(loc: Location) -> pafs.FileInfo:

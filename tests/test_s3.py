@@ -215,12 +215,14 @@ def test_missing_dataset_root_is_a_config_error(s3_server, bucket, capsys, tmp_p
                         out=f"{bucket}/runs")
     assert main(["run", str(cfg), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert f"dataset.path: '{bucket}/nothing' does not exist" in err
+    assert err == f"salbench: error: dataset.path: '{bucket}/nothing' does not exist\n"
     assert not storage.exists(f"{bucket}/runs")  # failed before the run started
     with pytest.raises(ConfigError, match="does not exist"):
         open_dataset({"kind": "parquet", "path": [f"{bucket}/nothing/shard.parquet"]})
     with pytest.raises(ConfigError, match="no files match"):
         open_dataset({"kind": "parquet", "path": f"{bucket}/nothing/*.parquet"})
+    with pytest.raises(ConfigError, match="dataset.path: cannot list 'nosuchscheme://x/y'"):
+        open_dataset({"kind": "parquet", "path": "nosuchscheme://x/y"})
 
 
 def test_missing_object_becomes_an_error_row_naming_it(s3_server, bucket, tmp_path,

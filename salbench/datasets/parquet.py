@@ -99,7 +99,9 @@ def _shard_files(path: storage.Location | Sequence[storage.Location]) -> list[Pa
             if not ok:
                 raise ConfigError(f"dataset.path: parquet file {str(f)!r} does not exist")
         return files
-    except (OSError, ValueError) as exc:
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as exc:  # no access, an unknown scheme, an unreachable store
         raise ConfigError(f"dataset.path: cannot list {path!r}: {exc}") from exc
 
 
