@@ -362,7 +362,9 @@ def compare_runs(run_a: Path, run_b: Path,
 
 def _errors(group: pd.DataFrame | None) -> int:
     """Rows without a result (an error status; degenerate maps are not errors)."""
-    return 0 if group is None else int((~group["status"].isin(TARGET_STATUSES)).sum())
+    if group is None:
+        return 0
+    return int((~group["status"].isin((*TARGET_STATUSES, "filtered"))).sum())
 
 
 def _change(significant: bool, delta: float, way: str) -> str:
