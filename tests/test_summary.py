@@ -82,3 +82,15 @@ def test_counts_per_metric_and_the_same_table_in_any_number_of_passes():
     assert ("vg", "completeness_error") not in s.index
     assert counts[("m", "vg")].metric_fails == {"insertion": 1}
     assert pa.Table.from_pandas(whole).num_rows == len(whole)
+
+
+def test_report_cells_show_degenerate_maps_next_to_the_mean():
+    from salbench.report.data import degenerate, skipped
+    from salbench.report.tables import Stat
+
+    row = pd.Series({"n": 3, "n_rows": 6, "n_error": 1, "n_degenerate": 2, "mean": 0.5})
+    assert (skipped(row), degenerate(row)) == (0, 2)
+    cell = Stat(0.5, 0.4, 0.6, 3, skipped(row), 1, degenerate(row)).cell()
+    assert cell.detail.splitlines()[-1] == "n=3, 1 err, 2 degenerate"
+    old = row.drop("n_degenerate")  # a summary written before the count existed
+    assert (skipped(old), degenerate(old)) == (2, 0)

@@ -168,7 +168,7 @@ def run_counts(counts: dict[tuple[str, str], GroupCounts]) -> dict[str, int]:
 
 
 def summarize_dataset(dataset: ds.Dataset, config: RunConfig,
-                      budget_values: int = 2_000_000) -> tuple[pd.DataFrame,
+                      budget_values: int = 1_000_000) -> tuple[pd.DataFrame,
                                                                  dict[tuple[str, str],
                                                                       GroupCounts]]:
     """model x method x metric statistics of a run's rows (see the module docstring).
@@ -185,8 +185,10 @@ def summarize_dataset(dataset: ds.Dataset, config: RunConfig,
         wanted = functools.reduce(operator.or_, [
             (pc.field("model") == model) & (pc.field("method") == method)
             for model, method in chunk])
-        frame = dataset.to_table(columns=layout.columns, filter=wanted).to_pandas()
-        for (model, method), rows in frame.groupby(["model", "method"], sort=True):
+        frame = dataset.to_table(columns=layout.columns, filter=wanted).to_pandas(
+            strings_to_categorical=True)  # a code per row, not a Python string per row
+        for (model, method), rows in frame.groupby(["model", "method"], sort=True,
+                                                    observed=True):
             out += _group_rows(model, method, rows, counts[(model, method)], layout)
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS), counts
 
