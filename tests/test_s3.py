@@ -100,6 +100,23 @@ def test_storage_paths_and_uris(bucket, tmp_path):
         storage.read_bytes(f"{bucket}/d/gone.txt")
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_commit_protocol_counts_a_shard_only_with_an_agreeing_marker(where, request, tmp_path):
+    from salbench.pipeline.tables import write_shard
+
+    run_dir = request.getfixturevalue("bucket") + "/run" if where == "s3" else tmp_path / "run"
+    table = pa.table({"index": pa.array([0, 1, 2], pa.int64()), "model": ["m"] * 3,
+                      "method": ["vg"] * 3})
+    for shard in range(4):
+        write_shard(run_dir, shard, table)
+    assert finished_shards(run_dir) == {0, 1, 2, 3}
+    storage.delete(shard_paths(run_dir, 1)[1])                  # object, no marker
+    storage.delete(shard_paths(run_dir, 2)[0])                  # marker, no object
+    storage.write_text(shard_paths(run_dir, 3)[1], json.dumps({"shard": 3, "rows": 2}))
+    assert finished_shards(run_dir) == {0}
+    assert list(read_samples(run_dir)["index"]) == [0, 1, 2]
+
+
 def test_retry_backs_off_on_transient_errors_only(monkeypatch):
     monkeypatch.setattr(storage, "RETRY_BASE_SECONDS", 0.0)
     calls = []
