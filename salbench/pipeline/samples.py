@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from salbench.pipeline.summary import GroupCounts, count_groups
+from salbench.pipeline.summary import SCAN, GroupCounts, count_groups
 
 #: How many model x method groups a RunSamples keeps (the report asks for the same group's
 #: columns several times in a row).
@@ -77,7 +77,7 @@ class RunSamples:
             self._cache.move_to_end(key)
             return self._cache[key]
         wanted = (pc.field("model") == model) & (pc.field("method") == method)
-        frame = self.dataset.to_table(columns=cols, filter=wanted).to_pandas()
+        frame = self.dataset.to_table(columns=cols, filter=wanted, **SCAN).to_pandas()
         frame = frame.sort_values("index", kind="stable").reset_index(drop=True)
         self._cache[key] = frame
         while len(self._cache) > CACHED_GROUPS:
