@@ -71,7 +71,7 @@ import torch
 
 from salbench.methods.baselines import make_baseline
 from salbench.methods.engine import batched_gradients
-from salbench.methods.ig import endpoint_scores
+from salbench.methods.paths import endpoint_scores
 from salbench.methods.registry import Attribution, register
 from salbench.models.base import Classifier
 
