@@ -86,3 +86,12 @@ def test_pic_curve_settings_object_equals_keywords():
     assert len(by_name.x) == 11 and by_name.thresholds == (0.05, 0.2, 0.5)
     with pytest.raises(TypeError, match="treshold"):
         pic.pic_curve(img, smap, mask, predict, treshold=0.1)
+
+
+def test_samp_pp_registered_defaults_are_the_settings_defaults():
+    from salbench.methods.samp import SampSettings, samp_path
+
+    expected = {k: v for k, v in _defaults(SampSettings).items() if k != "record"}
+    assert salbench.methods.get("samp_pp").defaults == expected
+    with pytest.raises(TypeError, match="stepsize"):
+        samp_path(None, torch.zeros(1, 3, 4, 4), torch.zeros(1, dtype=torch.long), stepsize=2)
