@@ -14,14 +14,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "salbench"
 
-#: Cycles known and being removed, each as the exact set of nodes of one strongly connected
-#: component. ``actors <-> pipeline``: the actors read the run configuration and cell keys
-#: from ``pipeline`` while ``pipeline`` builds the actors; ``runner`` (the Ray-free model
-#: stage) joins the same cycle for the same reason (it reads ``pipeline.config`` and
-#: ``pipeline.keys``, and ``pipeline.summary`` reads its statuses). Moving configuration and
-#: keys below the actors (issue 18, step 1) removes it; then this set is emptied. Any other
-#: cycle, or another node joining this one, fails.
-ALLOWED: set[frozenset[str]] = {frozenset({"actors", "pipeline", "runner"})}
+#: Cycles tolerated, each as the exact set of nodes of one strongly connected component:
+#: none. (``actors <-> pipeline`` and ``datasets <-> models`` were removed by moving the run
+#: configuration and cell keys below the actors, and the crop geometry into ``imaging``.)
+ALLOWED: set[frozenset[str]] = set()
 
 
 def _node(module: str) -> str | None:

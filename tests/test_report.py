@@ -29,8 +29,8 @@ from scipy import stats
 
 from salbench import methods
 from salbench.cli import main
+from salbench.config import parse_config
 from salbench.pipeline import tables
-from salbench.pipeline.config import parse_config
 from salbench.report import write_compare_report, write_report
 from salbench.report.compare import classify
 from salbench.report.data import read_run
