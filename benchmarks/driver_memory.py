@@ -5,9 +5,9 @@ No model runs: :func:`generate` writes a run directory of ``rows`` rows (``rows 
 samples x ``methods`` methods of one model) through the pipeline's own writer
 (:class:`salbench.pipeline.run.ShardWriter`, i.e. ``tables.rows_to_table`` and the atomic
 shard commit), with seeded random values for insertion / deletion (AUCs and 21-point curves)
-and the pointing game, and the manifest and config a real run has. Each measured command
-then runs in a fresh subprocess, and its peak RSS is read from the kernel
-(``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``, one child at a time).
+and the pointing game, and the manifest and config a real run has. ``measure`` then runs one
+operation in this process after its imports and reports the growth of the kernel's peak-RSS
+mark over the resident set it started from (see :func:`measure`).
 
     python -m benchmarks.driver_memory generate --rows 40000 --out /tmp/mem/r40k
     python -m benchmarks.driver_memory measure /tmp/mem/r40k [/tmp/mem/r40k-b]
@@ -16,11 +16,13 @@ then runs in a fresh subprocess, and its peak RSS is read from the kernel
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import io
 import json
-import resource
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,32 +91,52 @@ def generate(rows: int, out: Path, seed: int = 0, shift: float = 0.0) -> Path:
     return run_dir
 
 
-def peak_rss(argv: list[str]) -> tuple[float, float]:
-    """(peak RSS in MB, wall seconds) of ``argv`` run as a fresh child process (call once
-    per child: RUSAGE_CHILDREN is the maximum over this process's children so far)."""
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, wall
+def _status(key: str) -> int:
+    """A field of /proc/self/status in KB (VmRSS, VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def _operation(what: str, run_a: Path, run_b: Path | None) -> Callable[[], Any]:
+    """The measured call, with every import done beforehand (torch's ~1 GB of libraries
+    would otherwise dominate the peak). Works with salbench versions before the
+    out-of-core summary too (then: read_samples + summarize)."""
+    from salbench import cli
+    from salbench.pipeline import manifest as mf
+    from salbench.pipeline import parse_config, tables
+
+    cfg = parse_config(mf.read_manifest(run_a)["config"])
+    if what == "summary":
+        try:
+            from salbench.pipeline.summary import run_dataset, summarize_dataset
+        except ImportError:
+            return lambda: tables.summarize(tables.read_samples(run_a), cfg)
+        return lambda: summarize_dataset(run_dataset(run_a), cfg)
+    if what == "report":
+        import salbench.report  # noqa: F401
+        return lambda: cli.main(["report", str(run_a)])
+    import salbench.pipeline.compare  # noqa: F401
+    return lambda: cli.main(["compare", str(run_a), str(run_b or run_a)])
 
 
 def measure(run_a: Path, run_b: Path | None, what: str) -> dict[str, float]:
-    """One measurement (``what``: summary | report | compare) in this fresh process's
-    child; prints and returns {peak_rss_mb, seconds}."""
-    py = sys.executable
-    if what == "summary":
-        code = ("import sys; from pathlib import Path; "
-                "from salbench.pipeline import manifest as mf, parse_config; "
-                "from salbench.pipeline.summary import run_dataset, summarize_dataset; "
-                "d = Path(sys.argv[1]); "
-                "summarize_dataset(run_dataset(d), parse_config(mf.read_manifest(d)['config']))")
-        argv = [py, "-c", code, str(run_a)]
-    elif what == "report":
-        argv = [py, "-m", "salbench.cli", "report", str(run_a)]
-    else:
-        argv = [py, "-m", "salbench.cli", "compare", str(run_a), str(run_b or run_a)]
-    rss, wall = peak_rss(argv)
-    out = {"peak_rss_mb": round(rss, 1), "seconds": round(wall, 2)}
+    """Peak RSS growth of one operation (``what``: summary | report | compare) in this
+    process: the kernel's high-water mark (VmHWM) is reset after the imports
+    (``/proc/self/clear_refs``), so the figure is the operation's own peak over the resident
+    set it started from. Prints and returns {rss_before_mb, peak_growth_mb, seconds}."""
+    op = _operation(what, run_a, run_b)
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status("VmRSS")
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        op()
+    wall = time.perf_counter() - t0
+    out = {"rss_before_mb": round(before / 1024, 1),
+           "peak_growth_mb": round((_status("VmHWM") - before) / 1024, 1),
+           "seconds": round(wall, 2)}
     print(json.dumps({"run": str(run_a), "what": what, **out}), flush=True)
     return out
 

@@ -116,7 +116,7 @@ def read_run(run_dir: Path | str) -> RunTables:
         with storage.open_input_file(summary_path) as fh:
             summary = pq.read_table(fh).to_pandas()
     else:
-        from salbench.pipeline.config import parse_config
+        from salbench.config import parse_config
 
         summary = summarize_dataset(dataset, parse_config(manifest["config"]))[0]
     return RunTables(path, manifest, RunSamples(dataset), summary)
