@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import inspect
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,9 +71,27 @@ def _module_source_hash(module_name: str) -> str:
 
 
 def code_version(fn: Any) -> str:
-    """``salbench.__version__`` and a hash of the source of the module defining ``fn``."""
+    """``salbench.__version__`` and a hash of the code behind ``fn``: for a built-in method or
+    metric every loaded module of its subpackage (``salbench.methods.*``; the path engine,
+    PIC's modules and the shared helpers live beside the registered function), for a
+    plugin the module defining it."""
     module = getattr(inspect.unwrap(fn), "__module__", "") or ""
-    return f"{salbench.__version__}+{_module_source_hash(module)}"
+    parts = module.split(".")
+    if parts[0] == "salbench" and len(parts) > 2:
+        digest = _package_source_hash(".".join(parts[:2]))
+    else:
+        digest = _module_source_hash(module)
+    return f"{salbench.__version__}+{digest}"
+
+
+@functools.lru_cache(maxsize=16)
+def _package_source_hash(package: str) -> str:
+    """Hash of every ``.py`` file of a salbench subpackage on disk (whatever is imported)."""
+    root = Path(importlib.import_module(package).__path__[0])
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:KEY_CHARS]
 
 
 def method_key(config: Any, comp: Any) -> str:
