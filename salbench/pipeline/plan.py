@@ -17,7 +17,8 @@ Rules:
   ``attribute_num_gpus: auto`` the cluster's GPUs are divided among the slots: each GPU
   holds ``k`` model actors of ``1/k`` GPU, with ``k`` the fewest that fit every slot at
   the pools' minimum sizes (3 models on 2 GPUs: 2 actors of 0.5 GPU per GPU), at most one
-  GPU per slot. Ray packs fractional requests into single GPUs, so the check packs the
+  GPU per slot; with ``attribute_actors: auto`` ``k`` may be larger (up to
+  ``MAX_ACTORS_PER_GPU``) when that leaves fewer GPUs idle. Ray packs fractional requests into single GPUs, so the check packs the
   actors' requests into the cluster's GPUs (first fit, largest first), not just their sum.
 - Pool sizes: a number is a fixed pool; ``(min, max)`` an autoscaling pool (Ray Data's
   ``ActorPoolStrategy(min_size, max_size)``), whose maximum may exceed the cluster of now
@@ -43,6 +44,9 @@ READ_NUM_CPUS = 0.25
 DECODE_NUM_CPUS = 0.25
 GPU_ACTOR_CPUS = 1.0  # a GPU model actor's CPU request (it feeds its GPU)
 QUANTUM = 10_000  # Ray's resource precision: 1e-4
+# Auto GPU shares put at most this many model actors on a GPU to use more of the GPUs: each
+# holds a model copy and its activations in the GPU's memory, which Ray does not divide.
+MAX_ACTORS_PER_GPU = 4
 
 
 def floor4(x: float) -> float:
@@ -219,9 +223,8 @@ def _gpu_model_pools(config: RunConfig, resources: Mapping[str, float],
     n = len(config.models)
     value = config.resources.attribute_actors
     lo = _size(value, 1)[0]
-    # auto shares: k model actors per GPU, the fewest that hold every slot at minimum size
     bins = max(1, math.floor(gpus))
-    per_gpu = max(stages, math.ceil(n * lo * stages / bins))
+    per_gpu = _actors_per_gpu(bins, n * stages, lo, stages, value == "auto")
     auto_actor = floor4(min(1.0, gpus) / per_gpu)
     pools, sizes = [], []
     for i, comp in enumerate(config.models):
@@ -248,6 +251,22 @@ def _gpu_model_pools(config: RunConfig, resources: Mapping[str, float],
             "num_gpus), which shares the GPUs among the models, or fewer attribute_actors "
             "(or a smaller min), fewer models, or more GPUs")
     return pools
+
+
+def _actors_per_gpu(bins: int, pools: int, lo: int, stages: int, auto: bool) -> int:
+    """k, the model actors per GPU of the auto GPU shares (1/k GPU each): at least one slot
+    (``stages`` actors) per GPU and the fewest that hold every pool's ``lo`` actors; with
+    auto pool sizes, up to ``MAX_ACTORS_PER_GPU`` if that leaves fewer GPUs idle once the
+    slots are divided evenly among the models (5 models with PIC on 8 GPUs: 4 per GPU
+    give each model 3 slots, 7.5 GPUs busy; 2 per GPU would give 1 slot each, 5 GPUs)."""
+    least = max(stages, math.ceil(pools * lo / bins))
+    if not auto:
+        return least
+
+    def busy(k: int) -> float:  # share of the GPUs the evenly divided slots use
+        return (bins * k // pools) * pools / (bins * k)
+
+    return max(range(least, max(least, MAX_ACTORS_PER_GPU) + 1), key=lambda k: (busy(k), -k))
 
 
 def _packs(sizes: list[float], gpus: float) -> bool:
