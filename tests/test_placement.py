@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from salbench.errors import ConfigError
@@ -199,3 +200,23 @@ def test_placement_outside_ray_does_not_start_ray():
     assert res.returncode == 0, res.stderr[-2000:]
     info, started = res.stdout.strip().rsplit(" ", 1)
     assert json.loads(info)["gpu_ids"] == [] and started == "False"
+
+
+@pytest.mark.slow
+def test_elastic_pools_run_and_give_the_fixed_pools_tables(ray_session, tmp_path):
+    """Autoscaling pools (``[min, max]``, ``auto``) are valid Ray Data strategies, and the
+    tables do not depend on the pools' sizes."""
+    from salbench.pipeline import run
+    from salbench.pipeline.tables import read_samples
+
+    def table(resources: dict, out: str):
+        cfg = {**BASE, "dataset": {"kind": "synthetic", "n": 6, "size": 32, "seed": 4},
+               "models": ["tiny_cnn"], "metrics": ["insertion", "pointing_game"],
+               "out": str(tmp_path / out),
+               "resources": {"shard_size": 2, "torch_threads": 1, **resources}}
+        res = run(parse_config(cfg), progress=None)
+        return read_samples(res.run_dir).drop(columns=["run_id"])
+
+    elastic = table({"attribute_actors": [1, 2], "cpu_actors": "auto"}, "elastic")
+    assert len(elastic) == 6 and (elastic["status"] == "ok").all()
+    pd.testing.assert_frame_equal(elastic, table({}, "fixed"))
