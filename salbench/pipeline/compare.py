@@ -11,20 +11,24 @@ It prints what differs between the two runs' manifests first (config keys, confi
 dataset fingerprint, package versions, git commit, unfinished runs), then one line per
 model x method x metric: the two means, ``delta = mean_b - mean_a`` (4 significant digits),
 its 95% confidence interval, the numbers of values used and ``*`` where the interval
-excludes 0. It exits 0 whatever changed; a path that is not a run directory (no
+excludes 0. Each metric has a direction (the metric registry's: higher or lower is better, or
+neutral for diagnostics such as completeness error), so a significant change is listed as
+worse, better or (neutral) changed; ``--fail-on-change`` exits 1 only on a worse one.
+Otherwise it exits 0 whatever changed; a path that is not a run directory (no
 ``manifest.json``, no finished shard) exits 2 with one line naming the path.
 
 Statistics. A metric is every float column of the per-sample table (``target_prob``, method
 diagnostics, metric scalars; not curves), plus the dataset-level figures found only in
-``summary.parquet`` (``sic_aggregate_auc``, ...). Only rows with status ``ok`` and a finite
-value count. When both runs hold the same ``sample_id`` set for a model x method (a rerun of
-the same data) the comparison is *paired*: samples whose value is missing or not ok in either
-run are dropped, ``mean_a``/``mean_b``/``n_a``/``n_b`` describe the remaining pairs, and the
-interval is the Student t interval of the mean per-sample difference. Otherwise it is
-Welch's t interval from the two runs' values. Dataset-level figures get the delta of the two
-summary values and no interval. A model x method x metric that only one run has is listed
-with ``only_in`` = ``"a"`` or ``"b"``; one with no value in either run (a diagnostic of
-another method) is left out.
+``summary.parquet`` (``sic_aggregate_auc``, ...). Only rows with a result (status ``ok``,
+``metric_error`` or ``degenerate_map``) and a finite value count. When both runs hold the
+same ``sample_id`` set for a model x method (a rerun of the same data) the comparison is
+*paired*: samples whose value is missing or without a result in either run are dropped,
+``mean_a``/``mean_b``/``n_a``/``n_b`` describe the remaining pairs, and the interval is the
+Student t interval of the mean per-sample difference. Otherwise it is Welch's t interval
+from the two runs' values. Dataset-level figures get the delta of the two summary values and
+no interval. A model x method x metric that only one run has is listed with ``only_in`` =
+``"a"`` or ``"b"``; one with no value in either run (a diagnostic of another method) is left
+out.
 
 From Python::
 
@@ -44,15 +48,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy import stats
 
 from salbench.errors import ConfigError
+from salbench.metrics.registry import direction
 from salbench.pipeline import tables
+from salbench.pipeline.samples import RunSamples
+from salbench.pipeline.summary import TARGET_STATUSES, run_dataset
 
 #: Columns of the table :func:`compare_runs` returns, in order.
 COLUMNS = [
     "model", "method", "metric", "mean_a", "mean_b", "delta", "ci95_low", "ci95_high",
-    "n_a", "n_b", "paired", "significant", "only_in", "n_error_a", "n_error_b",
+    "n_a", "n_b", "paired", "significant", "direction", "change", "only_in", "n_error_a",
+    "n_error_b",
 ]
 #: Float columns of the per-sample table that are not metrics.
 NOT_METRICS = frozenset(name for name, _ in tables.BASE_FIELDS if name != "target_prob") | {
@@ -66,7 +75,7 @@ class RunData:
 
     path: Path
     manifest: dict[str, Any]
-    samples: pd.DataFrame
+    samples: RunSamples  # read one model x method at a time, never whole
     summary: pd.DataFrame | None  # summary.parquet, None when the run has none
     shards_finished: int
 
@@ -76,9 +85,10 @@ class RunData:
         return str(self.manifest.get("run_id") or self.path.name)
 
     def metric_columns(self) -> list[str]:
-        """The scalar (float) metric columns of the per-sample table."""
-        return [c for c in self.samples.columns
-                if c not in NOT_METRICS and pd.api.types.is_float_dtype(self.samples[c])]
+        """The scalar (float) metric columns of the per-sample table (from its schema)."""
+        schema = self.samples.dataset.schema
+        return [f.name for f in schema
+                if f.name not in NOT_METRICS and pa.types.is_floating(f.type)]
 
     def aggregate_metrics(self) -> list[str]:
         """Metrics that only ``summary.parquet`` holds (dataset-level figures such as SIC)."""
@@ -106,7 +116,7 @@ def load_run(path: Path | str) -> RunData:
     if not done:
         raise ConfigError(f"{path} has no finished shards (samples/ with _done/ markers); "
                           f"finish it with `salbench resume {path}`")
-    samples = tables.read_samples(path)
+    samples = RunSamples(run_dataset(path))
     summary = None
     if (path / "summary.parquet").is_file():
         summary = pd.read_parquet(path / "summary.parquet")
@@ -170,7 +180,7 @@ def _status_notes(run: RunData, label: str) -> list[str]:
 
 
 def _finite_ok(group: pd.DataFrame, col: str) -> np.ndarray:
-    ok = group[group["status"] == "ok"]
+    ok = group[group["status"].isin(TARGET_STATUSES)]
     v = ok[col].to_numpy(dtype=np.float64)
     return v[np.isfinite(v)]
 
@@ -217,7 +227,8 @@ def _compare_metric(ga: pd.DataFrame, gb: pd.DataFrame, col: str,
             gb[["sample_id", "status", col]], on="sample_id", suffixes=("_a", "_b"))
         va = m[f"{col}_a"].to_numpy(dtype=np.float64)
         vb = m[f"{col}_b"].to_numpy(dtype=np.float64)
-        ok = ((m["status_a"] == "ok") & (m["status_b"] == "ok")).to_numpy(dtype=bool)
+        ok = (m["status_a"].isin(TARGET_STATUSES)
+              & m["status_b"].isin(TARGET_STATUSES)).to_numpy(dtype=bool)
         keep = ok & np.isfinite(va) & np.isfinite(vb)
         va, vb = va[keep], vb[keep]
         low, high = paired_interval(vb - va)
@@ -293,16 +304,14 @@ def compare_runs(run_a: Path, run_b: Path,
         sample_cols = [c for c in sample_cols if c in wanted]
         agg_cols = [c for c in agg_cols if c in wanted]
 
-    groups_a = dict(iter(a.samples.groupby(GROUP, sort=True)))
-    groups_b = dict(iter(b.samples.groupby(GROUP, sort=True)))
     rows: list[dict[str, Any]] = []
-    for key in sorted(set(groups_a) | set(groups_b)):
+    for key in sorted(set(a.samples.counts) | set(b.samples.counts)):
         model, method = key
-        ga, gb = groups_a.get(key), groups_b.get(key)
+        ga = _group(a, key, [c for c in sample_cols if c in cols_a])
+        gb = _group(b, key, [c for c in sample_cols if c in cols_b])
         paired = _is_paired(ga, gb)
         base = {"model": model, "method": method, "paired": paired,
-                "n_error_a": int((ga["status"] != "ok").sum()) if ga is not None else 0,
-                "n_error_b": int((gb["status"] != "ok").sum()) if gb is not None else 0}
+                "n_error_a": _errors(ga), "n_error_b": _errors(gb)}
         for col in sample_cols:
             in_a = ga is not None and col in cols_a
             in_b = gb is not None and col in cols_b
@@ -339,6 +348,10 @@ def compare_runs(run_a: Path, run_b: Path,
         table[col] = table[col].fillna(0).astype(np.int64)
     table["paired"] = table["paired"].astype(bool)
     table["significant"] = ((table["ci95_low"] > 0) | (table["ci95_high"] < 0)).astype(bool)
+    table["direction"] = [direction(m) for m in table["metric"]]
+    table["change"] = [_change(sig, delta, d) for sig, delta, d in
+                       zip(table["significant"], table["delta"], table["direction"],
+                           strict=True)]
     table = table.sort_values(["model", "method", "metric"], kind="stable")
     table = table.reset_index(drop=True)
     table.attrs.update(
@@ -347,6 +360,29 @@ def compare_runs(run_a: Path, run_b: Path,
                      *_status_notes(b, "B")],
     )
     return table
+
+
+def _group(run: RunData, key: tuple[str, str], columns: list[str]) -> pd.DataFrame | None:
+    """One model x method's rows of ``run`` (sample_id, status and ``columns``), or None."""
+    if key not in run.samples.counts:
+        return None
+    return run.samples.group(*key, ["sample_id", "status", *columns])
+
+
+def _errors(group: pd.DataFrame | None) -> int:
+    """Rows without a result (an error status; degenerate maps are not errors)."""
+    if group is None:
+        return 0
+    return int((~group["status"].isin((*TARGET_STATUSES, "filtered"))).sum())
+
+
+def _change(significant: bool, delta: float, way: str) -> str:
+    """"worse", "better" or "changed" (a neutral metric) for a significant delta, else ""."""
+    if not significant:
+        return ""
+    if way == "neutral":
+        return "changed"
+    return "better" if (delta > 0) == (way == "higher") else "worse"
 
 
 def _num(value: float, signed: bool = False) -> str:
@@ -407,6 +443,14 @@ def comparison_report(table: pd.DataFrame, path_a: str = "", path_b: str = "") -
     out += ["", f"{len(table)} rows, {n_sig} significant (*: the 95% CI of delta = B - A "
             "excludes 0; paired t on common samples, else Welch t), "
             f"{n_only} in one run only"]
+    for change, title in (("worse", "worse (significant, in the metric's worse direction)"),
+                          ("better", "better (significant improvements)"),
+                          ("changed", "changed (diagnostics with no better direction)")):
+        hit = table[table["change"] == change]
+        if len(hit):
+            out += [f"{title}: {len(hit)}"] + [
+                f"  {r.model}/{r.method} {r.metric}: {_num(r.mean_a)} -> {_num(r.mean_b)} "
+                f"({_num(r.delta, signed=True)})" for r in hit.itertuples(index=False)]
     return "\n".join(out)
 
 

@@ -53,7 +53,8 @@ def execute_local(
     dataset_json = json.dumps(config.dataset, sort_keys=True)
     threads = torch.get_num_threads()
     try:
-        attribute = [AttributeActor(cfg, i, reuse=reuse) for i in range(len(config.models))]
+        attribute = [AttributeActor(cfg, i, reuse=reuse, exit_on_device_loss=False)
+                     for i in range(len(config.models))]
         score = [ScoreActor(cfg, i) for i in range(len(config.models))] if split else []
         bokeh, finalize = BokehActor(cfg), (FinalizeActor(cfg) if split else None)
         for item in pending:

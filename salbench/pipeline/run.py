@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -25,17 +26,32 @@ from salbench.pipeline import keys, tables
 from salbench.pipeline import manifest as mf
 from salbench.pipeline.config import RunConfig, parse_config
 from salbench.pipeline.reuse import PreviousRun
+from salbench.pipeline.summary import run_counts, run_dataset, summarize_dataset
 
 log = logging.getLogger("salbench")
 
 
 @dataclass
 class RunResult:
-    """Where a run wrote its tables, and the tables themselves."""
+    """Where a run wrote its tables, and its summary. The per-sample rows stay in the run's
+    Parquet shards: ``samples`` reads them all when asked (small runs), ``scan`` streams
+    them in record batches (any size)."""
 
     run_dir: Path
-    samples: pd.DataFrame
     summary: pd.DataFrame
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        """Every row of the run, sorted by (index, model, method): read now, held by the
+        caller (for large runs use :meth:`scan`)."""
+        return tables.read_samples(self.run_dir)
+
+    def scan(self, columns: list[str] | None = None,
+             batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
+        """The run's rows in DataFrames of at most ``batch_rows`` rows (shard order)."""
+        for batch in run_dataset(self.run_dir).to_batches(columns=columns,
+                                                          batch_size=batch_rows):
+            yield batch.to_pandas()
 
 
 def plan_shards(n: int, shard_size: int) -> list[dict[str, int]]:
@@ -154,22 +170,20 @@ def run(
             timings = execute_local(config, writer, pending, geometries, previous)
         else:
             timings = _execute(config, writer, pending, geometries, ray_progress_bars, previous)
-        samples = tables.read_samples(run_dir)
-        summary = tables.summarize(samples, config)
+        summary, counts = summarize_dataset(run_dataset(run_dir), config)
         tables.write_table(summary, run_dir / "summary.parquet")
         manifest.update(
             status="complete", finished=dt.datetime.now(dt.timezone.utc).isoformat(),
             wall_seconds=round(time.time() - t_start, 3), timings=timings,
-            counts={"rows": len(samples), "ok": int((samples["status"] == "ok").sum()),
-                    "errors": int((samples["status"] != "ok").sum()),
-                    "shards_run_now": len(pending), "cells_reused_now": writer.reused},
+            counts={**run_counts(counts), "shards_run_now": len(pending),
+                    "cells_reused_now": writer.reused},
         )
         if previous is not None and progress is not None:
             print(f"[salbench] reused {writer.reused} of {writer.total_rows} cells from "
                   f"{previous.run_dir}; computed {writer.total_rows - writer.reused}",
                   file=progress, flush=True)
         mf.write_manifest(run_dir, manifest)
-        return RunResult(run_dir, samples, summary)
+        return RunResult(run_dir, summary)
     finally:
         log.removeHandler(handler)
         handler.close()

@@ -3,7 +3,8 @@ aggregated curve and its band, the other methods' curves in grey behind it for c
 
 Aggregation follows each metric's protocol: the median with its interquartile band for SIC
 (PAIR aggregates SIC by the median), the mean with its 95% Student t band otherwise.
-Only ok rows with a finite curve count; PIC curves of skipped samples are left out.
+Only rows with a map (ok, or metric_error for another metric) and a finite curve count; PIC
+curves of skipped samples are left out.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from salbench.report.data import RunTables, curve_columns
+from salbench.pipeline.samples import RunSamples
+from salbench.report.data import RunTables
+from salbench.runner import MAP_STATUSES
 
 #: Curve column -> (title, x label, y label). Unknown curve columns get generic labels.
 CURVES = {
@@ -76,12 +78,14 @@ def _skip_column(column: str) -> str | None:
     return column[: -len("_curve")] + "_skipped" if column.endswith("_curve") else None
 
 
-def method_curves(samples: pd.DataFrame, model: str, method: str,
+def method_curves(samples: RunSamples, model: str, method: str,
                   column: str) -> np.ndarray:
-    """float64 [n, points]: the ok, finite, not-skipped curves of model x method."""
-    g = samples[(samples["model"] == model) & (samples["method"] == method)
-                & (samples["status"] == "ok")]
+    """float64 [n, points]: the finite, not-skipped curves of model x method's rows that
+    have a map (status ok, or metric_error for another metric)."""
     skip = _skip_column(column)
+    cols = ["status", column] + ([skip] if skip in samples.columns else [])
+    g = samples.group(model, method, cols)
+    g = g[g["status"].isin(MAP_STATUSES)]
     if skip in g.columns:
         g = g[g[skip] == 0.0]
     rows = [np.asarray(c, np.float64) for c in g[column] if c is not None and len(c)]
@@ -161,7 +165,7 @@ def write_curve_plots(run: RunTables, out_dir: Path) -> list[Plot]:
     """Every curve column x model of the run as ``out_dir/curves-<model>-<column>.png``.
     Returned paths are relative to ``out_dir.parent`` (the report folder)."""
     plots = []
-    for column in curve_columns(run.samples):
+    for column in run.samples.curve_columns():
         if column in NOT_PLOTTED:
             continue
         for model in run.models:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from salbench.pipeline.compare import paired_interval
+from salbench.pipeline.summary import GroupCounts
 from salbench.report.data import (
     HEADLINE,
     RunTables,
@@ -24,6 +25,7 @@ from salbench.report.data import (
     method_names,
     skipped,
 )
+from salbench.runner import MAP_STATUSES
 
 #: Derived metrics computed from the per-sample table: paper 001's binned PIC (pic_blur).
 BINNED = {"pic_blur_sic_binned_auc": ("sic", "pic_blur_prob_ratio"),
@@ -117,12 +119,12 @@ def _binned(run: RunTables, model: str, method: str, metric: str) -> Stat | None
     s = run.samples
     if "pic_blur_levels" not in s.columns:
         return None
-    g = s[(s["model"] == model) & (s["method"] == method)]
-    ok = g[(g["status"] == "ok") & g["pic_blur_levels"].notna()]
+    g = s.group(model, method, ["status", "pic_blur_levels", values_col])
+    ok = g[g["status"].isin(MAP_STATUSES) & g["pic_blur_levels"].notna()]
     pairs = [(np.asarray(lv, np.float64), np.asarray(v, np.float64))
              for lv, v in zip(ok["pic_blur_levels"], ok[values_col], strict=True)
              if v is not None and np.isfinite(lv).all() and np.isfinite(v).all()]
-    errors = int((g["status"] != "ok").sum())
+    errors = int((~g["status"].isin(MAP_STATUSES)).sum())
     if not pairs:
         return None
     _, _, auc = aggregate_binned(np.stack([p[0] for p in pairs]),
@@ -138,10 +140,10 @@ def paired_delta(run: RunTables, model: str, base: str, other: str,
     if metric not in s.columns:
         return None
     cols = ["sample_id", "status", metric]
-    a = s[(s["model"] == model) & (s["method"] == base)][cols]
-    b = s[(s["model"] == model) & (s["method"] == other)][cols]
+    a = s.group(model, base, cols)[cols]
+    b = s.group(model, other, cols)[cols]
     m = a.merge(b, on="sample_id", suffixes=("_a", "_b"))
-    m = m[(m["status_a"] == "ok") & (m["status_b"] == "ok")]
+    m = m[m["status_a"].isin(MAP_STATUSES) & m["status_b"].isin(MAP_STATUSES)]
     va, vb = m[f"{metric}_a"].to_numpy(np.float64), m[f"{metric}_b"].to_numpy(np.float64)
     keep = np.isfinite(va) & np.isfinite(vb)
     diff = vb[keep] - va[keep]
@@ -187,9 +189,8 @@ def overview_tables(run: RunTables) -> list[Table]:
         best = {m: _best(means[m], direction(m)) for m in metrics}
         rows = []
         for meth in run.methods:
-            g = run.samples[(run.samples["model"] == model) & (run.samples["method"] == meth)]
-            n_err = int((g["status"] != "ok").sum())
-            rows.append([Cell(meth), Cell(str(len(g))), Cell(str(n_err))] + [
+            g = run.samples.counts.get((model, meth), GroupCounts())
+            rows.append([Cell(meth), Cell(str(g.rows)), Cell(str(g.errors))] + [
                 Cell(fmt(means[m][meth]), strong=meth in best[m]) for m in metrics])
         out.append(Table(
             f"Overview: {model}", ["method", "rows", "errors", *map(_label, metrics)], rows,
@@ -267,6 +268,24 @@ def idgi_pairs(run: RunTables) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda p: (rank.get(names.get(p[0], p[0]), 99), p[0]))
 
 
+def method_score(config: dict, label: str) -> str | None:
+    """The score (``logit`` / ``prob``) a method of a recorded config took gradients of:
+    its own ``score`` parameter, else its registered default; None for a method without
+    one or not in the config."""
+    from salbench import methods
+
+    for item in config.get("methods") or []:
+        comp = {"name": item} if isinstance(item, str) else item
+        if not isinstance(comp, dict) or str(comp.get("alias", comp.get("name"))) != label:
+            continue
+        try:
+            default = methods.get(str(comp["name"])).defaults.get("score")
+        except Exception:  # a plugin this process cannot import: only its own parameter
+            default = None
+        return comp.get("score", default)
+    return None
+
+
 def _metric_present(run: RunTables, metric: str) -> bool:
     if metric in BINNED:
         return "pic_blur_levels" in run.samples.columns
@@ -297,6 +316,11 @@ def idgi_tables(run: RunTables) -> list[Table]:
             row = [Cell(model)]
             for base, idgi in pairs:
                 a, b = stat(run, model, base, metric), stat(run, model, idgi, metric)
+                scores = method_score(run.config, base), method_score(run.config, idgi)
+                if a is not None and b is not None and scores[0] != scores[1]:
+                    row += [a.cell(), b.cell(extra=f"(not comparable: {base} on the "
+                                                   f"{scores[0]}, {idgi} on the {scores[1]})")]
+                    continue
                 better = (a is not None and b is not None
                           and (b.mean - a.mean) * sign > 0)
                 worse = (a is not None and b is not None
@@ -319,8 +343,13 @@ def idgi_tables(run: RunTables) -> list[Table]:
             "Mean with its 95% interval and n (values used); the better of each base / +IDGI "
             "pair in bold; Δ = IDGI - base over the samples both scored (* the paired 95% "
             "interval excludes 0; no * for dataset-level figures, which have no interval). "
-            "The paper averages over the images each model classifies correctly; this run "
-            "uses all its images.", key="paper"))
+            "A pair whose methods took gradients of different scores (logit vs probability) "
+            "is shown as not comparable: its delta would include the change of score. "
+            + ("Like the paper, only images each model classifies correctly "
+               "(dataset.filter: correct)." if run.config.get("dataset", {}).get("filter")
+               == "correct" else "The paper averages over the images each model classifies "
+               "correctly; this run uses all its images (dataset.filter: all)."),
+            key="paper"))
     return out
 
 
@@ -416,22 +445,26 @@ def errors_tables(run: RunTables) -> list[Table]:
     """Error rows: counts per status x model x method, then the rows themselves (first
     :data:`ERROR_ROWS_SHOWN`)."""
     s = run.samples
-    err = s[s["status"] != "ok"]
-    if err.empty:
+    counts = [(status, model, method, n) for (model, method), g in sorted(s.counts.items())
+              for status, n in sorted(g.statuses.items()) if status != "ok"]
+    total = sum(n for *_, n in counts)
+    if not counts:
         return [Table("Errors", ["status", "rows"], [[Cell("ok"), Cell(str(len(s)))]],
                       "No error rows.", key="errors")]
-    counts = err.groupby(["status", "model", "method"]).size().reset_index(name="rows")
+    counts.sort()
     t1 = Table("Error counts", ["status", "model", "method", "rows"],
-               [[Cell(r.status), Cell(r.model), Cell(r.method), Cell(str(r.rows))]
-                for r in counts.itertuples(index=False)],
-               f"{len(err)} of {len(s)} rows are not ok.", key="errors")
-    shown = err.head(ERROR_ROWS_SHOWN)
+               [[Cell(status), Cell(model), Cell(method), Cell(str(n))]
+                for status, model, method, n in counts],
+               f"{total} of {len(s)} rows are not ok.", key="errors")
+    shown = s.error_rows(["ok"], ERROR_ROWS_SHOWN,
+                         ["index", "sample_id", "model", "method", "status", "error"])
+    shown = shown.sort_values(["index", "model", "method"], kind="stable")
     t2 = Table("Error rows", ["sample_id", "model", "method", "status", "error"],
                [[Cell(str(r.sample_id)), Cell(r.model), Cell(r.method), Cell(r.status),
                  Cell(str(r.error or "")[:300])] for r in shown.itertuples(index=False)],
                key="errors")
-    if len(err) > len(shown):
-        t2.notes.append(f"{len(err) - len(shown)} more error rows are in the samples table.")
+    if total > len(shown):
+        t2.notes.append(f"{total - len(shown)} more error rows are in the samples table.")
     return [t1, t2]
 
 
