@@ -18,8 +18,9 @@ Rules:
   holds ``k`` model actors of ``1/k`` GPU, with ``k`` the fewest that fit every slot at
   the pools' minimum sizes (3 models on 2 GPUs: 2 actors of 0.5 GPU per GPU), at most one
   GPU per slot; with ``attribute_actors: auto`` ``k`` may be larger (up to
-  ``MAX_ACTORS_PER_GPU``) when that leaves fewer GPUs idle. Ray packs fractional requests into single GPUs, so the check packs the
-  actors' requests into the cluster's GPUs (first fit, largest first), not just their sum.
+  ``MAX_ACTORS_PER_GPU``) when that leaves fewer GPUs idle. Ray keeps a fractional request
+  within one GPU, so the check packs the actors' requests into the cluster's GPUs (first
+  fit, largest first), not just their sum.
 - Pool sizes: a number is a fixed pool; ``(min, max)`` an autoscaling pool (Ray Data's
   ``ActorPoolStrategy(min_size, max_size)``), whose maximum may exceed the cluster of now
   (an autoscaler adds nodes); ``auto`` = ``(1, what the cluster holds now)``: on GPUs the
