@@ -81,6 +81,8 @@ def build_graph(
     res = config.resources
     plan = make_plan(config, ray.cluster_resources())  # ConfigError at once if it cannot fit
     log.info("placement plan:\n%s", plan.describe())
+    if plan.cpu_scale < 1:
+        log.warning("actor CPU requests scaled by %.3f to fit the cluster's CPUs", plan.cpu_scale)
     use_gpu, split = plan.use_gpu, plan.split
     cfg = actor_config(config, plan)
 
