@@ -71,6 +71,8 @@ def test_two_models_on_eight_gpus_use_more_than_two_actors():
         assert plan.demand("max_size")[1] > 4  # ... and more than half of them
         assert all(p.min_size == 1 for p in attribute)
         assert attribute[0].strategy_args() == {"min_size": 1, "max_size": attribute[0].max_size}
+    fixed = make_plan(_config(n_models=2, metrics=["sic"]), {"CPU": 64, "GPU": 8})
+    assert "6 GPU(s) stay idle" in fixed.describe()  # one slot of 1 GPU per model: says so
 
 
 def test_fixed_gpu_shares_that_do_not_fit_stop_with_the_numbers_and_the_fix():

@@ -125,6 +125,10 @@ class Plan:
             f"{gpus:g} of {self.cluster_gpus:g} GPUs and {cpus:g} of {self.cluster_cpus:g} "
             f"CPUs (actor CPU requests x{self.cpu_scale:.3g}); at their maximum {gpus_max:g} "
             f"GPUs, {cpus_max:g} CPUs")
+        idle = math.floor(self.cluster_gpus - gpus_max + 1e-6)
+        if self.use_gpu and idle >= 1:
+            lines.append(f"{idle} GPU(s) stay idle: resources.attribute_actors: auto or "
+                         "[min, max] lets the model pools grow into them")
         return "\n".join(lines)
 
 
