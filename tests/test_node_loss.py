@@ -41,7 +41,7 @@ def test_removed_worker_node_loses_no_row(tmp_path):
                     in_process=True).run_dir  # uninterrupted (same tables as the graph's)
     config = {**CONFIG, "out": str(tmp_path / "runs")}
     res = subprocess.run([sys.executable, str(SCRIPT), json.dumps(config)],
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(res.stdout.strip().splitlines()[-1])
     print(report)  # which actors were lost, when (pytest -s)

@@ -59,7 +59,7 @@ def main(config_json: str) -> None:
     worker = threading.Thread(target=go)
     worker.start()
     report: dict[str, Any] = {"removed": False}
-    deadline = time.time() + 240
+    deadline = time.time() + 480  # minutes on a shared 2-core machine; seconds alone
     while worker.is_alive() and time.time() < deadline:
         on_a = actors_on(node_a.node_id)
         done = sorted(Path(config.out).glob("*/_done/*"))
