@@ -13,7 +13,7 @@ import pandas as pd
 from salbench.errors import SalbenchError
 
 if TYPE_CHECKING:
-    from salbench.pipeline.config import RunConfig
+    from salbench.config import RunConfig
 
 #: The demo's config; ``configs/demo.yaml`` in the repository holds the same (a test checks).
 DEMO_CONFIG = {
@@ -84,7 +84,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from salbench.pipeline.config import apply_overrides, parse_config
+    from salbench.config import apply_overrides, parse_config
 
     return _run(parse_config(apply_overrides(DEMO_CONFIG, _overrides(args))), args.quiet,
                 args.reuse, report=True)

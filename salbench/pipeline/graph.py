@@ -32,8 +32,8 @@ import ray.data
 
 from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
 from salbench.actors.memory import worker_env
+from salbench.config import RunConfig
 from salbench.datasets.shards import decode_batch, read_shard
-from salbench.pipeline.config import RunConfig
 from salbench.pipeline.plan import DECODE_NUM_CPUS, READ_NUM_CPUS, Pool, actor_config, make_plan
 
 log = logging.getLogger("salbench")

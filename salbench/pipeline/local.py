@@ -25,8 +25,8 @@ import torch
 
 from salbench import metrics
 from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
+from salbench.config import RunConfig
 from salbench.datasets.shards import decode_batch, read_shard
-from salbench.pipeline.config import RunConfig
 from salbench.pipeline.plan import in_process_config
 
 if TYPE_CHECKING:

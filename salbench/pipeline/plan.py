@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from salbench import metrics
+from salbench.config import RunConfig
 from salbench.errors import ConfigError
-from salbench.pipeline.config import RunConfig
 
 READ_NUM_CPUS = 0.25
 DECODE_NUM_CPUS = 0.25

@@ -24,11 +24,6 @@ from salbench.pipeline.summary import run_dataset, summarize_dataset
 NOT_VALUES = frozenset(name for name, _ in tables.BASE_FIELDS if name != "target_prob") | {
     "map", "map_height", "map_width", "input_png"}
 
-#: Metric columns that are better when lower (everything else registered is higher-better).
-LOWER_BETTER_PREFIXES = ("deletion", "pixel_flip_morf", "mprt_")
-LOWER_BETTER = frozenset({"wsol_mae", "completeness", "completeness_relative",
-                          "completeness_error"})
-
 #: Headline metrics, in the order tables and galleries show them.
 HEADLINE = (
     "insertion_auc", "deletion_auc", "insertion_ratio_auc", "sic_aggregate_auc",
@@ -117,19 +112,20 @@ def read_run(run_dir: Path | str) -> RunTables:
     if (path / "summary.parquet").is_file():
         summary = pd.read_parquet(path / "summary.parquet")
     else:
-        from salbench.pipeline.config import parse_config
+        from salbench.config import parse_config
 
         summary = summarize_dataset(dataset, parse_config(manifest["config"]))[0]
     return RunTables(path, manifest, RunSamples(dataset), summary)
 
 
 def direction(metric: str) -> int:
-    """+1 when higher is better, -1 when lower is better, 0 for diagnostics."""
+    """+1 when higher is better, -1 when lower is better, 0 for diagnostics and neutral
+    columns: the metric registry's direction (the one ``salbench compare`` uses)."""
+    from salbench.metrics.registry import direction as registry_direction
+
     if not is_metric(metric):
         return 0
-    if metric in LOWER_BETTER or metric.startswith(LOWER_BETTER_PREFIXES):
-        return -1
-    return 1
+    return {"higher": 1, "lower": -1}.get(registry_direction(metric), 0)
 
 
 def metric_columns() -> set[str]:
@@ -144,12 +140,21 @@ def is_metric(column: str) -> bool:
     """True for a registered metric's score (not ``*_skipped``, not a method diagnostic)."""
     if column.endswith("_skipped"):
         return False
-    return column in metric_columns() or column.endswith("_aggregate_auc")
+    return column in metric_columns() or column.endswith(("_aggregate_auc",
+                                                          "_class_mean_hit"))
 
 
 def skipped(row: pd.Series) -> int:
-    """Rows of a summary row that are ok but have no value (e.g. SIC's skipped samples)."""
-    return int(row["n_rows"]) - int(row["n_error"]) - int(row["n"])
+    """Rows of a summary row that have a map but no value (e.g. SIC's skipped samples)."""
+    return (int(row["n_rows"]) - int(row["n_error"]) - int(row["n"])
+            - degenerate(row))
+
+
+def degenerate(row: pd.Series) -> int:
+    """Rows of a summary row whose map was constant or non-finite (0 for summaries written
+    before the count existed)."""
+    value = row.get("n_degenerate", 0)
+    return 0 if pd.isna(value) else int(value)
 
 
 def fmt(value: float, digits: int = 3) -> str:

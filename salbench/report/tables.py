@@ -18,6 +18,7 @@ from salbench.pipeline.summary import GroupCounts
 from salbench.report.data import (
     HEADLINE,
     RunTables,
+    degenerate,
     direction,
     fmt,
     fmt_signed,
@@ -66,6 +67,7 @@ class Stat:
     n: int
     skipped: int
     errors: int
+    degenerate: int = 0
 
     def cell(self, strong: bool = False, extra: str = "") -> Cell:
         """The mean as text; interval, n and skipped as detail."""
@@ -74,6 +76,8 @@ class Stat:
             counts.append(f"{self.skipped} skipped")
         if self.errors:
             counts.append(f"{self.errors} err")
+        if self.degenerate:
+            counts.append(f"{self.degenerate} degenerate")
         lines = [f"[{fmt(self.low)}, {fmt(self.high)}]"] if math.isfinite(self.low) else []
         lines.append(", ".join(counts))
         text = fmt(self.mean) + (f" {extra}" if extra else "")
@@ -108,7 +112,7 @@ def stat(run: RunTables, model: str, method: str, metric: str) -> Stat | None:
     if row is None or (int(row["n"]) == 0 and not math.isfinite(float(row["mean"]))):
         return None
     return Stat(float(row["mean"]), float(row["ci95_low"]), float(row["ci95_high"]),
-                int(row["n"]), skipped(row), int(row["n_error"]))
+                int(row["n"]), skipped(row), int(row["n_error"]), degenerate(row))
 
 
 def _binned(run: RunTables, model: str, method: str, metric: str) -> Stat | None:
