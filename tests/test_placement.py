@@ -146,7 +146,9 @@ def _stream(tmp_path: Path, gpus: float, models: int, *share: str) -> dict:
                           str(gpus), str(models), *share],
                          capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stderr[-3000:]
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    # Ray's raylet may print to stdout too: the report is the script's one JSON line
+    (line,) = [ln for ln in res.stdout.splitlines() if ln.startswith('{"')]
+    return json.loads(line)
 
 
 @pytest.mark.slow
