@@ -1,14 +1,19 @@
 """Run orchestration: plan shards, start or join Ray, stream the graph, write tables (SPEC 6).
 
 Output under ``<out>/<run_id>/``: ``samples/shard-*.parquet`` (+ ``_done/`` markers),
-``summary.parquet``, ``manifest.json``, ``config.yaml`` and ``run.log``.
+``summary.parquet``, ``manifest.json``, ``config.yaml`` and ``run.log``. ``out`` may be a
+local directory or a URI (``s3://bucket/runs``; :mod:`salbench.storage`): the driver writes
+every file whole under its final name. With a URI, ``run.log`` is kept in a temporary local
+file during the run (outside the working directory) and uploaded when the run ends or fails.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -19,7 +24,7 @@ from typing import Any, TextIO
 import pandas as pd
 import yaml
 
-from salbench import keys, models
+from salbench import keys, models, storage
 from salbench.config import RunConfig, parse_config
 from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
@@ -37,7 +42,7 @@ class RunResult:
     Parquet shards: ``samples`` reads them all when asked (small runs), ``scan`` streams
     them in record batches (any size)."""
 
-    run_dir: Path
+    run_dir: Path | str
     summary: pd.DataFrame
 
     @property
@@ -62,14 +67,18 @@ def plan_shards(n: int, shard_size: int) -> list[dict[str, int]]:
     ]
 
 
-def new_run_dir(config: RunConfig, today: dt.date | None = None) -> Path:
-    """``<out>/<name>-<YYYYMMDD>-<config hash>``; a suffix -2, -3, ... if that exists."""
+def new_run_dir(config: RunConfig, today: dt.date | None = None) -> Path | str:
+    """``<out>/<name>-<YYYYMMDD>-<config hash>``; a suffix -2, -3, ... if that exists.
+
+    A ``Path`` for a local ``out``, a URI ``str`` for a URI (on an object store a run
+    directory exists once any object is under it).
+    """
     day = (today or dt.date.today()).strftime("%Y%m%d")
-    base = Path(config.out) / f"{config.name}-{day}-{config.hash()}"
-    path, k = base, 1
-    while path.exists():
+    name = f"{config.name}-{day}-{config.hash()}"
+    path, k = storage.join(config.out, name), 1
+    while storage.exists(path):
         k += 1
-        path = base.with_name(f"{base.name}-{k}")
+        path = storage.join(config.out, f"{name}-{k}")
     return path
 
 
@@ -96,12 +105,36 @@ def _configure_ray_data(progress: bool) -> None:
     ctx.enable_operator_progress_bars = progress
 
 
-def _file_logger(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "run.log")
+def _file_logger(run_dir: Path | str) -> logging.FileHandler:
+    """A handler appending to ``run_dir/run.log``; for a URI run, to a temporary local file
+    that :func:`_close_logger` uploads (object stores cannot append)."""
+    if storage.is_uri(run_dir):
+        fd, target = tempfile.mkstemp(prefix="salbench-run-", suffix=".log")
+        os.close(fd)
+    else:
+        target = str(storage.join(run_dir, "run.log"))
+    handler = logging.FileHandler(target)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     return handler
+
+
+def _close_logger(handler: logging.FileHandler, run_dir: Path | str) -> None:
+    """Detach the run's log handler; for a URI run, upload the earlier log plus this one."""
+    log.removeHandler(handler)
+    handler.close()
+    if not storage.is_uri(run_dir):
+        return
+    local = Path(handler.baseFilename)
+    try:
+        remote = storage.join(run_dir, "run.log")
+        earlier = storage.read_bytes(remote) if storage.is_file(remote) else b""
+        storage.write_bytes(remote, earlier + local.read_bytes())
+    except OSError as exc:  # the run's tables are written; a lost log must not fail it
+        log.warning("cannot upload run.log to %s: %s (kept at %s)", run_dir, exc, local)
+        return
+    local.unlink(missing_ok=True)
 
 
 def run(
@@ -130,13 +163,14 @@ def run(
     if not shards:
         raise ConfigError(f"dataset {config.dataset} has no rows")
     fresh = run_dir is None
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
-    run_id = run_dir.name
-    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    run_dir = storage.normalize(run_dir) if run_dir is not None else new_run_dir(config)
+    run_id = storage.basename(run_dir)
+    storage.makedirs(storage.join(run_dir, "samples"))
     handler = _file_logger(run_dir)
     try:
         if fresh:
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            storage.write_text(storage.join(run_dir, "config.yaml"),
+                               yaml.safe_dump(config.to_dict(), sort_keys=False))
         geometries, model_keys = [], {}
         for comp in config.models:  # fail fast (missing weights) before starting Ray work
             m = models.load(comp.name, weights=comp.params.get("weights"))
@@ -171,7 +205,7 @@ def run(
         else:
             timings = _execute(config, writer, pending, geometries, ray_progress_bars, previous)
         summary, counts = summarize_dataset(run_dataset(run_dir), config)
-        tables.write_table(summary, run_dir / "summary.parquet")
+        tables.write_table(summary, storage.join(run_dir, "summary.parquet"))
         manifest.update(
             status="complete", finished=dt.datetime.now(dt.timezone.utc).isoformat(),
             wall_seconds=round(time.time() - t_start, 3), timings=timings,
@@ -185,8 +219,7 @@ def run(
         mf.write_manifest(run_dir, manifest)
         return RunResult(run_dir, summary)
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        _close_logger(handler, run_dir)
 
 
 class ShardWriter:
@@ -196,7 +229,7 @@ class ShardWriter:
     and the per-method timing statistics.
     """
 
-    def __init__(self, config: RunConfig, run_dir: Path, run_id: str,
+    def __init__(self, config: RunConfig, run_dir: Path | str, run_id: str,
                  pending: list[dict[str, int]], progress: TextIO | None,
                  previous: PreviousRun | None = None) -> None:
         self.config, self.run_dir, self.run_id, self.progress = config, run_dir, run_id, progress
@@ -323,9 +356,10 @@ def progress_line(shard: int, written: int, shards: int, rows: int, total_rows: 
 
 
 def resume(run_dir: str | Path, **kwargs: Any) -> RunResult:
-    """Finish a run from its directory: reads the config from the manifest, skips done shards."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").is_file():
+    """Finish a run from its directory (a path or a URI): reads the config from the manifest,
+    skips done shards."""
+    run_dir = storage.normalize(run_dir)
+    if not storage.is_file(storage.join(run_dir, "manifest.json")):
         raise ConfigError(f"{run_dir} is not a salbench run directory (no manifest.json)")
     manifest = mf.read_manifest(run_dir)
     config = parse_config(manifest["config"])
