@@ -1,6 +1,6 @@
 """The benchmark harness: ``python -m benchmarks [CASE ...] [options]``.
 
-Cases (SPEC 8, all by default): floor, refs, scaling, bokeh, pipeline. Each runs in this
+Cases (SPEC 8, all by default): floor, refs, scaling, bokeh, pipeline, throughput. Each runs in this
 process, one after another; run the harness alone on the machine (two torch-heavy
 processes on two cores slow each other down many times). Writes ``results.json`` (every
 timing) and ``results.md`` (one table per case, with the machine and date) into ``--out``.
@@ -9,6 +9,7 @@ timing) and ``results.md`` (one table per case, with the machine and date) into 
     python -m benchmarks floor refs --reps 5
     python -m benchmarks --quick --model tiny_resnet   # seconds: checks the harness runs
     python -m benchmarks floor scaling --device cuda --autocast bf16 --channels-last
+    python -m benchmarks throughput --rows 160000 --reps 1
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import bokeh, floor, pipeline, refs, scaling
+from benchmarks import bokeh, floor, pipeline, refs, scaling, throughput
 from benchmarks.common import Settings, machine
 from salbench.actors.memory import keep_freed_memory
 
@@ -33,6 +34,8 @@ CASES = {
     "scaling": (scaling.run, scaling.markdown, "3. Batch scaling and peak memory"),
     "bokeh": (bokeh.run, bokeh.markdown, "4. CPU stage: bokeh + WebP / MS-SSIM vs PAIR"),
     "pipeline": (pipeline.run_case, pipeline.markdown, "5. Pipeline vs bare loop"),
+    "throughput": (throughput.run_case, throughput.markdown,
+                   "6. Machinery throughput: Ray graph vs in-process executor"),
 }
 
 
@@ -54,6 +57,8 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--methods", default=None,
                    help="comma-separated methods for the floor case (default: all)")
+    p.add_argument("--rows", type=int, default=None,
+                   help=f"output rows of the throughput case (default {throughput.ROWS})")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     a = p.parse_args(argv)
     unknown = sorted(set(a.cases) - set(CASES))
@@ -67,12 +72,15 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
             p.error(f"--methods: unknown {bad}; registered: {', '.join(salbench.methods.names())}")
     if a.reps < 1:
         p.error("--reps must be >= 1")
+    if a.rows is not None and a.rows < 2:
+        p.error("--rows must be >= 2")
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible")
     settings = Settings(model=a.model, weights=a.weights, size=a.size, reps=a.reps, quick=a.quick,
                         device=a.device, threads=a.threads, autocast=a.autocast,
                         channels_last=a.channels_last, compile=a.compile,
-                        methods=tuple(a.methods.split(",")) if a.methods else None)
+                        methods=tuple(a.methods.split(",")) if a.methods else None,
+                        rows=a.rows)
     return list(a.cases) or list(CASES), settings, a.out
 
 

@@ -37,7 +37,8 @@ class Settings:
     threads (None: leave torch's default); autocast: None, "bf16" or "fp16" (CUDA only
     is meaningful; bf16 also runs on CPU); channels_last: move model and inputs to
     channels_last memory format; compile: ``torch.compile`` the model's network; methods:
-    the methods the floor case times (None: all).
+    the methods the floor case times (None: all); rows: output rows of the throughput
+    case (None: its default).
     """
 
     model: str = "efficientnet_lite0"
@@ -51,6 +52,7 @@ class Settings:
     channels_last: bool = False
     compile: bool = False
     methods: tuple[str, ...] | None = None
+    rows: int | None = None
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int,

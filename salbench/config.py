@@ -30,6 +30,10 @@ DEFAULT_METRICS = ["insertion", "deletion", "pointing_game"]
 #: = label; images without a label are kept): the rest become ``filtered`` rows.
 DATASET_FILTERS = ("all", "correct")
 
+# An actor pool's size: a fixed number, "auto", or an autoscaling (min, max) range.
+PoolSize = int | str | tuple[int, int]
+POOL_KEYS = ("attribute_actors", "cpu_actors")
+
 
 @dataclass(frozen=True)
 class Component:
@@ -64,6 +68,14 @@ class ResourceConfig:
     ``salbench.methods.engine.CPU_INTERNAL_BATCH_SIZE`` (16) by ``methods.attribute``.
     max_sample_crashes: how often a sample may kill its model actor's process (a crash in
     native code, the OS's OOM killer) before it becomes a ``worker_crash`` error row.
+
+    Placement (``salbench.pipeline.plan`` turns these into each stage's actor pools):
+    attribute_actors / cpu_actors: actors per model of the model stage / of each CPU stage: a
+    number (a fixed pool), ``"auto"`` (an autoscaling pool of 1 up to what the cluster
+    holds when the run starts) or ``(min, max)`` (an autoscaling pool; YAML ``[min, max]``).
+    attribute_num_gpus: GPUs of one model slot, i.e. one AttributeActor and, with split (PIC)
+    metrics, its ScoreActor, which share it (half each); ``"auto"``: the cluster's GPUs
+    divided among the models' slots (at most 1 each). A model's own ``num_gpus`` overrides it.
     """
 
     address: str | None = None
@@ -71,10 +83,10 @@ class ResourceConfig:
     batch_size: int = 8
     score_batch_size: int = 64
     shard_size: int = 16
-    attribute_actors: int = 1
-    attribute_num_gpus: float = 1.0
+    attribute_actors: PoolSize = 1
+    attribute_num_gpus: float | str = "auto"
     attribute_num_cpus: float = 1.0
-    cpu_actors: int = 1
+    cpu_actors: PoolSize = 1
     cpu_num_cpus: float = 0.5
     torch_threads: int | None = None
     internal_batch_size: int | None = None
@@ -102,6 +114,9 @@ class RunConfig:
         d = asdict(self)
         for key in ("models", "methods", "metrics"):
             d[key] = [{"name": c["name"], **c["params"]} for c in d[key]]
+        for key in POOL_KEYS:  # YAML (safe_dump) has lists, not tuples
+            if isinstance(d["resources"][key], tuple):
+                d["resources"][key] = list(d["resources"][key])
         return d
 
     def params_for(self, comp: Component, spec: Any, *, merged: bool = True) -> dict[str, Any]:
@@ -165,6 +180,38 @@ def _check_model(c: Component) -> None:
     unknown = set(c.params) - {"weights", "alias", "num_gpus"}
     if unknown:
         raise ConfigError(f"unknown key(s) {sorted(unknown)}; allowed: weights, alias, num_gpus")
+    if "num_gpus" in c.params:
+        _gpu_share(c.params["num_gpus"], "num_gpus", allow_auto=False)
+
+
+def _gpu_share(value: Any, key: str, *, allow_auto: bool = True) -> float | str:
+    """A GPU allotment: a positive number (Ray wants whole GPUs above 1), or "auto"."""
+    if allow_auto and value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        want = "a positive number or auto" if allow_auto else "a positive number"
+        raise ConfigError(f"{key}: expected {want}, got {value!r}")
+    if value > 1 and value != int(value):
+        raise ConfigError(f"{key}: {value} GPUs: above 1, Ray gives only whole GPUs; use "
+                          f"{int(value)} or {int(value) + 1}, or a fraction <= 1")
+    return float(value)
+
+
+def _pool_size(value: Any, key: str) -> PoolSize:
+    """A pool size: a positive int, "auto", or [min, max] with 1 <= min <= max."""
+    if value == "auto":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value}")
+        return value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        lo, hi = value
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"{key}: [min, max] needs 1 <= min <= max, got {list(value)}")
+        return (lo, hi)
+    raise ConfigError(f"{key}: expected a positive int, auto or [min, max], got {value!r}")
 
 
 def _check_method(c: Component) -> None:
@@ -198,10 +245,16 @@ def _resources(raw: Any) -> ResourceConfig:
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"resources: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    values = {}
+    values: dict[str, Any] = {}
     for name in raw:
         if (name in _OPTIONAL or name == "address") and raw[name] is None:
             values[name] = None
+            continue
+        if name in POOL_KEYS:
+            values[name] = _pool_size(raw[name], f"resources.{name}")
+            continue
+        if name == "attribute_num_gpus":
+            values[name] = _gpu_share(raw[name], f"resources.{name}")
             continue
         kind = {"address": str, "device": str}.get(name)
         if kind is None:

@@ -174,17 +174,12 @@ def uses_pic(config: RunConfig) -> bool:
 
 
 def gpu_demand(config: RunConfig) -> float:
-    """GPUs the run's actor pools request when they run on CUDA.
+    """GPUs the run's model stages need at least on CUDA (``salbench.pipeline.plan.min_gpus``:
+    per model, its slots at the pools' minimum size x its GPUs per slot, which the
+    AttributeActor and, with PIC metrics, the ScoreActor share; 1 when GPUs are ``auto``)."""
+    from salbench.pipeline.plan import min_gpus
 
-    Per model: ``attribute_actors`` AttributeActors, as many ScoreActors when a PIC metric is
-    configured, each with the model's ``num_gpus`` (default ``resources.attribute_num_gpus``).
-    """
-    res = config.resources
-    stages = 2 if uses_pic(config) else 1
-    return sum(
-        stages * res.attribute_actors * float(m.params.get("num_gpus", res.attribute_num_gpus))
-        for m in config.models
-    )
+    return min_gpus(config)
 
 
 def gpus_to_wait_for(config: RunConfig, args: argparse.Namespace) -> int:
@@ -232,9 +227,9 @@ def plan(config: RunConfig, config_path: Path, args: argparse.Namespace) -> list
             if args.require_data:
                 raise ScriptError(f"model {m.label}: weights file {weights} missing here")
             note = " (not found on this machine; needed on the head and every GPU node)"
-        gpus = float(m.params.get("num_gpus", res.attribute_num_gpus))
+        gpus = m.params.get("num_gpus", res.attribute_num_gpus)
         lines.append(f"model {m.label}: weights {weights or 'built in / $SALBENCH_WEIGHTS'}"
-                     f"{note}; num_gpus {gpus:g} per actor")
+                     f"{note}; num_gpus {gpus} per model slot")
     lines.append(f"methods ({len(config.methods)}): {', '.join(c.label for c in config.methods)}")
     lines.append(f"metrics ({len(config.metrics)}): {', '.join(c.label for c in config.metrics)}"
                  + ("; PIC metrics: a ScoreActor pool per model" if uses_pic(config) else ""))

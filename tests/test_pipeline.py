@@ -264,13 +264,14 @@ def test_two_models_with_pic_fit_a_two_cpu_cluster(tmp_path):
 
 
 def test_cpu_scale():
-    from salbench.pipeline.graph import cpu_scale
+    from salbench.pipeline.plan import make_plan
 
-    one = parse_config({**TINY, "out": "x"})
-    assert cpu_scale(one, split=False, use_gpu=False, cluster_cpus=8) == 1.0
-    two = parse_config({**TINY, "out": "x", "models": ["tiny_smooth", "tiny_cnn"]})
+    one = parse_config({**TINY, "out": "x", "metrics": ["insertion"]})
+    assert make_plan(one, {"CPU": 8}).cpu_scale == 1.0
+    two = parse_config({**TINY, "out": "x", "models": ["tiny_smooth", "tiny_cnn"],
+                        "metrics": ["sic"]})
     # 2 x (attribute 1 + score 1 + bokeh 0.5) + finalize 0.5 = 5.5 CPUs into 2 - 0.5
-    assert cpu_scale(two, split=True, use_gpu=False, cluster_cpus=2) == pytest.approx(1.5 / 5.5)
+    assert make_plan(two, {"CPU": 2}).cpu_scale == pytest.approx(1.5 / 5.5)
 
 
 def _save(img: Image.Image, path: Path, fmt: str, **kw) -> None:

@@ -15,6 +15,9 @@ Each shard is one block from reading on, and the model stages take whole blocks
 (``batch_size=None``; on GPU stages, where Ray Data requires a batch size, ``shard_size``),
 and the AttributeActor batches each shard's images on their own, so results do not depend
 on how Ray schedules or bundles work.
+
+Each stage's actor pool (actors, GPUs and CPUs per actor) comes from the placement plan
+(:mod:`salbench.pipeline.plan`), made and checked against the cluster before any work starts.
 """
 
 from __future__ import annotations
@@ -27,19 +30,16 @@ from typing import Any
 import ray
 import ray.data
 
-from salbench import metrics
 from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
 from salbench.actors.memory import worker_env
 from salbench.config import RunConfig
 from salbench.datasets.shards import decode_batch, read_shard
+from salbench.pipeline.plan import DECODE_NUM_CPUS, READ_NUM_CPUS, Pool, actor_config, make_plan
 
 log = logging.getLogger("salbench")
 
-READ_NUM_CPUS = 0.25
-DECODE_NUM_CPUS = 0.25
 
-
-def model_compute(size: int) -> tuple[ray.data.ActorPoolStrategy, bool]:
+def model_compute(pool: Pool) -> tuple[ray.data.ActorPoolStrategy, bool]:
     """The actor pool of a model stage, and whether its batches run on the actor's main thread.
 
     By default Ray Data runs an actor's batches in a worker thread of its own; with
@@ -52,31 +52,17 @@ def model_compute(size: int) -> tuple[ray.data.ActorPoolStrategy, bool]:
     """
     params = inspect.signature(ray.data.ActorPoolStrategy).parameters
     if "enable_true_multi_threading" in params:
-        return ray.data.ActorPoolStrategy(size=size, enable_true_multi_threading=True), True
-    return ray.data.ActorPoolStrategy(size=size), False
+        return ray.data.ActorPoolStrategy(**pool.strategy_args(),
+                                          enable_true_multi_threading=True), True
+    return ray.data.ActorPoolStrategy(**pool.strategy_args()), False
 
 
-def cluster_has_gpus() -> bool:
-    """True when the connected Ray cluster has at least one GPU."""
-    return ray.cluster_resources().get("GPU", 0) > 0
-
-
-def cpu_scale(config: RunConfig, split: bool, use_gpu: bool, cluster_cpus: float) -> float:
-    """Factor (<= 1) for every actor's ``num_cpus`` so that all actor pools fit the cluster.
-
-    Each stage's actor pool holds its CPUs for the whole run; if they asked for more than
-    the cluster has, Ray would never start the last pool and the run would hang. The read
-    and decode tasks keep their share (``READ_NUM_CPUS + DECODE_NUM_CPUS``).
-    """
-    res = config.resources
-    model_cpus = 1.0 if use_gpu else res.attribute_num_cpus
-    per_model = res.attribute_actors * model_cpus * (2 if split else 1)
-    per_model += res.cpu_actors * res.cpu_num_cpus
-    demand = len(config.models) * per_model + (res.cpu_actors * res.cpu_num_cpus if split else 0)
-    room = cluster_cpus - READ_NUM_CPUS - DECODE_NUM_CPUS
-    if room <= 0:
-        raise RuntimeError(f"the Ray cluster has {cluster_cpus} CPUs; salbench needs at least 1")
-    return min(1.0, room / demand)
+def pool_args(pool: Pool) -> dict[str, Any]:
+    """``map_batches`` resource arguments of a pool's actors."""
+    args: dict[str, Any] = {"num_cpus": pool.num_cpus}
+    if pool.num_gpus:
+        args["num_gpus"] = pool.num_gpus
+    return args
 
 
 def build_graph(
@@ -93,17 +79,19 @@ def build_graph(
     journal: the run's CrashJournal (bounded retries of samples that kill a model actor).
     """
     res = config.resources
-    cfg = config.to_dict()
-    use_gpu = res.device == "cuda" or (res.device == "auto" and cluster_has_gpus())
-    split = any(metrics.get(m.name).prepare is not None for m in config.metrics)
-    scale = cpu_scale(config, split, use_gpu, ray.cluster_resources().get("CPU", 1.0))
-    if scale < 1:
-        log.warning("actor CPU requests scaled by %.3f to fit the cluster's CPUs", scale)
-    cpu_args: dict[str, Any] = {
-        "batch_format": "pandas", "batch_size": None, "fn_constructor_kwargs": {"config": cfg},
-        "compute": ray.data.ActorPoolStrategy(size=res.cpu_actors),
-        "num_cpus": round(res.cpu_num_cpus * scale, 4),
-    }
+    plan = make_plan(config, ray.cluster_resources())  # ConfigError at once if it cannot fit
+    log.info("placement plan:\n%s", plan.describe())
+    if plan.cpu_scale < 1:
+        log.warning("actor CPU requests scaled by %.3f to fit the cluster's CPUs", plan.cpu_scale)
+    use_gpu, split = plan.use_gpu, plan.split
+    cfg = actor_config(config, plan)
+
+    def cpu_args(pool: Pool) -> dict[str, Any]:
+        return {"batch_format": "pandas", "batch_size": None,
+                "fn_constructor_kwargs": {"config": cfg},
+                "compute": ray.data.ActorPoolStrategy(**pool.strategy_args()),
+                **pool_args(pool)}
+
     # Ray Data needs a batch size for GPU stages; a shard's rows are at most shard_size, and
     # the AttributeActor batches each shard on its own, so results do not depend on bundling.
     model_batch = res.shard_size if use_gpu else None
@@ -120,12 +108,9 @@ def build_graph(
             decode_batch, batch_format="pandas", batch_size=None, num_cpus=DECODE_NUM_CPUS,
             fn_kwargs={"input_size": tuple(size), "crop_fraction": crop_fraction},
         )
-        gpu_args: dict[str, Any] = (
-            {"num_gpus": float(comp.params.get("num_gpus", res.attribute_num_gpus)),
-             "num_cpus": round(scale, 4)}
-            if use_gpu else {"num_cpus": round(res.attribute_num_cpus * scale, 4)}
-        )
-        compute, main_thread = model_compute(res.attribute_actors)
+        attribute_pool = plan.pool("attribute", comp.label)
+        gpu_args = pool_args(attribute_pool)
+        compute, main_thread = model_compute(attribute_pool)
         if env and not main_thread:  # the allocator settings for the batches' worker thread
             gpu_args["runtime_env"] = {"env_vars": env}
         attributed = decoded.map_batches(
@@ -134,13 +119,16 @@ def build_graph(
                                    "journal": journal},
             compute=compute, **gpu_args,
         )
-        branch = attributed.map_batches(BokehActor, **cpu_args)
+        branch = attributed.map_batches(BokehActor, **cpu_args(plan.pool("bokeh", comp.label)))
         if split:
+            score_pool = plan.pool("score", comp.label)
             branch = branch.map_batches(
                 ScoreActor, batch_format="pandas", batch_size=model_batch,
                 fn_constructor_kwargs={"config": cfg, "model_index": i},
-                compute=model_compute(res.attribute_actors)[0], **gpu_args,
+                compute=model_compute(score_pool)[0],
+                **{**gpu_args, **pool_args(score_pool)},
             )
         branches.append(branch)
     merged = branches[0].union(*branches[1:]) if len(branches) > 1 else branches[0]
-    return merged.map_batches(FinalizeActor, **cpu_args) if split else merged
+    return merged.map_batches(FinalizeActor, **cpu_args(plan.pool("finalize"))) if split \
+        else merged

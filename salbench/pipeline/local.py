@@ -27,6 +27,7 @@ from salbench import metrics
 from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
 from salbench.config import RunConfig
 from salbench.datasets.shards import decode_batch, read_shard
+from salbench.pipeline.plan import in_process_config
 
 if TYPE_CHECKING:
     from salbench.pipeline.reuse import PreviousRun
@@ -46,7 +47,7 @@ def execute_local(
     run whose cells are reused (``--reuse``), or None. Returns the timings for the manifest
     (``writer.finish()`` and ``executor: "in_process"``).
     """
-    cfg = config.to_dict()
+    cfg = in_process_config(config)
     split = any(metrics.get(m.name).prepare is not None for m in config.metrics)
     reuse = previous.cell_keys() if previous is not None else None
     dataset_json = json.dumps(config.dataset, sort_keys=True)

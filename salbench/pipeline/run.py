@@ -301,8 +301,8 @@ def _execute(
     _configure_ray_data(ray_progress_bars)
     reuse_ref = ray.put(previous.cell_keys()) if previous is not None else None
     journal = start_journal(writer.run_id)
-    ds = build_graph(config, pending, geometries, reuse=reuse_ref, journal=journal)
-    try:
+    try:  # the plan in build_graph may stop the run (ConfigError): the journal goes too
+        ds = build_graph(config, pending, geometries, reuse=reuse_ref, journal=journal)
         for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
             writer.add(batch.to_dict("records"))
     finally:
