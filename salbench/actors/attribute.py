@@ -20,6 +20,7 @@ import torch
 from salbench import methods, metrics, models
 from salbench.actors.journal import Journal
 from salbench.actors.memory import keep_freed_memory
+from salbench.actors.progress import report_cells
 from salbench.methods.registry import info_rows
 from salbench.models.base import to_tensor
 from salbench.pipeline import keys
@@ -89,10 +90,13 @@ class AttributeActor:
             not computed but emitted with status "reused", for the driver to copy.
         journal: the run's CrashJournal actor handle (see ``salbench.actors.journal``), which
             bounds the retries of a sample that kills this actor's process; None: no bound.
+        progress: the run's cell counter (``salbench.actors.progress``), told after each
+            method's batch; None: no live progress.
     """
 
     def __init__(self, config: dict[str, Any], model_index: int, reuse: Any = None,
-                 journal: Any = None) -> None:
+                 journal: Any = None, progress: Any = None) -> None:
+        self.progress = progress
         self.config: RunConfig = parse_config(config)
         self.device = pick_device(self.config.resources.device)
         set_threads(self.config, self.device)
@@ -217,6 +221,7 @@ class AttributeActor:
             elif todo:
                 out += self._one_method([rows[i] for i in todo], x[todo], tgt[todo], comp,
                                         spec, {k: v[todo] for k, v in common.items()})
+            report_cells(self.progress, [rows[i] for i in todo])
         return out
 
     def _one_method(self, rows: list[dict[str, Any]], x: torch.Tensor, target: torch.Tensor,

@@ -1,0 +1,87 @@
+"""The command line's terminal output: Ray's own log lines go to the run's ``run.log``.
+
+Ray writes to the process's stderr from several places: its Python loggers, the C++ core
+worker of the driver (e.g. an error-level note that Ray Data's actors have constructor
+arguments in the object store, which Ray Data itself puts there for every actor pool), the
+forwarded output of worker processes, and Ray Data's resource warnings. None of them is
+salbench's to reformat, so :func:`ray_output_to_run_log` sends file descriptor 2 as a whole
+to a temporary file for the duration of a run and appends it to ``run.log`` afterwards;
+salbench's own progress, results and errors go to the terminal through a duplicate of the
+original descriptor. ``--verbose`` leaves stderr alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+RAY_OUTPUT_HEADER = "---- Ray's own output during this command (stderr) ----\n"
+
+
+class Console:
+    """A text stream to the terminal (``write`` / ``flush`` / ``isatty``), and the run
+    directory whose ``run.log`` takes Ray's output (set by the caller once known)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.run_dir: Path | None = None
+
+    def write(self, text: str) -> int:
+        """Write ``text`` to the terminal."""
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        """Flush the terminal stream."""
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        """True when the terminal stream is a terminal."""
+        return self.stream.isatty()
+
+
+@contextlib.contextmanager
+def ray_output_to_run_log(verbose: bool) -> Iterator[Console]:
+    """Redirect stderr (fd 2) to a temporary file unless ``verbose``; yields the Console
+    for salbench's own output.
+
+    On leaving, stderr is restored and the captured text is appended to
+    ``console.run_dir / "run.log"``; when no run directory was set (the command failed
+    before it had one), the file is kept and its path printed. When ``sys.stderr`` is not
+    the process's stderr (a test's capture, a notebook), nothing is redirected.
+    """
+    if verbose or sys.stderr is not sys.__stderr__:
+        yield Console(sys.stderr)
+        return
+    sys.stderr.flush()
+    fd, capture = tempfile.mkstemp(prefix="salbench-ray-", suffix=".log")
+    original = os.dup(2)
+    console = Console(os.fdopen(os.dup(2), "w", buffering=1))
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield console
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)
+        os.close(original)
+        _keep(Path(capture), console)
+        console.stream.close()
+
+
+def _keep(capture: Path, console: Console) -> None:
+    """Append the captured Ray output to the run's log, or leave it and say where it is."""
+    text = capture.read_text(errors="replace")
+    if console.run_dir is not None and (console.run_dir / "run.log").parent.is_dir():
+        if text:
+            with open(console.run_dir / "run.log", "a") as fh:
+                fh.write(RAY_OUTPUT_HEADER + text)
+        capture.unlink()
+    elif text:
+        console.write(f"[salbench] Ray's own output of this command: {capture}\n")
+    else:
+        capture.unlink()
