@@ -266,11 +266,19 @@ def _row_record(row: Row) -> dict[str, Any]:
     }
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(table: pa.Table, path: Path, row_group_size: int) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600; a shard is shared
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -80,6 +80,13 @@ def _configure_ray_data(progress: bool) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     ctx.enable_operator_progress_bars = progress
+    detector = getattr(getattr(ctx, "issue_detectors_config", None),
+                       "high_memory_detector_config", None)
+    if detector is not None and not progress:
+        # a 13-line warning every 30 s that a model actor uses more memory than Ray's
+        # default estimate: true and expected (a model plus its methods' batches); shown
+        # with --verbose only
+        detector.detection_time_interval_s = -1
 
 
 def _file_logger(run_dir: Path) -> logging.Handler:

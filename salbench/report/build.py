@@ -25,6 +25,7 @@ from salbench.report.html import (
     section,
     table_html,
 )
+from salbench.report.intervals import bounded_summary
 from salbench.report.plots import Plot, write_curve_plots
 
 REPORT_DIR = "report"
@@ -68,6 +69,8 @@ def write_report(run_dir: Path, max_samples: int = DEFAULT_MAX_SAMPLES) -> Path:
     """
     run_dir = Path(run_dir)
     run = read_run(run_dir)
+    run = RunTables(run.path, run.manifest, run.samples,
+                    bounded_summary(run.summary, run.samples))
     out = run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     for sub in ("plots", "gallery"):
