@@ -1,0 +1,131 @@
+"""Report defects of issue 19: each diagnostic once, intervals inside the metric's range
+(Wilson for hit rates, clipped t for bounded AUCs, and the report says which), Ray stage
+times relative to the run, each aggregate AUC next to its per-sample mean."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_report import CONFIG, make_run, md_rows, md_table
+
+from salbench.pipeline import tables
+from salbench.pipeline.config import parse_config
+from salbench.report import write_report
+from salbench.report.intervals import bounded_summary, curve_band, wilson
+from salbench.report.tables import pair_aggregates, stage_rows
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    run_dir = make_run(tmp_path_factory.mktemp("bounds"), "rep-b")
+    man = json.loads((run_dir / "manifest.json").read_text())
+    man["timings"]["stages"] = {  # raw clock readings, as older manifests hold them
+        "ReadRange": {"time_total_s": 1.5, "earliest_start_time": 3446.34,
+                      "latest_end_time": 3450.84, "rows": 6, "bytes": 1000},
+        "MapBatches(AttributeActor)": {"time_total_s": 9.0, "earliest_start_time": 3447.0,
+                                       "latest_end_time": 3470.5, "rows": 30, "bytes": 2e6},
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(man))
+    write_report(run_dir)
+    return run_dir, (run_dir / "report" / "tables.md").read_text()
+
+
+def test_each_diagnostic_is_listed_once(built):
+    _, md = built
+    diagnostics = md.split("## Method diagnostics", 1)[1].split("\n## ", 1)[0]
+    titles = re.findall(r"^### (.+)$", diagnostics, flags=re.M)
+    assert "completeness_error" in titles
+    assert len(titles) == len(set(titles))
+    assert md.count("### completeness_error\n") == 1
+
+
+def test_wilson_matches_published_values():
+    # Newcombe (1998), Table I: 81/263 -> 0.2553-0.3662; 15/148 -> 0.0624-0.1605
+    assert wilson(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson(15, 148) == pytest.approx((0.0624, 0.1605), abs=1e-4)
+    low, high = wilson(10, 10)
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.7225, abs=1e-4)
+
+
+def _run_tables(values: dict[str, list[float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cfg = parse_config({**CONFIG, "metrics": ["insertion", "pointing_game"],
+                        "methods": ["vg"]})
+    n = len(next(iter(values.values())))
+    samples = pd.DataFrame({"model": "m", "method": "vg", "status": "ok",
+                            "sample_id": [f"s{i}" for i in range(n)], "target_prob": 0.5,
+                            **values})
+    summary = tables.summarize(samples, cfg)
+    return samples, summary
+
+
+def test_bounded_intervals_stay_in_range():
+    samples, summary = _run_tables({
+        "pointing_game_hit": [1.0] * 9 + [0.0],
+        "insertion_auc": [0.0] * 9 + [0.9],
+        "insertion_ratio_auc": [0.0] * 9 + [0.9],
+    })
+    raw = summary.set_index("metric")
+    assert raw.loc["pointing_game_hit", "ci95_high"] > 1  # what the t interval gives
+    assert raw.loc["insertion_auc", "ci95_low"] < 0
+    out = bounded_summary(summary, samples).set_index("metric")
+    assert (out.loc["pointing_game_hit", ["ci95_low", "ci95_high"]].tolist()
+            == pytest.approx(list(wilson(9, 10))))
+    assert out.loc["pointing_game_hit", "interval"] == "wilson"
+    assert out.loc["insertion_auc", "ci95_low"] == 0.0
+    assert out.loc["insertion_auc", "ci95_high"] == raw.loc["insertion_auc", "ci95_high"]
+    assert out.loc["insertion_auc", "interval"] == "t, clipped to [0, 1]"
+    # a ratio has no upper bound: its t interval is left as it is
+    assert out.loc["insertion_ratio_auc", "ci95_low"] == raw.loc["insertion_ratio_auc",
+                                                                "ci95_low"]
+    assert out.loc["insertion_ratio_auc", "interval"] == "t"
+
+
+def test_report_tables_say_which_interval(built):
+    _, md = built
+    pg = md.split("### pointing_game_hit (↑)\n", 1)[1].split("\n###", 1)[0]
+    assert "Wilson score interval" in pg
+    ins = md.split("### insertion_auc (↑)\n", 1)[1].split("\n###", 1)[0]
+    assert "clipped to [0, 1]" in ins
+    for metric in ("pointing_game_hit (↑)", "insertion_auc (↑)", "wsol_f1 (↑)"):
+        for row in md_table(md, metric):
+            found = re.findall(r"-?\d+\.\d+", row["95% CI"])
+            if found:
+                low, high = map(float, found)
+                assert 0.0 <= low <= high <= 1.0
+
+
+def test_curve_bands_stay_in_range():
+    rng = np.random.default_rng(0)
+    curves = np.clip(rng.normal(0.02, 0.05, (6, 11)), 0, 1)
+    mean, low, high = curve_band(curves, "insertion_curve")
+    assert (low >= 0).all() and (high <= 1).all() and (low <= mean).all()
+    hits = (rng.uniform(size=(8, 11)) < 0.9).astype(float)
+    hits[:, 0] = 1.0
+    mean, low, high = curve_band(hits, "aic_curve")
+    assert high[0] == pytest.approx(1.0) and low[0] == pytest.approx(wilson(8, 8)[0])
+    assert (low >= 0).all() and (high <= 1).all()
+
+
+def test_stage_times_are_relative_to_the_first_operator(built):
+    _, md = built
+    header, rows = md_rows(md, "Ray Data stages")
+    table = {r[0]: dict(zip(header, r, strict=True)) for r in rows}
+    assert table["ReadRange"]["start s"] == "0.0" and table["ReadRange"]["end s"] == "4.5"
+    att = table["MapBatches(AttributeActor)"]
+    assert (att["start s"], att["end s"], att["span s"]) == ("0.7", "24.2", "23.5")
+    assert "3446" not in md
+    rel = stage_rows({"A": {"start_s": 0.0, "end_s": 2.0, "time_total_s": 1.0}})
+    assert rel[0]["span_s"] == 2.0
+
+
+def test_aggregate_auc_sits_next_to_its_per_sample_mean(built):
+    assert pair_aggregates(["sic_aggregate_auc", "insertion_auc", "sic_auc", "x"]) == [
+        "sic_auc", "sic_aggregate_auc", "insertion_auc", "x"]
+    _, md = built
+    header, _ = md_rows(md, "Overview: tiny_cnn")
+    i = header.index("sic_aggregate_auc (↑)")
+    assert header[i - 1] == "sic_auc (↑)"
