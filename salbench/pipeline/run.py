@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import sys
 import time
 from collections import defaultdict
@@ -62,16 +63,17 @@ def new_run_dir(config: RunConfig, today: dt.date | None = None) -> Path:
 def ensure_ray(address: str | None) -> None:
     """Join the Ray cluster at ``address`` ("auto" = a local ``ray start``), or start one.
 
-    Without an address a new local Ray is always started (``address="local"``): a cluster
-    left behind by an earlier ``ray start`` is joined only when asked for, and a stale one
-    can never make the run hang.
+    Without an address: inside a Ray job (``ray job submit``, which sets ``RAY_ADDRESS``)
+    the job's cluster is joined; otherwise a new local Ray is always started
+    (``address="local"``): a cluster left behind by an earlier ``ray start`` is joined only
+    when asked for, and a stale one can never make the run hang.
     """
     import ray
 
     if ray.is_initialized():
         return
     ctx_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-    ray.init(address=address or "local", **ctx_args)
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", **ctx_args)
 
 
 def _configure_ray_data(progress: bool) -> None:
