@@ -17,7 +17,7 @@ the workers cannot import fails before any work with a message saying how to shi
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +33,7 @@ from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
 from salbench.pipeline.config import RunConfig, load_config, parse_config
 from salbench.pipeline.run import ensure_ray, run
+from salbench.pipeline.summary import run_dataset
 from salbench.registry import Registry
 
 ConfigLike = RunConfig | Mapping[str, Any] | str | os.PathLike
@@ -54,16 +55,29 @@ class Results:
         run_dir: the run directory (``<out>/<name>-<date>-<hash>``, absolute), see README
             "Output".
         config: the validated config the run used.
-        samples: one row per sample x model x method (status, target, metric columns and
-            curves), sorted by (index, model, method).
-        summary: one row per model x method x metric: n, n_rows, n_error, mean, std,
-            median, ci95_low, ci95_high.
+        summary: one row per model x method x metric: n, n_rows, n_error, n_degenerate,
+            mean, std, median, ci95_low, ci95_high, ci_method.
+        samples: (read when first asked for) one row per sample x model x method (status,
+            target, metric columns and curves), sorted by (index, model, method); for a
+            large run, :meth:`scan` streams the rows instead.
     """
 
     run_dir: Path
     config: RunConfig = field(repr=False)
-    samples: pd.DataFrame = field(repr=False)
     summary: pd.DataFrame = field(repr=False)
+
+    @cached_property
+    def samples(self) -> pd.DataFrame:
+        """Every row of the run (read from its shards on first use, then kept)."""
+        return tables.read_samples(self.run_dir)
+
+    def scan(self, columns: list[str] | None = None,
+             batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
+        """The run's rows as DataFrames of at most ``batch_rows`` rows, one batch in memory
+        at a time (shard order, not sorted); ``columns``: only these."""
+        for batch in run_dataset(self.run_dir).to_batches(columns=columns,
+                                                          batch_size=batch_rows):
+            yield batch.to_pandas()
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Results:
@@ -72,8 +86,7 @@ class Results:
         if not (path / "summary.parquet").is_file():
             raise ConfigError(f"{path} is not a finished salbench run (no summary.parquet)")
         config = parse_config(mf.read_manifest(path)["config"])
-        return cls(path.resolve(), config, tables.read_samples(path),
-                   pd.read_parquet(path / "summary.parquet"))
+        return cls(path.resolve(), config, pd.read_parquet(path / "summary.parquet"))
 
     @cached_property
     def samples_arrow(self) -> pa.Table:
@@ -155,7 +168,7 @@ def evaluate(
     if ray:
         check_workers_import(run_config)
     result = run(run_config, progress=progress, ray_progress_bars=False, in_process=not ray)
-    return Results(result.run_dir.resolve(), run_config, result.samples, result.summary)
+    return Results(result.run_dir.resolve(), run_config, result.summary)
 
 
 def _raw_config(config: ConfigLike | None) -> dict[str, Any]:

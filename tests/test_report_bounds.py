@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from test_report import CONFIG, make_run, md_rows, md_table
 
 from salbench.pipeline import tables
@@ -51,37 +52,47 @@ def test_wilson_matches_published_values():
     assert high == pytest.approx(1.0) and low == pytest.approx(0.7225, abs=1e-4)
 
 
-def _run_tables(values: dict[str, list[float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cfg = parse_config({**CONFIG, "metrics": ["insertion", "pointing_game"],
-                        "methods": ["vg"]})
-    n = len(next(iter(values.values())))
-    samples = pd.DataFrame({"model": "m", "method": "vg", "status": "ok",
-                            "sample_id": [f"s{i}" for i in range(n)], "target_prob": 0.5,
-                            **values})
-    summary = tables.summarize(samples, cfg)
-    return samples, summary
+def _old_summary(samples: pd.DataFrame) -> pd.DataFrame:
+    """A summary as runs before ``ci_method`` wrote it: plain Student t intervals."""
+    rows = []
+    for metric in ("pointing_game_hit", "insertion_auc", "insertion_ratio_auc"):
+        v = samples[metric].to_numpy(np.float64)
+        low, high = stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+        rows.append({"model": "m", "method": "vg", "metric": metric, "n": len(v),
+                     "n_rows": len(v), "n_error": 0, "mean": v.mean(), "std": v.std(ddof=1),
+                     "median": np.median(v), "ci95_low": low, "ci95_high": high})
+    return pd.DataFrame(rows)
 
 
 def test_bounded_intervals_stay_in_range():
-    samples, summary = _run_tables({
-        "pointing_game_hit": [1.0] * 9 + [0.0],
-        "insertion_auc": [0.0] * 9 + [0.9],
-        "insertion_ratio_auc": [0.0] * 9 + [0.9],
-    })
-    raw = summary.set_index("metric")
+    samples = pd.DataFrame({"model": "m", "method": "vg", "status": "ok",
+                            "pointing_game_hit": [1.0] * 9 + [0.0],
+                            "insertion_auc": [0.0] * 9 + [0.9],
+                            "insertion_ratio_auc": [0.0] * 9 + [3.0]})
+    old = _old_summary(samples)
+    raw = old.set_index("metric")
     assert raw.loc["pointing_game_hit", "ci95_high"] > 1  # what the t interval gives
     assert raw.loc["insertion_auc", "ci95_low"] < 0
-    out = bounded_summary(summary, samples).set_index("metric")
+    out = bounded_summary(old, samples).set_index("metric")
     assert (out.loc["pointing_game_hit", ["ci95_low", "ci95_high"]].tolist()
             == pytest.approx(list(wilson(9, 10))))
-    assert out.loc["pointing_game_hit", "interval"] == "wilson"
+    assert out.loc["pointing_game_hit", "ci_method"] == "wilson"
     assert out.loc["insertion_auc", "ci95_low"] == 0.0
-    assert out.loc["insertion_auc", "ci95_high"] == raw.loc["insertion_auc", "ci95_high"]
-    assert out.loc["insertion_auc", "interval"] == "t, clipped to [0, 1]"
-    # a ratio has no upper bound: its t interval is left as it is
-    assert out.loc["insertion_ratio_auc", "ci95_low"] == raw.loc["insertion_ratio_auc",
-                                                                "ci95_low"]
-    assert out.loc["insertion_ratio_auc", "interval"] == "t"
+    assert out.loc["insertion_auc", "ci95_high"] == pytest.approx(raw.loc["insertion_auc",
+                                                                          "ci95_high"])
+    assert out.loc["insertion_auc", "ci_method"] == "t_clipped"
+    # a ratio is only bounded below (0): clipped there, its upper end kept
+    assert out.loc["insertion_ratio_auc", "ci95_low"] == 0.0
+    assert out.loc["insertion_ratio_auc", "ci95_high"] == pytest.approx(raw.loc[
+        "insertion_ratio_auc", "ci95_high"])
+    # a current summary (with ci_method) is the pipeline's own and is used as it is
+    cfg = parse_config({**CONFIG, "metrics": ["insertion", "pointing_game"], "methods": ["vg"]})
+    current = tables.summarize(samples.assign(sample_id=[f"s{i}" for i in range(10)],
+                                              target_prob=0.5, index=range(10), error="",
+                                              label=-1, target=3), cfg)
+    assert bounded_summary(current, samples) is current
+    hit = current.set_index("metric").loc["pointing_game_hit"]
+    assert [hit["ci95_low"], hit["ci95_high"]] == pytest.approx(list(wilson(9, 10)))
 
 
 def test_report_tables_say_which_interval(built):

@@ -1,39 +1,34 @@
-"""AttributeActor: holds one model; computes every configured method and model-stage metric.
+"""AttributeActor: the Ray actor of a model stage, a thin shell around
+:class:`salbench.runner.ModelRunner`.
 
 Ray Data calls it with a pandas batch of decoded rows (see ``salbench.datasets.shards``) and
-gets one output row per (sample, method), with ``status`` "ok" or an error code. Errors of
-one sample or one method never fail the batch.
+gets one output row per (sample, method), with ``status`` "ok" or an error code. The runner
+does the work; the actor adds the device, torch's threads, its placement and the crash
+journal (bounded retries of a batch or sample that kills the process). An error that leaves
+the accelerator unusable (a CUDA error, a device-side assert) ends the process, so that Ray
+restarts the actor and the journal retries the batch, instead of failing every later batch.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
-import time
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
-from salbench import methods, metrics, models
 from salbench.actors.journal import Journal
 from salbench.actors.memory import keep_freed_memory
 from salbench.actors.progress import report_cells
-from salbench.methods.registry import info_rows
-from salbench.models.base import to_tensor
-from salbench.pipeline import keys
 from salbench.pipeline.config import RunConfig, parse_config
+from salbench.runner import OUTPUT_COLUMNS, DeviceLost, ModelRunner
 
 log = logging.getLogger(__name__)
 
-OUTPUT_COLUMNS = [
-    "shard", "index", "sample_id", "sample_key", "cell_key", "model", "method", "status",
-    "error", "label", "target",
-    "pred", "target_prob", "values", "map", "crop", "boxes", "height", "width", "seconds",
-    "placement",
-]
+__all__ = ["OUTPUT_COLUMNS", "AttributeActor", "pick_device", "placement", "set_threads"]
 
 
 def pick_device(requested: str) -> torch.device:
@@ -75,10 +70,6 @@ def _resolve(reuse: Any) -> Any:
     return ray.get(reuse) if isinstance(reuse, ray.ObjectRef) else reuse
 
 
-def _error_message(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:2000]
-
-
 class AttributeActor:
     """Model stage of the pipeline for one model (GPU when available, else CPU).
 
@@ -90,69 +81,49 @@ class AttributeActor:
             not computed but emitted with status "reused", for the driver to copy.
         journal: the run's CrashJournal actor handle (see ``salbench.actors.journal``), which
             bounds the retries of a sample that kills this actor's process; None: no bound.
+        exit_on_device_loss: end the process on a lost device (Ray restarts the actor); the
+            in-process executor passes False and gets the error raised instead.
         progress: the run's cell counter (``salbench.actors.progress``), told after each
             method's batch; None: no live progress.
     """
 
     def __init__(self, config: dict[str, Any], model_index: int, reuse: Any = None,
-                 journal: Any = None, progress: Any = None) -> None:
-        self.progress = progress
+                 journal: Any = None, exit_on_device_loss: bool = True,
+                 progress: Any = None) -> None:
         self.config: RunConfig = parse_config(config)
         self.device = pick_device(self.config.resources.device)
         set_threads(self.config, self.device)
-        comp = self.config.models[model_index]
-        self.model_label = comp.label
-        self.placement = placement(self.model_label, self.device)
-        self.model = models.load(comp.name, weights=comp.params.get("weights"),
-                                 device=self.device)
-        self.model_key = keys.model_key(comp.name, self.model, self.model.input_size,
-                                        self.model.crop_fraction)
-        self.metrics_key = keys.metrics_key(self.config)
+        label = self.config.models[model_index].label
+        self.runner = ModelRunner(self.config, model_index, self.device,
+                                  reuse=_resolve(reuse) if reuse is not None else None,
+                                  placement=placement(label, self.device))
+        self.model_label = label
+        if progress is not None:
+            self.runner.on_cells = functools.partial(report_cells, progress)
         self.journal = Journal(journal)
-        self.method_specs = [(m, methods.get(m.name)) for m in self.config.methods]
-        # None: methods.attribute_with_info's device default (at most 16 on CPU)
-        self.internal_batch_size = self.config.resources.internal_batch_size
-        self.method_keys = {m.label: keys.method_key(self.config, m) for m in self.config.methods}
-        self.reuse = np.asarray(_resolve(reuse) if reuse is not None else [],
-                                dtype=f"S{keys.KEY_CHARS}")
-        self.metric_specs = [  # split metrics run on the Bokeh / Score / Finalize stages
-            (m, spec) for m in self.config.metrics
-            if (spec := metrics.get(m.name)).stage == "model" and spec.prepare is None
-        ]
+        self.exit_on_device_loss = exit_on_device_loss
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        rows = batch.to_dict("records")
-        out: list[dict[str, Any]] = []
-        ok = []
-        for r in rows:
-            r["cell_keys"] = {m.label: keys.cell_key(r["sample_key"], self.model_key,
-                                                     self.method_keys[m.label], self.metrics_key)
-                              for m, _ in self.method_specs}
-            if r["status"] != "ok":
-                out += [self._row(r, m.label, r["status"], r["error"]) for m, _ in
-                        self.method_specs]
-                continue
-            hit = keys.contains(self.reuse, list(r["cell_keys"].values()))
-            reused = [label for label, h in zip(r["cell_keys"], hit, strict=True) if h]
-            out += [self._row(r, label, "reused") for label in reused]
-            r["todo"] = [(m, spec) for m, spec in self.method_specs if m.label not in reused]
-            if r["todo"]:
-                ok.append(r)
+        todo, out = self.runner.plan(batch)
         # batch and sample keys live in separate namespaces: a one-sample batch must not
         # share its count with the sample's own attempts
-        batch_key = f"{self.model_label}/batch/" + ",".join(str(r["index"]) for r in ok)
-        if ok and self.journal.begin(batch_key):  # this batch's work killed the process
-            out += self._one_at_a_time(ok)
-        else:
-            size = self.config.resources.batch_size
-            for shard in sorted({r["shard"] for r in ok}):  # a shard's images batch the same
-                mine = [r for r in ok if r["shard"] == shard]  # way whatever Ray bundled
-                for start in range(0, len(mine), size):
-                    out += self._attribute(mine[start:start + size])
-        if ok:
+        batch_key = f"{self.model_label}/batch/" + ",".join(str(r["index"]) for r in todo)
+        try:
+            if todo and self.journal.begin(batch_key):  # this batch's work killed the process
+                out += self._one_at_a_time(todo)
+            else:
+                out += self.runner.run(todo)
+        except DeviceLost as exc:
+            if not self.exit_on_device_loss:
+                raise
+            # the batch stays open in the journal: the restarted actor redoes it, and a
+            # batch that keeps killing the device ends as worker_crash rows
+            log.error("model %s: the device is unusable (%s); ending this actor's process "
+                      "so that Ray restarts it", self.model_label, exc)
+            os._exit(1)
+        if todo:
             self.journal.end(batch_key)
-        frame = pd.DataFrame(out, columns=OUTPUT_COLUMNS)
-        return frame.sort_values(["index", "method"], kind="stable").reset_index(drop=True)
+        return self.runner.frame(out)
 
     def _one_at_a_time(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows of a batch whose work died before, one sample at a time; a sample that died
@@ -166,111 +137,10 @@ class AttributeActor:
                 log.warning("sample %s killed its worker %d times; error row", r["sample_id"],
                             died)
                 msg = (f"the worker process died {died} times on this sample alone (a crash "
-                       "in native code or the OS's out-of-memory killer); not retried further")
-                out += [self._row(r, m.label, "worker_crash", msg) for m, _ in r["todo"]]
+                       "in native code, the OS's out-of-memory killer or a lost device); not "
+                       "retried further")
+                out += [self.runner.row(r, m.label, "worker_crash", msg) for m, _ in r["todo"]]
             else:
-                out += self._attribute([r])
+                out += self.runner.attribute([r])
             self.journal.end(key)
         return out
-
-    def _row(self, r: dict[str, Any], method: str, status: str, error: str = "",
-             **extra: Any) -> dict[str, Any]:
-        row = {
-            "shard": r["shard"], "index": r["index"], "sample_id": r["sample_id"],
-            "sample_key": r["sample_key"], "cell_key": r["cell_keys"][method],
-            "model": self.model_label, "method": method, "status": status, "error": error,
-            "label": r["label"], "target": -1, "pred": -1, "target_prob": float("nan"),
-            "values": "{}", "map": b"", "crop": b"", "boxes": r["boxes"], "height": 0,
-            "width": 0, "seconds": 0.0, "placement": self.placement,
-        }
-        row.update(extra)
-        return row
-
-    def _targets(self, rows: list[dict[str, Any]], x: torch.Tensor) -> tuple[np.ndarray, ...]:
-        with torch.no_grad():
-            probs = torch.softmax(self.model(x), dim=1).cpu()
-        pred = probs.argmax(1).numpy()
-        labels = np.array([r["label"] for r in rows])
-        target = np.where(labels >= 0, labels, pred)
-        valid = target < probs.shape[1]
-        p = probs.gather(1, torch.as_tensor(np.where(valid, target, 0)).view(-1, 1))
-        return pred, target, p.squeeze(1).numpy(), valid
-
-    def _attribute(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        h, w = self.model.input_size
-        x = torch.stack([
-            to_tensor(np.frombuffer(r["crop"], np.uint8).reshape(h, w, 3)) for r in rows
-        ]).to(self.device)
-        pred, target, prob, valid = self._targets(rows, x)
-        out = []
-        for r, t, v in zip(rows, target, valid, strict=False):
-            if not v:
-                msg = f"label {t} is out of range for model {self.model_label} " \
-                      f"({self.model.num_classes} classes)"
-                out += [self._row(r, m.label, "bad_label", msg) for m, _ in self.method_specs]
-        keep = np.flatnonzero(valid)
-        if len(keep) == 0:
-            return out
-        rows = [rows[i] for i in keep]
-        x, tgt = x[keep], torch.as_tensor(target[keep], device=self.device)
-        common = {"target": target[keep], "pred": pred[keep], "target_prob": prob[keep]}
-        for comp, spec in self.method_specs:  # each method on the rows that need it
-            todo = [i for i, r in enumerate(rows) if any(m is comp for m, _ in r["todo"])]
-            if len(todo) == len(rows):
-                out += self._one_method(rows, x, tgt, comp, spec, common)
-            elif todo:
-                out += self._one_method([rows[i] for i in todo], x[todo], tgt[todo], comp,
-                                        spec, {k: v[todo] for k, v in common.items()})
-            report_cells(self.progress, [rows[i] for i in todo])
-        return out
-
-    def _one_method(self, rows: list[dict[str, Any]], x: torch.Tensor, target: torch.Tensor,
-                    comp: Any, spec: Any, common: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-        params = self.config.params_for(comp, spec, merged=False)  # merged by attribute_with_info
-        if (self.internal_batch_size and "internal_batch_size" in spec.defaults
-                and "internal_batch_size" not in params):
-            params["internal_batch_size"] = self.internal_batch_size
-        per = [dict(target=int(common["target"][i]), pred=int(common["pred"][i]),
-                    target_prob=float(common["target_prob"][i])) for i in range(len(rows))]
-        reduce = spec.map_reduce or self.config.map_reduce
-
-        def rerun(model: Any) -> torch.Tensor:
-            res = methods.attribute_with_info(comp.name, model, x, target,
-                                              profile=self.config.profile, **params)
-            return methods.to_map(res.attr, reduce)
-
-        t0 = time.perf_counter()
-        try:
-            res = methods.attribute_with_info(comp.name, self.model, x, target,
-                                              profile=self.config.profile, **params)
-            maps = methods.to_map(res.attr, reduce)
-            values: list[dict[str, Any]] = info_rows(spec, res.info, len(rows))
-        except Exception as exc:
-            log.warning("method %s failed on %d samples: %s", comp.label, len(rows), exc)
-            return [self._row(r, comp.label, "method_error", _error_message(exc), **p)
-                    for r, p in zip(rows, per, strict=False)]
-        seconds = (time.perf_counter() - t0) / len(rows)
-        status, error = ["ok"] * len(rows), [""] * len(rows)
-        for mcomp, mspec in self.metric_specs:
-            try:
-                kw = self.config.params_for(mcomp, mspec)
-                if mspec.needs_attr:
-                    kw["attr"] = res.attr
-                if mspec.needs_method:
-                    kw["method"] = rerun
-                cols = mspec.fn(self.model, x, target, maps, **kw)
-            except Exception as exc:
-                log.warning("metric %s failed: %s", mcomp.label, exc)
-                status, error = ["metric_error"] * len(rows), [
-                    f"{mcomp.label}: {_error_message(exc)}"] * len(rows)
-                continue
-            for i in range(len(rows)):
-                for col, v in cols.items():
-                    values[i][col] = np.asarray(v[i], np.float64).tolist()
-        maps_np = maps.detach().cpu().numpy().astype(np.float16)
-        return [
-            self._row(r, comp.label, status[i], error[i], values=json.dumps(values[i]),
-                      map=maps_np[i].tobytes(), crop=r["crop"], height=maps_np.shape[1],
-                      width=maps_np.shape[2], seconds=seconds, **per[i])
-            for i, r in enumerate(rows)
-        ]

@@ -20,11 +20,21 @@ import pandas as pd
 from salbench import metrics
 from salbench.actors.memory import keep_freed_memory
 from salbench.pipeline.config import RunConfig, parse_config
+from salbench.runner import MAP_STATUSES, metric_error_line
 
 
 def _fail(batch: pd.DataFrame, i: int, label: str, exc: Exception) -> None:
-    batch.loc[batch.index[i], "status"] = "metric_error"
-    batch.loc[batch.index[i], "error"] = f"{label}: {type(exc).__name__}: {exc}"[:2000]
+    """Row ``i`` keeps its other metrics; this metric's failure is one more error line."""
+    at = batch.index[i]
+    previous = batch.loc[at, "error"] if batch.loc[at, "status"] == "metric_error" else ""
+    batch.loc[at, "status"] = "metric_error"
+    batch.loc[at, "error"] = "\n".join(filter(None, [previous, metric_error_line(label, exc)]))
+
+
+def stage_map(row: dict[str, Any]) -> np.ndarray:
+    """A stage row's saliency map in the dtype the method returned: float [height, width]."""
+    hw = (int(row["height"]), int(row["width"]))
+    return np.frombuffer(row["map"], np.dtype(row["map_dtype"])).reshape(hw)
 
 
 class BokehActor:
@@ -41,11 +51,11 @@ class BokehActor:
         batch = batch.copy()
         payloads = [b""] * len(batch)
         for i, row in enumerate(batch.to_dict("records")):
-            if row["status"] != "ok" or not (self.cpu or self.split):
+            if row["status"] not in MAP_STATUSES or not (self.cpu or self.split):
                 continue
             hw = (int(row["height"]), int(row["width"]))
             sample = {
-                "map": np.frombuffer(row["map"], np.float16).astype(np.float32).reshape(hw),
+                "map": stage_map(row),
                 "image": np.frombuffer(row["crop"], np.uint8).reshape(*hw, 3),
                 "boxes": np.asarray(json.loads(row["boxes"]), np.float32).reshape(-1, 4),
                 "label": row["label"], "target": row["target"],

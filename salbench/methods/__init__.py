@@ -47,15 +47,18 @@ def attribute_with_info(
     target: torch.Tensor | int | list[int],
     *,
     profile: str = "paper",
+    finite: bool = True,
     **params: Any,
 ) -> Attribution:
     """Run method ``name``; returns the attribution and its per-sample diagnostics.
 
-    The result is checked: float32 [B, 3, H, W] on x's device with finite values, otherwise
-    BadInputError says what the method returned. On CPU, a method's ``internal_batch_size``
-    is at most :data:`~salbench.methods.engine.CPU_INTERNAL_BATCH_SIZE` (16) unless
-    ``params`` sets it (the defaults, 64, are sized for GPUs; the chunk size does not change
-    the results beyond float rounding).
+    The result is checked: float32 [B, 3, H, W] on x's device with finite values (with
+    ``finite=False`` non-finite values are returned, for a caller that flags the samples
+    that have them), otherwise BadInputError says what the method returned. On CPU, a
+    method's ``internal_batch_size`` is at most
+    :data:`~salbench.methods.engine.CPU_INTERNAL_BATCH_SIZE` (16) unless ``params`` sets it
+    (the defaults, 64, are sized for GPUs; the chunk size does not change the results beyond
+    float rounding).
     """
     spec: MethodSpec = get(name)
     target = _check_inputs(model, x, target)
@@ -70,7 +73,7 @@ def attribute_with_info(
         raise BadInputError(f"method {name!r} returned {got}; expected {tuple(x.shape)}")
     if a.device != x.device:
         raise BadInputError(f"method {name!r} returned a tensor on {a.device}, input on {x.device}")
-    if not torch.isfinite(a).all():
+    if finite and not torch.isfinite(a).all():
         raise BadInputError(f"method {name!r} returned NaN or inf values")
     res.attr = a.float()
     return res

@@ -33,7 +33,27 @@ def pointing_game_hit(
     return float(np.all(dist <= tolerance))
 
 
-@register("pointing_game", stage="cpu", columns={"pointing_game_hit": "float"})
+def pointing_game_class_mean(rows: Any) -> dict[str, tuple[float, int]]:
+    """The pointing game's dataset figure as Zhang et al. (2016) report it: the hit rate of
+    each class (the ground-truth label, else the target), then the mean over classes.
+
+    rows: one model x method's rows with a map (a DataFrame with ``pointing_game_hit``,
+    ``label``, ``target``); samples without a box (NaN hit) are left out. Returns
+    ``{"pointing_game_class_mean_hit": (value, samples used)}``.
+    """
+    hits = np.asarray(rows["pointing_game_hit"], np.float64)
+    keep = np.isfinite(hits)
+    if not keep.any():
+        return {"pointing_game_class_mean_hit": (float("nan"), 0)}
+    label = np.asarray(rows["label"], np.int64)
+    cls = np.where(label >= 0, label, np.asarray(rows["target"], np.int64))[keep]
+    classes, inverse = np.unique(cls, return_inverse=True)
+    per_class = np.bincount(inverse, weights=hits[keep]) / np.bincount(inverse)
+    return {"pointing_game_class_mean_hit": (float(per_class.mean()), int(keep.sum()))}
+
+
+@register("pointing_game", stage="cpu", columns={"pointing_game_hit": "float"},
+          summary=pointing_game_class_mean)
 def pointing_game(sample: dict[str, Any], *, tolerance: float = 15.0) -> dict[str, float]:
     """Pointing game (Zhang 2016): is the map's maximum within 15 px of a ground-truth box?"""
     return {"pointing_game_hit": pointing_game_hit(sample["map"], sample["boxes"], tolerance)}

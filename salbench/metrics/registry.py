@@ -13,7 +13,10 @@ A ``model`` metric may also come in a *split* form that the pipeline runs on thr
 scores the images (softmax probability of the target and "target is top-1"), and
 ``finalize(state, prob, top1, **params) -> columns`` on the CPU again. A metric whose
 dataset-level figure is not a mean of per-sample values (SIC: AUC of the median curve) has
-``summary(rows) -> {name: (value, n)}``, given one model x method's ok rows. ``fn`` and the split
+``summary(rows) -> {name: (value, n)}``, given one model x method's rows that have a map
+(status ok or metric_error; a DataFrame with the metric's columns, ``label`` and ``target``).
+Each scalar column has a direction (``directions``, else :data:`BUILTIN_DIRECTIONS`, else
+neutral) that ``salbench compare --fail-on-change`` uses. ``fn`` and the split
 form give the same results (tested for each such metric).
 A model metric whose function has a keyword parameter ``attr`` also receives the method's
 full attribution (float32 [B, 3, H, W]), e.g. for Sensitivity-N, which needs signed values;
@@ -42,6 +45,42 @@ from salbench.registry import Registry, check_signature, decorator, merge_params
 
 STAGES = ("model", "cpu")
 COLUMN_KINDS = ("float", "curve")
+DIRECTIONS = ("higher", "lower", "neutral")
+
+#: Which way is better for the built-in metrics' scalar columns (and their dataset-level
+#: aggregate rows): "higher", "lower", or "neutral" for diagnostics and properties that have
+#: no better side (skip flags, concentration, similarity to a reference). A column not
+#: named here, and not given by its metric's ``directions``, is neutral.
+BUILTIN_DIRECTIONS: dict[str, str] = {
+    **{f"insertion{p}_{k}": "higher" for p in ("", "_igos", "_samp")
+       for k in ("auc", "ratio_auc")},
+    **{f"deletion{p}_{k}": "lower" for p in ("", "_igos", "_samp")
+       for k in ("auc", "ratio_auc")},
+    **{f"{m}_{k}": "higher" for m in ("sic", "aic", "sic_msssim", "aic_msssim")
+       for k in ("auc", "aggregate_auc")},
+    "pic_blur_sic_auc": "higher", "pic_blur_aic_auc": "higher",
+    "pixel_flip_lerf_auc": "higher", "pixel_flip_morf_auc": "lower",
+    "pointing_game_hit": "higher", "pointing_game_class_mean_hit": "higher",
+    "wsol_f1": "higher", "wsol_iou": "higher", "wsol_roc_auc": "higher", "wsol_mae": "lower",
+    "sensitivity_n": "higher",
+    # a method that passes the randomisation check changes its map: low similarity is good
+    "mprt_spearman": "lower", "mprt_ssim": "lower",
+    "completeness": "lower", "completeness_relative": "lower",
+}
+
+#: The range a built-in scalar column can take, for confidence intervals that respect it.
+BUILTIN_BOUNDS: dict[str, tuple[float, float]] = {
+    # probabilities, hit rates and areas under curves of them; the SAMP protocol's curves
+    # are peak-normalised logits, which can be negative
+    **{c: (0.0, 1.0) for c in BUILTIN_DIRECTIONS if "ratio" not in c and "_samp" not in c
+       and not c.startswith(("sensitivity", "mprt", "completeness"))},
+    **{c: (0.0, float("inf")) for c in BUILTIN_DIRECTIONS if "ratio" in c
+       and "_samp" not in c},
+    "mprt_spearman": (-1.0, 1.0), "sensitivity_n": (-1.0, 1.0), "mprt_ssim": (-1.0, 1.0),
+}
+
+#: Columns whose per-sample values are 0/1 hits (Wilson intervals for their mean).
+BINARY_COLUMNS = frozenset({"pointing_game_hit"})
 
 
 @dataclass(frozen=True)
@@ -60,6 +99,7 @@ class MetricSpec:
     prepare: Callable[..., tuple[Any, Any, Any]] | None = None
     finalize: Callable[..., dict[str, Any]] | None = None
     summary: Callable[[Any], dict[str, tuple[float, int]]] | None = None
+    directions: dict[str, str] | None = None
 
     def params(self, profile: str = "paper", **overrides: Any) -> dict[str, Any]:
         """Defaults, then the fast profile (if chosen), then ``overrides`` (validated)."""
@@ -77,6 +117,7 @@ def _build(
     prepare: Callable[..., tuple[Any, Any, Any]] | None = None,
     finalize: Callable[..., dict[str, Any]] | None = None,
     summary: Callable[[Any], dict[str, tuple[float, int]]] | None = None,
+    directions: dict[str, str] | None = None,
 ) -> MetricSpec:
     if (prepare is None) != (finalize is None) or (prepare is not None and stage != "model"):
         raise ValueError(f"metric {name!r}: a split metric is a model metric with both "
@@ -111,10 +152,16 @@ def _build(
                         defaults, "finalize(state, prob, top1, **params) -> columns")
         prepare, finalize = _checked_prepare(name, prepare), _checked(name, "cpu", columns,
                                                                        finalize)
+    bad_dir = {c: d for c, d in (directions or {}).items() if d not in DIRECTIONS}
+    if bad_dir:
+        raise ValueError(f"metric {name!r}: directions must be in {DIRECTIONS}, got {bad_dir}")
+    scalars = [c for c, k in columns.items() if k == "float"]
+    dirs = {c: BUILTIN_DIRECTIONS.get(c, "neutral") for c in scalars}
+    dirs.update(directions or {})
     doc = (inspect.getdoc(fn) or "").split("\n", 1)[0]
     return MetricSpec(name, _checked(name, stage, columns, fn), stage, dict(columns),
                       dict(defaults), dict(fast or {}), doc, needs_attr, needs_method, prepare,
-                      finalize, summary)
+                      finalize, summary, dirs)
 
 
 def check_columns(name: str, columns: dict[str, str], out: Any,
@@ -206,6 +253,25 @@ REGISTRY: Registry[MetricSpec] = Registry("metric")
 
 #: ``@register("name", stage="model"|"cpu", columns={...}, defaults=..., fast=...)``.
 register = decorator(REGISTRY, _build)
+
+
+def direction(column: str) -> str:
+    """Which way is better for a summary metric column: "higher", "lower" or "neutral".
+
+    From the registered metrics' ``directions`` (a plugin's ``register(..., directions=)``),
+    then the built-in table; anything else (method diagnostics such as completeness_error,
+    timings, target_prob) is neutral.
+    """
+    for key in REGISTRY.names():
+        spec = REGISTRY.get(key)
+        if isinstance(spec, MetricSpec) and column in (spec.directions or {}):
+            return spec.directions[column]
+    return BUILTIN_DIRECTIONS.get(column, "neutral")
+
+
+def bounds(column: str) -> tuple[float, float]:
+    """The range a summary metric column can take ((-inf, inf) when not known)."""
+    return BUILTIN_BOUNDS.get(column, (-float("inf"), float("inf")))
 
 
 def get(name: str) -> MetricSpec:

@@ -54,8 +54,8 @@ def execute_local(
     dataset_json = json.dumps(config.dataset, sort_keys=True)
     threads = torch.get_num_threads()
     try:
-        attribute = [AttributeActor(cfg, i, reuse=reuse, progress=counter)
-                     for i in range(len(config.models))]
+        attribute = [AttributeActor(cfg, i, reuse=reuse, exit_on_device_loss=False,
+                                    progress=counter) for i in range(len(config.models))]
         writer.start_progress(counter.snapshot)
         score = [ScoreActor(cfg, i) for i in range(len(config.models))] if split else []
         bokeh, finalize = BokehActor(cfg), (FinalizeActor(cfg) if split else None)

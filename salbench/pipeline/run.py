@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -28,17 +28,32 @@ from salbench.pipeline import manifest as mf
 from salbench.pipeline.config import RunConfig, parse_config
 from salbench.pipeline.progress import ProgressMonitor
 from salbench.pipeline.reuse import PreviousRun
+from salbench.pipeline.summary import run_counts, run_dataset, summarize_dataset
 
 log = logging.getLogger("salbench")
 
 
 @dataclass
 class RunResult:
-    """Where a run wrote its tables, and the tables themselves."""
+    """Where a run wrote its tables, and its summary. The per-sample rows stay in the run's
+    Parquet shards: ``samples`` reads them all when asked (small runs), ``scan`` streams
+    them in record batches (any size)."""
 
     run_dir: Path
-    samples: pd.DataFrame
     summary: pd.DataFrame
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        """Every row of the run, sorted by (index, model, method): read now, held by the
+        caller (for large runs use :meth:`scan`)."""
+        return tables.read_samples(self.run_dir)
+
+    def scan(self, columns: list[str] | None = None,
+             batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
+        """The run's rows in DataFrames of at most ``batch_rows`` rows (shard order)."""
+        for batch in run_dataset(self.run_dir).to_batches(columns=columns,
+                                                          batch_size=batch_rows):
+            yield batch.to_pandas()
 
 
 def plan_shards(n: int, shard_size: int) -> list[dict[str, int]]:
@@ -159,8 +174,7 @@ def run(
         if progress is not None:
             print(f"[salbench] {run_dir} is complete: all {len(shards)} shards finished; "
                   "nothing to resume, nothing written", file=progress, flush=True)
-        samples = tables.read_samples(run_dir)
-        return RunResult(run_dir, samples, pd.read_parquet(run_dir / "summary.parquet"))
+        return RunResult(run_dir, pd.read_parquet(run_dir / "summary.parquet"))
     if pending and not in_process:
         ensure_ray(config.resources.address)
     run_id = run_dir.name
@@ -195,8 +209,7 @@ def run(
             timings = execute_local(config, writer, pending, geometries, previous)
         else:
             timings = _execute(config, writer, pending, geometries, ray_progress_bars, previous)
-        samples = tables.read_samples(run_dir)
-        summary = tables.summarize(samples, config)
+        summary, counts = summarize_dataset(run_dataset(run_dir), config)
         tables.write_table(summary, run_dir / "summary.parquet")
         finished = _now()
         manifest["attempts"].append({
@@ -207,16 +220,15 @@ def run(
         manifest.update(
             status="complete", finished=finished, timings=mf.merge_timings(manifest["attempts"]),
             wall_seconds=round(sum(a["wall_seconds"] for a in manifest["attempts"]), 3),
-            counts={"rows": len(samples), "ok": int((samples["status"] == "ok").sum()),
-                    "errors": int((samples["status"] != "ok").sum()),
-                    "shards_run_now": len(pending), "cells_reused_now": writer.reused},
+            counts={**run_counts(counts), "shards_run_now": len(pending),
+                    "cells_reused_now": writer.reused},
         )
         if previous is not None and progress is not None:
             print(f"[salbench] reused {writer.reused} of {writer.total_rows} cells from "
                   f"{previous.run_dir}; computed {writer.total_rows - writer.reused}",
                   file=progress, flush=True)
         mf.write_manifest(run_dir, manifest)
-        return RunResult(run_dir, samples, summary)
+        return RunResult(run_dir, summary)
     except BaseException as exc:
         _mark_failed(run_dir, manifest or {"run_id": run_id, "config": config.to_dict()}, exc)
         raise

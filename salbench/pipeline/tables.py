@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -80,7 +80,7 @@ def rows_to_table(rows: list[dict[str, Any]], config: RunConfig, run_id: str) ->
             else:
                 rec[col] = float(v)
         if config.save_maps:
-            rec.update(map=r["map"] or None, map_height=int(r["height"]),
+            rec.update(map=stored_map(r), map_height=int(r["height"]),
                        map_width=int(r["width"]), input_png=None)
             crop, key = r.get("crop") or b"", (r["index"], r["model"])
             if key not in have_input and r.get("input_png"):  # a row copied by --reuse
@@ -92,6 +92,15 @@ def rows_to_table(rows: list[dict[str, Any]], config: RunConfig, run_id: str) ->
                 rec["input_png"] = crop_png(crop, int(r["height"]), int(r["width"]))
         records.append(rec)
     return pa.Table.from_pylist(records, schema=schema)
+
+
+def stored_map(row: dict[str, Any]) -> bytes | None:
+    """A stage row's map as stored with ``save_maps``: float16 bytes (for galleries; every
+    metric was computed from the full-precision map before this point), or None."""
+    if not row["map"]:
+        return None
+    dtype = np.dtype(row.get("map_dtype") or "float16")
+    return np.frombuffer(row["map"], dtype).astype(np.float16).tobytes()
 
 
 def crop_png(crop: bytes, height: int, width: int) -> bytes:
@@ -148,46 +157,12 @@ def read_samples(run_dir: Path) -> pd.DataFrame:
 
 
 def summarize(samples: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
-    """model x method x metric statistics over ok rows with a finite value.
+    """The summary of an in-memory samples table (see :mod:`salbench.pipeline.summary`,
+    which a run uses on its shard files without loading them)."""
+    from salbench.pipeline.summary import summarize_dataset
 
-    Columns: model, method, metric, n (values used), n_rows (all rows), n_error (rows whose
-    status is not ok), mean, std (ddof 1), median, ci95_low, ci95_high (Student t interval of
-    the mean; NaN when n < 2). Metrics with a dataset-level figure of their own (SIC / AIC:
-    the AUC of the median / mean curve) add rows ``<name>_aggregate_auc`` whose ``mean``
-    holds that figure and ``n`` the curves it used.
-    """
-    from scipy import stats  # imported when used: scipy.stats takes 0.25 s
-    scalar = [c for c, kind in value_columns(config).items() if kind == "float"]
-    scalar = ["target_prob", *scalar]
-    out = []
-    for (model, method), g in samples.groupby(["model", "method"], sort=True):
-        ok = g[g["status"] == "ok"]
-        for col in scalar:
-            v = ok[col].to_numpy(dtype=np.float64) if col in ok else np.array([])
-            v = v[np.isfinite(v)]
-            n = len(v)
-            mean = float(v.mean()) if n else math.nan
-            std = float(v.std(ddof=1)) if n > 1 else math.nan
-            half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
-            out.append({
-                "model": model, "method": method, "metric": col, "n": n, "n_rows": len(g),
-                "n_error": int((g["status"] != "ok").sum()), "mean": mean, "std": std,
-                "median": float(np.median(v)) if n else math.nan,
-                "ci95_low": mean - half, "ci95_high": mean + half,
-            })
-        for comp in config.metrics:
-            spec = metrics.get(comp.name)
-            if spec.summary is None:
-                continue
-            for metric, (value, n) in spec.summary(ok).items():
-                out.append({"model": model, "method": method, "metric": metric, "n": n,
-                            "n_rows": len(g), "n_error": int((g["status"] != "ok").sum()),
-                            "mean": value, "std": math.nan, "median": math.nan,
-                            "ci95_low": math.nan, "ci95_high": math.nan})
-    return pd.DataFrame(out, columns=[
-        "model", "method", "metric", "n", "n_rows", "n_error", "mean", "std", "median",
-        "ci95_low", "ci95_high",
-    ])
+    table = pa.Table.from_pandas(samples, preserve_index=False)
+    return summarize_dataset(ds.dataset(table), config)[0]
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> None:

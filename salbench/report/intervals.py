@@ -1,17 +1,18 @@
 """95% intervals that respect what a metric can take.
 
-The summary's interval is Student t of the mean, which for a bounded metric can reach past
-its bounds (a pointing-game rate of 0.9 from 10 images: t gives [0.67, 1.13]). The report
-uses instead:
+A Student t interval of the mean can reach past a bounded metric's range (a pointing-game
+rate of 0.9 from 10 images: t gives [0.67, 1.13]). The rule, for scalar columns the same as
+the summary's (``salbench.pipeline.summary.interval``, with the ranges and the 0 / 1 hit
+columns of ``salbench.metrics.registry``):
 
 - hit rates (values 0 or 1, e.g. ``pointing_game_hit``): the Wilson score interval;
-- other metrics with a known range (AUCs of probabilities, F1, Gini, correlations, ...):
-  the Student t interval clipped to the range;
-- everything else: the Student t interval unchanged.
+- other columns with a known range (AUCs of probabilities, F1, ...): the Student t
+  interval clipped to the range;
+- everything else: the Student t interval.
 
-:func:`bounded_summary` rewrites a summary's ``ci95_low`` / ``ci95_high`` accordingly and
-names the method in a column ``interval`` (``wilson``, ``t, clipped to [lo, hi]``, ``t``).
-Curve bands use the same rules per point (:func:`curve_band`).
+:func:`bounded_summary` applies it to a summary written before summaries carried
+``ci_method`` (a current summary is used as it is). Curve bands use the same rules per point
+(:func:`curve_band`; the ranges of curve columns are in :data:`CURVE_BOUNDS`).
 """
 
 from __future__ import annotations
@@ -22,31 +23,20 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from salbench.metrics.registry import BINARY_COLUMNS, bounds
+
 Z95 = float(stats.norm.ppf(0.975))
 
-#: Hit-rate columns: 0 / 1 per sample.
-RATE_COLUMNS = frozenset({"pointing_game_hit"})
 #: Curve columns whose points are 0 / 1 per sample (top-1 still correct).
 RATE_CURVES = frozenset({"aic_curve", "aic_msssim_curve", "pic_blur_aic_curve"})
-
-_UNIT = (0.0, 1.0)
-_SIGNED = (-1.0, 1.0)
-#: Column -> (lowest, highest) value it can take.
-BOUNDS: dict[str, tuple[float, float]] = {
-    **{c: _UNIT for c in (
-        "insertion_auc", "deletion_auc", "insertion_igos_auc", "deletion_igos_auc",
-        "pixel_flip_lerf_auc", "pixel_flip_morf_auc", "sic_auc", "aic_auc", "sic_msssim_auc",
-        "aic_msssim_auc", "pic_blur_sic_auc", "pic_blur_aic_auc", "pointing_game_hit",
-        "wsol_f1", "wsol_iou", "wsol_mae", "wsol_roc_auc", "concentration_top1",
-        "concentration_top5", "concentration_top10", "concentration_gini",
-        "similarity_wjaccard",
+#: Curve column -> (lowest, highest) value a point can take.
+CURVE_BOUNDS: dict[str, tuple[float, float]] = {
+    **{c: (0.0, 1.0) for c in (
         "insertion_curve", "deletion_curve", "insertion_igos_curve", "deletion_igos_curve",
         "pixel_flip_lerf_curve", "pixel_flip_morf_curve", "sic_curve", "aic_curve",
         "sic_msssim_curve", "aic_msssim_curve", "pic_blur_sic_curve", "pic_blur_aic_curve")},
-    **{c: _SIGNED for c in (
-        "similarity_pearson", "similarity_spearman", "similarity_ssim", "mprt_spearman",
-        "mprt_ssim", "sensitivity_n", "sensitivity_n_curve", "mprt_spearman_curve",
-        "mprt_ssim_curve")},
+    **{c: (-1.0, 1.0) for c in ("sensitivity_n_curve", "mprt_spearman_curve",
+                                "mprt_ssim_curve")},
 }
 
 
@@ -71,49 +61,62 @@ def t_interval(values: np.ndarray) -> tuple[float, float]:
     return mean - half, mean + half
 
 
+def _finite_bounds(column: str) -> tuple[float, float] | None:
+    lo, hi = bounds(column)
+    return (lo, hi) if math.isfinite(lo) or math.isfinite(hi) else None
+
+
 def kind(column: str) -> str:
-    """Which interval :func:`interval` uses for ``column`` (shown in the report)."""
-    if column in RATE_COLUMNS:
+    """How the 95% interval of scalar ``column`` is computed: ``wilson``, ``t, clipped to
+    [lo, hi]`` or ``t`` (for captions)."""
+    if column in BINARY_COLUMNS:
         return "wilson"
-    if column in BOUNDS:
-        lo, hi = BOUNDS[column]
-        return f"t, clipped to [{lo:g}, {hi:g}]"
+    rng = _finite_bounds(column)
+    if rng is not None:
+        return f"t, clipped to [{rng[0]:g}, {rng[1]:g}]"
     return "t"
 
 
 def interval(values: np.ndarray, column: str) -> tuple[float, float]:
-    """The 95% interval of the mean of ``values`` (finite, 1-D) for ``column``."""
-    if column in RATE_COLUMNS:
+    """The 95% interval of the mean of ``values`` (finite, 1-D) of scalar ``column``."""
+    if column in BINARY_COLUMNS:
         return wilson(float(np.sum(values)), len(values))
     low, high = t_interval(values)
-    if column in BOUNDS and math.isfinite(low):
-        lo, hi = BOUNDS[column]
-        low, high = max(lo, low), min(hi, high)
+    rng = _finite_bounds(column)
+    if rng is not None and math.isfinite(low):
+        low, high = max(rng[0], low), min(rng[1], high)
     return low, high
 
 
 def bounded_summary(summary: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
-    """``summary`` with the intervals of bounded columns recomputed from ``samples`` (ok
-    rows, finite values, as the summary's ``n``) and a column ``interval`` naming the kind.
+    """``summary`` with intervals that respect each column's range.
 
-    Rows of dataset-level figures (no per-sample column) keep their interval (none).
+    A summary with ``ci_method`` (written by the current pipeline) already has them and is
+    returned as it is. An older one gets the intervals of bounded columns recomputed from
+    ``samples`` (ok rows, finite values, as its ``n``) and ``ci_method`` added.
     """
+    if "ci_method" in summary.columns:
+        return summary
     out = summary.copy()
-    out["interval"] = [kind(m) if m in samples.columns else "" for m in out["metric"]]
+    out["ci_method"] = ["none" if m not in samples.columns else
+                        "wilson" if m in BINARY_COLUMNS else "t" for m in out["metric"]]
     ok = samples[samples["status"] == "ok"]
     groups = dict(list(ok.groupby(["model", "method"], sort=False))) if len(ok) else {}
     for i, row in out.iterrows():
         metric = row["metric"]
-        if metric not in BOUNDS or metric not in samples.columns:
+        if metric not in samples.columns or kind(metric) == "t":
             continue
         g = groups.get((row["model"], row["method"]))
         if g is None:
             continue
         v = g[metric].to_numpy(dtype=np.float64)
         v = v[np.isfinite(v)]
-        if len(v) == 0 or (len(v) < 2 and metric not in RATE_COLUMNS):
+        if len(v) < 2:
             continue
-        out.loc[i, ["ci95_low", "ci95_high"]] = interval(v, metric)
+        low, high = interval(v, metric)
+        if metric not in BINARY_COLUMNS and (low, high) != t_interval(v):
+            out.loc[i, "ci_method"] = "t_clipped"
+        out.loc[i, ["ci95_low", "ci95_high"]] = low, high
     return out
 
 
@@ -130,8 +133,8 @@ def curve_band(curves: np.ndarray, column: str) -> tuple[np.ndarray, np.ndarray,
         return mean, mean, mean
     half = stats.t.ppf(0.975, n - 1) * curves.std(axis=0, ddof=1) / math.sqrt(n)
     low, high = mean - half, mean + half
-    if column in BOUNDS:
-        lo, hi = BOUNDS[column]
+    if column in CURVE_BOUNDS:
+        lo, hi = CURVE_BOUNDS[column]
         low, high = np.clip(low, lo, hi), np.clip(high, lo, hi)
     return mean, low, high
 
@@ -140,7 +143,7 @@ def band_kind(column: str) -> str:
     """What :func:`curve_band` draws for ``column``."""
     if column in RATE_CURVES:
         return "95% Wilson interval of the rate"
-    if column in BOUNDS:
-        lo, hi = BOUNDS[column]
+    if column in CURVE_BOUNDS:
+        lo, hi = CURVE_BOUNDS[column]
         return f"95% CI of the mean (Student t, clipped to [{lo:g}, {hi:g}])"
     return "95% CI of the mean (Student t)"
