@@ -136,6 +136,10 @@ def test_stage_times_are_relative_to_the_first_operator(built):
 def test_aggregate_auc_sits_next_to_its_per_sample_mean(built):
     assert pair_aggregates(["sic_aggregate_auc", "insertion_auc", "sic_auc", "x"]) == [
         "sic_auc", "sic_aggregate_auc", "insertion_auc", "x"]
+    assert pair_aggregates(["insertion_auc", "deletion_auc", "insertion_ratio_auc",
+                            "pointing_game_hit", "deletion_ratio_auc"]) == [
+        "insertion_auc", "insertion_ratio_auc", "deletion_auc", "deletion_ratio_auc",
+        "pointing_game_hit"]
     _, md = built
     header, _ = md_rows(md, "Overview: tiny_cnn")
     i = header.index("sic_aggregate_auc (↑)")

@@ -187,18 +187,35 @@ def present_metrics(run: RunTables) -> list[str]:
 
 
 def pair_aggregates(metrics: list[str]) -> list[str]:
-    """``metrics`` with each per-sample AUC (``sic_auc``) placed right before its
-    dataset-level aggregate (``sic_aggregate_auc``), the rest in their order."""
+    """``metrics`` grouped by the metric that writes them (a group where its first column
+    stands), each per-sample AUC (``sic_auc``) right before its dataset-level aggregate
+    (``sic_aggregate_auc``): e.g. insertion_auc, insertion_ratio_auc, deletion_auc, ..."""
+    owner = _owners()
+
+    def group(m: str) -> str:
+        if m.endswith("_aggregate_auc"):
+            m = m[: -len("_aggregate_auc")] + "_auc"
+        return owner.get(m, m)
+
     out: list[str] = []
     for m in metrics:
         if m in out:
             continue
-        if m.endswith("_aggregate_auc"):
-            per_sample = m[: -len("_aggregate_auc")] + "_auc"
-            if per_sample in metrics:
-                out.append(per_sample)
-        out.append(m)
+        for col in (c for c in metrics if group(c) == group(m) and c not in out):
+            if col.endswith("_aggregate_auc"):
+                per_sample = col[: -len("_aggregate_auc")] + "_auc"
+                if per_sample in metrics and per_sample not in out:
+                    out.append(per_sample)
+            if col not in out:
+                out.append(col)
     return out
+
+
+def _owners() -> dict[str, str]:
+    """Metric column -> the registered metric that writes it."""
+    from salbench import metrics
+
+    return {col: name for name in metrics.names() for col in metrics.get(name).columns}
 
 
 def overview_tables(run: RunTables) -> list[Table]:
@@ -220,9 +237,10 @@ def overview_tables(run: RunTables) -> list[Table]:
                 Cell(fmt(means[m][meth]), strong=meth in best[m]) for m in metrics])
         out.append(Table(
             f"Overview: {model}", ["method", "rows", "errors", *map(_label, metrics)], rows,
-            "Means over ok rows; an ``*_aggregate_auc`` column (SIC / AIC: the AUC of the "
-            "aggregated curve) follows the mean of its per-sample AUCs. The best value of "
-            "each column in bold (↑ higher is better, ↓ lower is better).", key="overview"))
+            "Means over ok rows; each metric's columns side by side, a dataset-level "
+            "aggregate AUC (SIC / AIC: the AUC of the aggregated curve) right after the mean "
+            "of its per-sample AUCs. The best value of each column in bold (↑ higher is "
+            "better, ↓ lower is better).", key="overview"))
     return out
 
 
@@ -464,11 +482,11 @@ def errors_tables(run: RunTables) -> list[Table]:
 
 
 def stage_rows(stages: dict[str, dict[str, float]]) -> list[dict[str, float]]:
-    """Per Ray Data operator: ``operator``, ``work_s``, ``start_s``, ``end_s``, ``span_s``,
-    ``rows``, ``bytes`` (NaN when unknown); start / end in seconds after the first
-    operator started. Reads both the relative ``start_s`` / ``end_s`` of current manifests
-    and the raw clock readings (``earliest_start_time`` / ``latest_end_time``) of older
-    ones."""
+    """Per Ray Data operator, in the order they started: ``operator``, ``work_s``,
+    ``start_s``, ``end_s``, ``span_s``, ``rows``, ``bytes`` (NaN when unknown); start / end
+    in seconds after the first operator started. Reads both the relative ``start_s`` /
+    ``end_s`` of current manifests and the raw clock readings (``earliest_start_time`` /
+    ``latest_end_time``) of older ones."""
     raw = [v["earliest_start_time"] for v in stages.values() if "earliest_start_time" in v]
     origin = min(raw) if raw else 0.0
     out = []
@@ -478,7 +496,7 @@ def stage_rows(stages: dict[str, dict[str, float]]) -> list[dict[str, float]]:
         out.append({"operator": op, "work_s": v.get("time_total_s", math.nan),
                     "start_s": start, "end_s": end, "span_s": end - start,
                     "rows": v.get("rows", math.nan), "bytes": v.get("bytes", math.nan)})
-    return out
+    return sorted(out, key=lambda r: (not math.isfinite(r["start_s"]), r["start_s"]))
 
 
 def stage_table(stages: dict[str, dict[str, float]]) -> Table:
