@@ -110,7 +110,7 @@ def _run(config: RunConfig, args: argparse.Namespace, report: bool = False) -> i
 
         print(f"report: {write_report(result.run_dir)}")
     else:
-        print(f"report: salbench report {result.run_dir}")
+        print(f"report: `salbench report {result.run_dir}` writes it")
     return 0
 
 
