@@ -190,8 +190,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from salbench.report import write_compare_report
 
         print(f"comparison report: {write_compare_report(args.run_a, args.run_b)}")
-    if args.fail_on_change and table["significant"].fillna(False).astype(bool).any():
-        print("significant changes found (--fail-on-change): exit 1", file=sys.stderr)
+    worse = int((table["change"] == "worse").sum())
+    if args.fail_on_change and worse:
+        print(f"{worse} significant changes for the worse (--fail-on-change): exit 1",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -290,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only these metric columns or registered metrics (repeatable)")
     c.add_argument("--csv", type=Path, metavar="PATH", help="also write the table as CSV")
     c.add_argument("--fail-on-change", action="store_true",
-                   help="exit 1 when any delta is significant (for cron / CI reruns)")
+                   help="exit 1 when a metric got significantly worse (its registry "
+                        "direction; improvements and diagnostics never fail): for cron / CI "
+                        "reruns")
     c.add_argument("--report", action="store_true",
                    help="also write a comparison page (RUN_B/report/compare-<A>/index.html)")
     c.set_defaults(fn=cmd_compare)

@@ -11,7 +11,9 @@ A failure belongs to its sample: when a method or a metric raises on a batch, it
 one sample at a time and only the samples that fail again get ``method_error`` (no map) or a
 ``metric_error`` line for that metric (the row keeps its map and its other metrics). A map
 that is constant or has non-finite pixels has no ranking: its row gets ``degenerate_map``
-with the reason, keeps the method's diagnostics, and no metric is computed on it.
+with the reason, keeps the method's diagnostics, and no metric is computed on it. With
+``dataset.filter: correct`` an image whose top-1 class is not its label gets ``filtered``
+rows (the papers that evaluate only correctly classified images).
 
 Maps travel to the next stage as the float32 (or float64) bytes of ``methods.to_map``
 (``map_dtype`` names the dtype), never cast down: the CPU stage's metrics rank the same map
@@ -118,6 +120,7 @@ class ModelRunner:
             (m, spec) for m in config.metrics
             if (spec := metrics.get(m.name)).stage == "model" and spec.prepare is None
         ]
+        self.correct_only = config.dataset.get("filter", "all") == "correct"
         #: told the rows (samples) of each method's finished batch (live progress)
         self.on_cells: Callable[[list[dict[str, Any]]], None] | None = None
 
@@ -191,11 +194,17 @@ class ModelRunner:
         ]).to(self.device)
         pred, target, prob, valid = self._targets(rows, x)
         out = []
-        for r, t, v in zip(rows, target, valid, strict=True):
+        for i, (r, t, v) in enumerate(zip(rows, target, valid, strict=True)):
             if not v:
                 msg = f"label {t} is out of range for model {self.model_label} " \
                       f"({self.model.num_classes} classes)"
                 out += [self.row(r, m.label, "bad_label", msg) for m, _ in r["todo"]]
+            elif self.correct_only and r["label"] >= 0 and pred[i] != r["label"]:
+                msg = (f"top-1 class {pred[i]} is not the label {r['label']} "
+                       "(dataset.filter: correct)")
+                out += [self.row(r, m.label, "filtered", msg, target=int(t), pred=int(pred[i]),
+                                 target_prob=float(prob[i])) for m, _ in r["todo"]]
+                valid[i] = False
         keep = np.flatnonzero(valid)
         if len(keep) == 0:
             return out

@@ -98,7 +98,7 @@ def paired_runs(tmp_path: Path) -> tuple[Path, Path]:
     b_ins[4] = math.nan
     b_del = [a + d for a, d in zip(A_DEL, D_DEL, strict=True)]
     run_a = make_run(tmp_path, "a", rows_of({"insertion_auc": A_INS, "deletion_auc": A_DEL},
-                                            status={5: "metric_error"}), shard_rows=4)
+                                            status={5: "method_error"}), shard_rows=4)
     m = copy.deepcopy(MANIFEST)
     m["config"]["methods"] = [{"name": "ig", "steps": 64}]
     m["config_hash"] = "bbbbbbbbbb"
@@ -174,7 +174,7 @@ def test_metrics_and_rows_in_one_run_only(tmp_path):
 
 def test_identical_runs(paired_runs, tmp_path):
     run_a = paired_runs[0]
-    rows = rows_of({"insertion_auc": A_INS, "deletion_auc": A_DEL}, status={5: "metric_error"})
+    rows = rows_of({"insertion_auc": A_INS, "deletion_auc": A_DEL}, status={5: "method_error"})
     copy_a = make_run(tmp_path / "copy", "a2", rows, shard_rows=2)  # other shard layout
     for other in (run_a, copy_a):
         table = compare_runs(run_a, other)
@@ -262,10 +262,19 @@ def test_cli(paired_runs, tmp_path, capsys):
     assert main(["compare", run_a, run_b, "--metric", "insertion"]) == 0  # a registered metric
     out = capsys.readouterr().out
     assert " insertion_auc " in out and "deletion_auc" not in out
-    # --fail-on-change: exit 1 when a delta is significant (deletion_auc is), 0 otherwise
-    assert main(["compare", run_a, run_b, "--fail-on-change"]) == 1
-    assert "significant changes" in capsys.readouterr().err
-    assert main(["compare", run_a, run_b, "--metric", "insertion_auc", "--fail-on-change"]) == 0
+    # --fail-on-change knows which way is better: deletion_auc fell significantly from A
+    # to B, an improvement (lower is better): exit 0, listed as better; from B to A it is
+    # a change for the worse: exit 1
+    assert main(["compare", run_a, run_b, "--fail-on-change"]) == 0
+    out = capsys.readouterr().out
+    assert "better (significant improvements): 1" in out and "m/ig deletion_auc" in out
+    assert "worse" not in out.split("in one run only")[1]
+    assert main(["compare", run_b, run_a, "--fail-on-change"]) == 1
+    captured = capsys.readouterr()
+    assert "1 significant changes for the worse" in captured.err
+    assert "worse (significant, in the metric's worse direction): 1" in captured.out
+    assert main(["compare", run_b, run_a, "--metric", "insertion_auc",
+                 "--fail-on-change"]) == 0
 
 
 @pytest.mark.parametrize("extra", [["--metric", "nope"], ["--csv", "/nonexistent/dir/x.csv"]])

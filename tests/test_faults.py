@@ -161,14 +161,14 @@ def test_a_one_sample_batch_that_died_once_is_retried_not_an_error_row(tmp_path,
     rows = pd.DataFrame(list(read_shard(item, dataset_json=_json.dumps(cfg.dataset))))
     batch = decode_batch(rows, input_size=model.input_size, crop_fraction=model.crop_fraction)
     actor = AttributeActor(cfg.to_dict(), 0, journal=start_journal(f"t-{tmp_path.name}"))
-    real = actor._attribute
+    real = actor.runner.attribute
 
     def dies(rows):  # the attempt that never ends, as if the process had been killed
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(actor, "_attribute", dies)
+    monkeypatch.setattr(actor.runner, "attribute", dies)
     with pytest.raises(KeyboardInterrupt):
         actor(batch)
-    monkeypatch.setattr(actor, "_attribute", real)
+    monkeypatch.setattr(actor.runner, "attribute", real)
     out = actor(batch)
     assert list(out["status"]) == ["ok"], out["error"].tolist()

@@ -8,6 +8,8 @@ runs the real pipeline on the tiny model.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import io
 import json
 import math
@@ -32,7 +34,7 @@ from salbench.report import write_compare_report, write_report
 from salbench.report.compare import classify
 from salbench.report.data import read_run
 from salbench.report.gallery import NORMALISATION, normalise
-from salbench.report.tables import idgi_pairs
+from salbench.report.tables import idgi_pairs, idgi_tables
 
 SIZE = 32
 N = 6
@@ -40,7 +42,8 @@ CONFIG: dict[str, Any] = {
     "name": "rep", "seed": 0, "profile": "fast", "out": "runs",
     "dataset": {"kind": "synthetic", "n": N, "size": SIZE},
     "models": ["tiny_cnn"],
-    "methods": ["vg", "ig", "idgi_ig", "gig", "idgi_gig"],
+    "methods": ["vg", {"name": "ig", "score": "prob"}, "idgi_ig",
+                {"name": "gig", "score": "prob"}, "idgi_gig"],
     "metrics": ["insertion", "deletion", "sic", "wsol", "pointing_game", "pixel_flip"],
     "save_maps": True,
 }
@@ -206,6 +209,20 @@ def test_idgi_table_pairs_methods_and_highlights_the_better(report):
     _, (mae,) = md_rows(md, "Paper 001 (Table 4): MAE (↓) — wsol_mae")
     assert mae[2].startswith("**") and not mae[1].startswith("**")  # lower MAE is better
     assert "n=5, 1 err" in cells[1] and "n=4, 2 err" in cells[3]  # counts under each mean
+
+
+def test_idgi_pairs_on_different_scores_are_not_comparable(report):
+    """IG on the logit vs IDGI-IG on the probability: no delta, a "not comparable" note
+    (the delta would contain the change of score); GIG / IDGI-GIG, both on the probability,
+    keep theirs."""
+    run = read_run(report)
+    manifest = copy.deepcopy(run.manifest)
+    manifest["config"]["methods"][1] = "ig"  # the logit, salbench's default
+    mixed = dataclasses.replace(run, manifest=manifest)
+    table = next(t for t in idgi_tables(mixed) if t.title.endswith("insertion_auc"))
+    (cells,) = [[c.text for c in row] for row in table.rows]
+    assert "not comparable: ig on the logit, idgi_ig on the prob" in cells[2]
+    assert "Δ" not in cells[2] and "Δ" in cells[4]
 
 
 def test_html_is_offline_and_every_reference_exists(report):

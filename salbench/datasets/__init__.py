@@ -30,10 +30,12 @@ def names() -> list[str]:
 
 
 def open_dataset(spec: str | dict[str, Any]) -> Dataset:
-    """Open a dataset from ``"kind"`` or ``{"kind": ..., **params}``."""
+    """Open a dataset from ``"kind"`` or ``{"kind": ..., **params}``. ``filter`` is the
+    model stage's (which images are evaluated), not the reader's."""
     if isinstance(spec, str):
         spec = {"kind": spec}
     params = dict(spec)
+    params.pop("filter", None)
     kind = params.pop("kind", None)
     if kind is None:
         raise ValueError("dataset spec needs a 'kind' key, e.g. {kind: folder, path: photos/}")

@@ -11,20 +11,24 @@ It prints what differs between the two runs' manifests first (config keys, confi
 dataset fingerprint, package versions, git commit, unfinished runs), then one line per
 model x method x metric: the two means, ``delta = mean_b - mean_a`` (4 significant digits),
 its 95% confidence interval, the numbers of values used and ``*`` where the interval
-excludes 0. It exits 0 whatever changed; a path that is not a run directory (no
+excludes 0. Each metric has a direction (the metric registry's: higher or lower is better, or
+neutral for diagnostics such as completeness error), so a significant change is listed as
+worse, better or (neutral) changed; ``--fail-on-change`` exits 1 only on a worse one.
+Otherwise it exits 0 whatever changed; a path that is not a run directory (no
 ``manifest.json``, no finished shard) exits 2 with one line naming the path.
 
 Statistics. A metric is every float column of the per-sample table (``target_prob``, method
 diagnostics, metric scalars; not curves), plus the dataset-level figures found only in
-``summary.parquet`` (``sic_aggregate_auc``, ...). Only rows with status ``ok`` and a finite
-value count. When both runs hold the same ``sample_id`` set for a model x method (a rerun of
-the same data) the comparison is *paired*: samples whose value is missing or not ok in either
-run are dropped, ``mean_a``/``mean_b``/``n_a``/``n_b`` describe the remaining pairs, and the
-interval is the Student t interval of the mean per-sample difference. Otherwise it is
-Welch's t interval from the two runs' values. Dataset-level figures get the delta of the two
-summary values and no interval. A model x method x metric that only one run has is listed
-with ``only_in`` = ``"a"`` or ``"b"``; one with no value in either run (a diagnostic of
-another method) is left out.
+``summary.parquet`` (``sic_aggregate_auc``, ...). Only rows with a result (status ``ok``,
+``metric_error`` or ``degenerate_map``) and a finite value count. When both runs hold the
+same ``sample_id`` set for a model x method (a rerun of the same data) the comparison is
+*paired*: samples whose value is missing or without a result in either run are dropped,
+``mean_a``/``mean_b``/``n_a``/``n_b`` describe the remaining pairs, and the interval is the
+Student t interval of the mean per-sample difference. Otherwise it is Welch's t interval
+from the two runs' values. Dataset-level figures get the delta of the two summary values and
+no interval. A model x method x metric that only one run has is listed with ``only_in`` =
+``"a"`` or ``"b"``; one with no value in either run (a diagnostic of another method) is left
+out.
 
 From Python::
 
@@ -47,12 +51,15 @@ import pandas as pd
 from scipy import stats
 
 from salbench.errors import ConfigError
+from salbench.metrics.registry import direction
 from salbench.pipeline import tables
+from salbench.pipeline.summary import TARGET_STATUSES
 
 #: Columns of the table :func:`compare_runs` returns, in order.
 COLUMNS = [
     "model", "method", "metric", "mean_a", "mean_b", "delta", "ci95_low", "ci95_high",
-    "n_a", "n_b", "paired", "significant", "only_in", "n_error_a", "n_error_b",
+    "n_a", "n_b", "paired", "significant", "direction", "change", "only_in", "n_error_a",
+    "n_error_b",
 ]
 #: Float columns of the per-sample table that are not metrics.
 NOT_METRICS = frozenset(name for name, _ in tables.BASE_FIELDS if name != "target_prob") | {
@@ -171,7 +178,7 @@ def _status_notes(run: RunData, label: str) -> list[str]:
 
 
 def _finite_ok(group: pd.DataFrame, col: str) -> np.ndarray:
-    ok = group[group["status"] == "ok"]
+    ok = group[group["status"].isin(TARGET_STATUSES)]
     v = ok[col].to_numpy(dtype=np.float64)
     return v[np.isfinite(v)]
 
@@ -218,7 +225,8 @@ def _compare_metric(ga: pd.DataFrame, gb: pd.DataFrame, col: str,
             gb[["sample_id", "status", col]], on="sample_id", suffixes=("_a", "_b"))
         va = m[f"{col}_a"].to_numpy(dtype=np.float64)
         vb = m[f"{col}_b"].to_numpy(dtype=np.float64)
-        ok = ((m["status_a"] == "ok") & (m["status_b"] == "ok")).to_numpy(dtype=bool)
+        ok = (m["status_a"].isin(TARGET_STATUSES)
+              & m["status_b"].isin(TARGET_STATUSES)).to_numpy(dtype=bool)
         keep = ok & np.isfinite(va) & np.isfinite(vb)
         va, vb = va[keep], vb[keep]
         low, high = paired_interval(vb - va)
@@ -302,8 +310,7 @@ def compare_runs(run_a: Path, run_b: Path,
         ga, gb = groups_a.get(key), groups_b.get(key)
         paired = _is_paired(ga, gb)
         base = {"model": model, "method": method, "paired": paired,
-                "n_error_a": int((ga["status"] != "ok").sum()) if ga is not None else 0,
-                "n_error_b": int((gb["status"] != "ok").sum()) if gb is not None else 0}
+                "n_error_a": _errors(ga), "n_error_b": _errors(gb)}
         for col in sample_cols:
             in_a = ga is not None and col in cols_a
             in_b = gb is not None and col in cols_b
@@ -340,6 +347,10 @@ def compare_runs(run_a: Path, run_b: Path,
         table[col] = table[col].fillna(0).astype(np.int64)
     table["paired"] = table["paired"].astype(bool)
     table["significant"] = ((table["ci95_low"] > 0) | (table["ci95_high"] < 0)).astype(bool)
+    table["direction"] = [direction(m) for m in table["metric"]]
+    table["change"] = [_change(sig, delta, d) for sig, delta, d in
+                       zip(table["significant"], table["delta"], table["direction"],
+                           strict=True)]
     table = table.sort_values(["model", "method", "metric"], kind="stable")
     table = table.reset_index(drop=True)
     table.attrs.update(
@@ -348,6 +359,22 @@ def compare_runs(run_a: Path, run_b: Path,
                      *_status_notes(b, "B")],
     )
     return table
+
+
+def _errors(group: pd.DataFrame | None) -> int:
+    """Rows without a result (an error status; degenerate maps are not errors)."""
+    if group is None:
+        return 0
+    return int((~group["status"].isin((*TARGET_STATUSES, "filtered"))).sum())
+
+
+def _change(significant: bool, delta: float, way: str) -> str:
+    """"worse", "better" or "changed" (a neutral metric) for a significant delta, else ""."""
+    if not significant:
+        return ""
+    if way == "neutral":
+        return "changed"
+    return "better" if (delta > 0) == (way == "higher") else "worse"
 
 
 def _num(value: float, signed: bool = False) -> str:
@@ -408,6 +435,14 @@ def comparison_report(table: pd.DataFrame, path_a: str = "", path_b: str = "") -
     out += ["", f"{len(table)} rows, {n_sig} significant (*: the 95% CI of delta = B - A "
             "excludes 0; paired t on common samples, else Welch t), "
             f"{n_only} in one run only"]
+    for change, title in (("worse", "worse (significant, in the metric's worse direction)"),
+                          ("better", "better (significant improvements)"),
+                          ("changed", "changed (diagnostics with no better direction)")):
+        hit = table[table["change"] == change]
+        if len(hit):
+            out += [f"{title}: {len(hit)}"] + [
+                f"  {r.model}/{r.method} {r.metric}: {_num(r.mean_a)} -> {_num(r.mean_b)} "
+                f"({_num(r.delta, signed=True)})" for r in hit.itertuples(index=False)]
     return "\n".join(out)
 
 

@@ -26,6 +26,9 @@ from salbench import datasets, methods, metrics, models
 from salbench.errors import ConfigError, UnknownNameError
 
 DEFAULT_METRICS = ["insertion", "deletion", "pointing_game"]
+#: ``dataset.filter``: "all" images, or only those the model classifies "correct"ly (top-1
+#: = label; images without a label are kept): the rest become ``filtered`` rows.
+DATASET_FILTERS = ("all", "correct")
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,9 @@ def parse_config(raw: Any) -> RunConfig:
         datasets.REGISTRY.get(ds["kind"])
     except UnknownNameError as exc:
         raise ConfigError(f"dataset.kind: {exc}") from None
+    if ds.get("filter", "all") not in DATASET_FILTERS:
+        raise ConfigError(f"dataset.filter: expected one of {DATASET_FILTERS}, got "
+                          f"{ds['filter']!r}")
     kw: dict[str, Any] = {}
     for name, kind in (("out", str), ("seed", int), ("profile", str), ("map_reduce", str),
                        ("save_maps", bool), ("name", str)):

@@ -63,8 +63,8 @@ class GroupCounts:
 
     @property
     def errors(self) -> int:
-        """Rows without a target or a map (error statuses)."""
-        return self.rows - sum(self.statuses.get(s, 0) for s in TARGET_STATUSES)
+        """Rows without a result (error statuses; not those left out by dataset.filter)."""
+        return self.rows - sum(self.statuses.get(s, 0) for s in (*TARGET_STATUSES, "filtered"))
 
 
 def count_groups(dataset: ds.Dataset,
@@ -156,12 +156,14 @@ def run_dataset(run_dir: Any) -> ds.Dataset:
 
 
 def run_counts(counts: dict[tuple[str, str], GroupCounts]) -> dict[str, int]:
-    """The manifest's row counts: rows, ok and error rows, degenerate maps."""
+    """The manifest's row counts: rows, ok and error rows, degenerate maps, filtered rows."""
+    def total(status: str) -> int:
+        return sum(g.statuses.get(status, 0) for g in counts.values())
+
     rows = sum(g.rows for g in counts.values())
-    ok = sum(g.statuses.get("ok", 0) for g in counts.values())
-    degenerate = sum(g.statuses.get("degenerate_map", 0) for g in counts.values())
-    return {"rows": rows, "ok": ok, "errors": rows - ok - degenerate,
-            "degenerate_maps": degenerate}
+    ok, degenerate, filtered = total("ok"), total("degenerate_map"), total("filtered")
+    return {"rows": rows, "ok": ok, "errors": rows - ok - degenerate - filtered,
+            "degenerate_maps": degenerate, "filtered": filtered}
 
 
 def summarize_dataset(dataset: ds.Dataset, config: RunConfig,

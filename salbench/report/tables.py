@@ -313,6 +313,24 @@ def idgi_pairs(run: RunTables) -> list[tuple[str, str]]:
     return sorted(pairs, key=lambda p: (rank.get(names.get(p[0], p[0]), 99), p[0]))
 
 
+def method_score(config: dict, label: str) -> str | None:
+    """The score (``logit`` / ``prob``) a method of a recorded config took gradients of:
+    its own ``score`` parameter, else its registered default; None for a method without
+    one or not in the config."""
+    from salbench import methods
+
+    for item in config.get("methods") or []:
+        comp = {"name": item} if isinstance(item, str) else item
+        if not isinstance(comp, dict) or str(comp.get("alias", comp.get("name"))) != label:
+            continue
+        try:
+            default = methods.get(str(comp["name"])).defaults.get("score")
+        except Exception:  # a plugin this process cannot import: only its own parameter
+            default = None
+        return comp.get("score", default)
+    return None
+
+
 def _metric_present(run: RunTables, metric: str) -> bool:
     if metric in BINNED:
         return "pic_blur_levels" in run.samples.columns
@@ -343,6 +361,11 @@ def idgi_tables(run: RunTables) -> list[Table]:
             row = [Cell(model)]
             for base, idgi in pairs:
                 a, b = stat(run, model, base, metric), stat(run, model, idgi, metric)
+                scores = method_score(run.config, base), method_score(run.config, idgi)
+                if a is not None and b is not None and scores[0] != scores[1]:
+                    row += [a.cell(), b.cell(extra=f"(not comparable: {base} on the "
+                                                   f"{scores[0]}, {idgi} on the {scores[1]})")]
+                    continue
                 better = (a is not None and b is not None
                           and (b.mean - a.mean) * sign > 0)
                 worse = (a is not None and b is not None
@@ -365,8 +388,13 @@ def idgi_tables(run: RunTables) -> list[Table]:
             "Mean with its 95% interval and n (values used); the better of each base / +IDGI "
             "pair in bold; Δ = IDGI - base over the samples both scored (* the paired 95% "
             "interval excludes 0; no * for dataset-level figures, which have no interval). "
-            "The paper averages over the images each model classifies correctly; this run "
-            "uses all its images.", key="paper"))
+            "A pair whose methods took gradients of different scores (logit vs probability) "
+            "is shown as not comparable: its delta would include the change of score. "
+            + ("Like the paper, only images each model classifies correctly "
+               "(dataset.filter: correct)." if run.config.get("dataset", {}).get("filter")
+               == "correct" else "The paper averages over the images each model classifies "
+               "correctly; this run uses all its images (dataset.filter: all)."),
+            key="paper"))
     return out
 
 
