@@ -141,7 +141,10 @@ def test_a_run_that_fails_later_is_marked_failed(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("summary exploded")
 
-    monkeypatch.setattr(tables, "summarize", broken)
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("salbench.pipeline.run"), "summarize_dataset",
+                        broken)
     with pytest.raises(RuntimeError, match="summary exploded"):
         run(parse_config(_cfg(tmp_path)), progress=None, in_process=True)
     (run_dir,) = (tmp_path / "runs").iterdir()
