@@ -240,6 +240,8 @@ def run(
 def _mark_failed(run_dir: Path, manifest: dict[str, Any], exc: BaseException) -> None:
     """Record in the manifest that the run failed, and why (the resume command included)."""
     reason = f"{type(exc).__name__}: {exc}"[:2000]
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # Ctrl-C, SIGTERM (Ray: exit 15)
+        reason = f"interrupted ({reason}); the finished shards are kept"
     log.error("run failed: %s", reason)
     manifest.update(status="failed", error=reason, failed_at=_now(),
                     resume=f"salbench resume {run_dir}")
