@@ -201,6 +201,10 @@ def run(
         mf.write_manifest(run_dir, manifest)
         log.info("run %s: %d shards, %d pending", run_id, len(shards), len(pending))
         writer = ShardWriter(config, run_dir, run_id, pending, progress, previous)
+        if progress is not None and pending:
+            print(f"[salbench] {run_dir}: {len(pending)} of {len(shards)} shards to compute, "
+                  f"{writer.total_rows} cells (sample x model x method); starting the "
+                  "model actors", file=progress, flush=True)
         if not pending:
             timings: dict[str, Any] = {}
         elif in_process:
