@@ -57,7 +57,9 @@ def test_plain_lines_when_not_a_terminal():
 
     mon = ProgressMonitor(out, {0: 6, 1: 6}, poll, interactive=False, interval=0.05)
     mon.start()
-    time.sleep(0.4)
+    deadline = time.time() + 30  # a busy machine may schedule the thread late
+    while out.getvalue().count(" cells (") < 3 and time.time() < deadline:
+        time.sleep(0.05)
     mon.shard_written(0, "[salbench] shard 0 written")
     mon.shard_written(1, "[salbench] shard 1 written")
     mon.stop()
@@ -74,7 +76,9 @@ def test_bar_redraws_in_place_on_a_terminal():
     out = Tty()
     mon = ProgressMonitor(out, {0: 4}, lambda: {0: 2}, interactive=True)
     mon.start()
-    time.sleep(0.7)
+    deadline = time.time() + 30
+    while "2/4 cells" not in out.getvalue() and time.time() < deadline:
+        time.sleep(0.05)
     mon.shard_written(0, "[salbench] shard 0 written")
     mon.stop()
     text = out.getvalue()
