@@ -4,8 +4,8 @@ Ray writes to the process's stderr from several places: its Python loggers, the 
 worker of the driver (e.g. an error-level note that Ray Data's actors have constructor
 arguments in the object store, which Ray Data itself puts there for every actor pool), the
 forwarded output of worker processes, and Ray Data's resource warnings. None of them is
-salbench's to reformat, so :func:`ray_output_to_run_log` sends file descriptor 2 as a whole
-to a temporary file for the duration of a run and appends it to ``run.log`` afterwards;
+salbench's to reformat, so :func:`ray_output_to_run_log` sends file descriptors 1 and 2 as
+a whole to a temporary file for the duration of a run and appends it to ``run.log`` after;
 salbench's own progress, results and errors go to the terminal through a duplicate of the
 original descriptor. ``--verbose`` leaves stderr alone.
 """
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-RAY_OUTPUT_HEADER = "---- Ray's own output during this command (stderr) ----\n"
+RAY_OUTPUT_HEADER = "---- Ray's own output during this command (stdout, stderr) ----\n"
 
 
 class Console:
@@ -46,29 +46,36 @@ class Console:
 
 @contextlib.contextmanager
 def ray_output_to_run_log(verbose: bool) -> Iterator[Console]:
-    """Redirect stderr (fd 2) to a temporary file unless ``verbose``; yields the Console
-    for salbench's own output.
+    """Redirect stdout and stderr (fds 1 and 2) to a temporary file unless ``verbose``;
+    yields the Console for salbench's own output (the original stderr).
 
-    On leaving, stderr is restored and the captured text is appended to
+    Both descriptors: Ray prints the forwarded lines of its workers and raylets
+    (``(raylet) Task ... failed ... will be retried``) to stdout or stderr by their origin.
+    On leaving, both are restored and the captured text is appended to
     ``console.run_dir / "run.log"``; when no run directory was set (the command failed
-    before it had one), the file is kept and its path printed. When ``sys.stderr`` is not
-    the process's stderr (a test's capture, a notebook), nothing is redirected.
+    before it had one), the file is kept and its path printed. When ``sys.stderr`` or
+    ``sys.stdout`` is not the process's own (a test's capture, a notebook), nothing is
+    redirected.
     """
-    if verbose or sys.stderr is not sys.__stderr__:
+    if verbose or sys.stderr is not sys.__stderr__ or sys.stdout is not sys.__stdout__:
         yield Console(sys.stderr)
         return
+    sys.stdout.flush()
     sys.stderr.flush()
     fd, capture = tempfile.mkstemp(prefix="salbench-ray-", suffix=".log")
-    original = os.dup(2)
+    originals = {1: os.dup(1), 2: os.dup(2)}
     console = Console(os.fdopen(os.dup(2), "w", buffering=1))
+    os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
     try:
         yield console
     finally:
+        sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(original, 2)
-        os.close(original)
+        for target, saved in originals.items():
+            os.dup2(saved, target)
+            os.close(saved)
         _keep(Path(capture), console)
         console.stream.close()
 
