@@ -85,15 +85,24 @@ def test_user_module_plugins_run_on_two_ray_workers_next_to_builtins(ray_session
     pids = good[good["method"] == "plugin_pid_probe"].groupby("model")["worker_pid"].unique()
     assert all(len(p) == 1 for p in pids) and pids["tiny_smooth"][0] != pids["plugin_tiny"][0]
     assert os.getpid() not in {p[0] for p in pids}
-    # bad methods: error rows saying what was expected, for both models
+    # bad methods: error rows saying what was expected, for both models; a NaN map is a
+    # degenerate map (no ranking), with the count of its NaN pixels
     errors = s[s["method"].isin(bad)]
-    assert (errors["status"] == "method_error").all() and len(errors) == 4 * 2 * 3
+    assert len(errors) == 4 * 2 * 3
+    nan_rows = errors[errors["method"] == f"{TOY}:nan_attr"]
+    assert (nan_rows["status"] == "degenerate_map").all()
+    assert nan_rows["error"].str.contains("map pixels are NaN or inf").all()
+    errors = errors[errors["method"] != f"{TOY}:nan_attr"]
+    assert (errors["status"] == "method_error").all()
     msg = errors.groupby("method")["error"].first()
-    assert "expected (2, 3, 32, 32)" in msg[f"{TOY}:wrong_shape"]
-    assert "NaN" in msg[f"{TOY}:nan_attr"] and "meta" in msg[f"{TOY}:wrong_device"]
+    # the batch failed, so each sample was redone alone: the message is the one-sample call's
+    assert "expected (1, 3, 32, 32)" in msg[f"{TOY}:wrong_shape"]
+    assert "meta" in msg[f"{TOY}:wrong_device"]
     summ = res.summary.set_index(["model", "method", "metric"])
     assert summ.loc[("plugin_tiny", "plugin_blur_ig", "map_entropy"), "n"] == 4
-    assert summ.loc[("tiny_smooth", f"{TOY}:nan_attr", "insertion_auc"), "n_error"] == 4
+    nan_summary = summ.loc[("tiny_smooth", f"{TOY}:nan_attr", "insertion_auc")]
+    assert (nan_summary["n"], nan_summary["n_degenerate"]) == (0, 4)
+    assert summ.loc[("tiny_smooth", f"{TOY}:wrong_shape", "insertion_auc"), "n_error"] == 4
     # the run's config names the plugins by import path (workers, `salbench resume`), the
     # tables by their registered names
     saved = yaml.safe_load((res.run_dir / "config.yaml").read_text())
@@ -113,7 +122,9 @@ def test_bad_metric_outputs_become_metric_error_rows(tmp_path):
     def not_dict(sample):
         return 0.5
 
-    for name, expected in (("test_short", "has 1 values for a batch of 2 images; expected "
+    # the model-stage metric failed on the batch of 2, so it was redone per sample: the
+    # message is the one-sample call's
+    for name, expected in (("test_short", "has 0 values for a batch of 1 images; expected "
                                           "one float per image"),
                            ("test_not_dict", "returned float; expected a dict")):
         res = salbench.evaluate(_small(metrics=["insertion", name]), out=tmp_path, ray=False)

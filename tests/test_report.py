@@ -192,7 +192,7 @@ def test_idgi_table_pairs_methods_and_highlights_the_better(report):
     title = "Paper 001 (Table 1): Insertion score with probability (↑) — insertion_auc"
     header, (cells,) = md_rows(md, title)
     assert header == ["model", "IG", "+IDGI", "GIG", "+IDGI", "Other (vg)"]
-    s = run.samples
+    s = tables.read_samples(report)  # the run's own files, read independently of the report
     for (base, idgi), (cb, ci) in zip(idgi_pairs(run), [(1, 2), (3, 4)], strict=True):
         a = s[(s.method == base) & (s.status == "ok")].set_index("sample_id")["insertion_auc"]
         b = s[(s.method == idgi) & (s.status == "ok")].set_index("sample_id")["insertion_auc"]

@@ -9,12 +9,15 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
 import pytest
 from scipy import stats
 from test_report import CONFIG, make_run, md_rows, md_table
 
 from salbench.pipeline import tables
 from salbench.pipeline.config import parse_config
+from salbench.pipeline.samples import RunSamples
 from salbench.report import write_report
 from salbench.report.intervals import bounded_summary, curve_band, wilson
 from salbench.report.tables import pair_aggregates, stage_rows
@@ -65,7 +68,7 @@ def _old_summary(samples: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_bounded_intervals_stay_in_range():
-    samples = pd.DataFrame({"model": "m", "method": "vg", "status": "ok",
+    samples = pd.DataFrame({"model": "m", "method": "vg", "status": "ok", "index": range(10),
                             "pointing_game_hit": [1.0] * 9 + [0.0],
                             "insertion_auc": [0.0] * 9 + [0.9],
                             "insertion_ratio_auc": [0.0] * 9 + [3.0]})
@@ -73,7 +76,8 @@ def test_bounded_intervals_stay_in_range():
     raw = old.set_index("metric")
     assert raw.loc["pointing_game_hit", "ci95_high"] > 1  # what the t interval gives
     assert raw.loc["insertion_auc", "ci95_low"] < 0
-    out = bounded_summary(old, samples).set_index("metric")
+    rows = RunSamples(ds.dataset(pa.Table.from_pandas(samples, preserve_index=False)))
+    out = bounded_summary(old, rows).set_index("metric")
     assert (out.loc["pointing_game_hit", ["ci95_low", "ci95_high"]].tolist()
             == pytest.approx(list(wilson(9, 10))))
     assert out.loc["pointing_game_hit", "ci_method"] == "wilson"
@@ -88,9 +92,9 @@ def test_bounded_intervals_stay_in_range():
     # a current summary (with ci_method) is the pipeline's own and is used as it is
     cfg = parse_config({**CONFIG, "metrics": ["insertion", "pointing_game"], "methods": ["vg"]})
     current = tables.summarize(samples.assign(sample_id=[f"s{i}" for i in range(10)],
-                                              target_prob=0.5, index=range(10), error="",
+                                              target_prob=0.5, error="",
                                               label=-1, target=3), cfg)
-    assert bounded_summary(current, samples) is current
+    assert bounded_summary(current, rows) is current
     hit = current.set_index("metric").loc["pointing_game_hit"]
     assert [hit["ci95_low"], hit["ci95_high"]] == pytest.approx(list(wilson(9, 10)))
 

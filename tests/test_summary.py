@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from salbench.metrics.localization import pointing_game_class_mean
 from salbench.pipeline import parse_config
-from salbench.pipeline.summary import interval, summarize_dataset
+from salbench.pipeline.summary import PARQUET, interval, summarize_dataset
 from salbench.pipeline.tables import rows_to_table
 
 CONFIG = parse_config({
@@ -54,7 +55,7 @@ def test_pointing_game_class_mean_by_hand():
         pytest.approx(1 / 3)
 
 
-def test_counts_per_metric_and_the_same_table_in_any_number_of_passes():
+def test_counts_per_metric_and_the_same_table_from_files_or_memory(tmp_path):
     rows = [
         _row(0, "vg", "ok", {"insertion_auc": 0.2, "pointing_game_hit": 1.0}, label=1),
         _row(1, "vg", "metric_error", {"pointing_game_hit": 0.0},
@@ -67,8 +68,12 @@ def test_counts_per_metric_and_the_same_table_in_any_number_of_passes():
     ]
     table = rows_to_table(rows, CONFIG, "run")
     whole, counts = summarize_dataset(ds.dataset(table), CONFIG)
-    one_group_a_pass = summarize_dataset(ds.dataset(table), CONFIG, budget_values=1)[0]
-    pd.testing.assert_frame_equal(whole, one_group_a_pass)
+    files = []  # the same rows as two shard files, read as the pipeline reads them
+    for i, part in enumerate((table.slice(0, 3), table.slice(3))):
+        files.append(str(tmp_path / f"part-{i}.parquet"))
+        pq.write_table(part, files[-1])
+    from_files = summarize_dataset(ds.dataset(files, format=PARQUET), CONFIG)[0]
+    pd.testing.assert_frame_equal(whole, from_files)
     s = whole.set_index(["method", "metric"])
     assert s.loc[("vg", "insertion_auc"), ["n", "n_error", "n_rows"]].tolist() == [2, 2, 4]
     assert s.loc[("vg", "insertion_auc"), "mean"] == pytest.approx(0.3)
@@ -82,3 +87,15 @@ def test_counts_per_metric_and_the_same_table_in_any_number_of_passes():
     assert ("vg", "completeness_error") not in s.index
     assert counts[("m", "vg")].metric_fails == {"insertion": 1}
     assert pa.Table.from_pandas(whole).num_rows == len(whole)
+
+
+def test_report_cells_show_degenerate_maps_next_to_the_mean():
+    from salbench.report.data import degenerate, skipped
+    from salbench.report.tables import Stat
+
+    row = pd.Series({"n": 3, "n_rows": 6, "n_error": 1, "n_degenerate": 2, "mean": 0.5})
+    assert (skipped(row), degenerate(row)) == (0, 2)
+    cell = Stat(0.5, 0.4, 0.6, 3, skipped(row), 1, degenerate(row)).cell()
+    assert cell.detail.splitlines()[-1] == "n=3, 1 err, 2 degenerate"
+    old = row.drop("n_degenerate")  # a summary written before the count existed
+    assert (skipped(old), degenerate(old)) == (2, 0)

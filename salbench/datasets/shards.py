@@ -3,8 +3,8 @@
 They run inside Ray tasks but know nothing of Ray, and import neither torch nor the
 methods, so a fresh read worker starts in well under a second. Rows between stages use
 fixed-type columns only (ints, strings, bytes), so every block has the same Arrow schema:
-arrays travel as raw bytes (``crop``: uint8 [H, W, 3]; ``map``: the method's float32 [H, W]) and boxes
-as JSON.
+arrays travel as raw bytes (``crop``: uint8 [H, W, 3]; ``map``: the method's float32
+[H, W]) and boxes as JSON.
 """
 
 from __future__ import annotations

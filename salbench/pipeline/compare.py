@@ -48,12 +48,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from scipy import stats
 
 from salbench.errors import ConfigError
 from salbench.metrics.registry import direction
 from salbench.pipeline import tables
-from salbench.pipeline.summary import TARGET_STATUSES
+from salbench.pipeline.samples import RunSamples
+from salbench.pipeline.summary import TARGET_STATUSES, run_dataset
 
 #: Columns of the table :func:`compare_runs` returns, in order.
 COLUMNS = [
@@ -73,7 +75,7 @@ class RunData:
 
     path: Path
     manifest: dict[str, Any]
-    samples: pd.DataFrame
+    samples: RunSamples  # read one model x method at a time, never whole
     summary: pd.DataFrame | None  # summary.parquet, None when the run has none
     shards_finished: int
 
@@ -83,9 +85,10 @@ class RunData:
         return str(self.manifest.get("run_id") or self.path.name)
 
     def metric_columns(self) -> list[str]:
-        """The scalar (float) metric columns of the per-sample table."""
-        return [c for c in self.samples.columns
-                if c not in NOT_METRICS and pd.api.types.is_float_dtype(self.samples[c])]
+        """The scalar (float) metric columns of the per-sample table (from its schema)."""
+        schema = self.samples.dataset.schema
+        return [f.name for f in schema
+                if f.name not in NOT_METRICS and pa.types.is_floating(f.type)]
 
     def aggregate_metrics(self) -> list[str]:
         """Metrics that only ``summary.parquet`` holds (dataset-level figures such as SIC)."""
@@ -113,7 +116,7 @@ def load_run(path: Path | str) -> RunData:
     if not done:
         raise ConfigError(f"{path} has no finished shards (samples/ with _done/ markers); "
                           f"finish it with `salbench resume {path}`")
-    samples = tables.read_samples(path)
+    samples = RunSamples(run_dataset(path))
     summary = None
     if (path / "summary.parquet").is_file():
         summary = pd.read_parquet(path / "summary.parquet")
@@ -302,12 +305,11 @@ def compare_runs(run_a: Path, run_b: Path,
         sample_cols = [c for c in sample_cols if c in wanted]
         agg_cols = [c for c in agg_cols if c in wanted]
 
-    groups_a = dict(iter(a.samples.groupby(GROUP, sort=True)))
-    groups_b = dict(iter(b.samples.groupby(GROUP, sort=True)))
     rows: list[dict[str, Any]] = []
-    for key in sorted(set(groups_a) | set(groups_b)):
+    for key in sorted(set(a.samples.counts) | set(b.samples.counts)):
         model, method = key
-        ga, gb = groups_a.get(key), groups_b.get(key)
+        ga = _group(a, key, [c for c in sample_cols if c in cols_a])
+        gb = _group(b, key, [c for c in sample_cols if c in cols_b])
         paired = _is_paired(ga, gb)
         base = {"model": model, "method": method, "paired": paired,
                 "n_error_a": _errors(ga), "n_error_b": _errors(gb)}
@@ -359,6 +361,13 @@ def compare_runs(run_a: Path, run_b: Path,
                      *_status_notes(b, "B")],
     )
     return table
+
+
+def _group(run: RunData, key: tuple[str, str], columns: list[str]) -> pd.DataFrame | None:
+    """One model x method's rows of ``run`` (sample_id, status and ``columns``), or None."""
+    if key not in run.samples.counts:
+        return None
+    return run.samples.group(*key, ["sample_id", "status", *columns])
 
 
 def _errors(group: pd.DataFrame | None) -> int:

@@ -1,17 +1,18 @@
 """The summary table, computed out of core from a run's Parquet shards (SPEC 6).
 
 The driver never holds a run's rows. :func:`summarize_dataset` scans a ``pyarrow.dataset``
-(the finished shard files, local or on object storage; or an in-memory table) twice:
+(the finished shard files, local or on object storage; or an in-memory table):
 1. the columns ``model, method, status, error`` in record batches, counting rows, statuses
-   and per-metric ``metric_error`` lines of every model x method;
-2. the value columns, a few model x method groups at a time (as many as fit
-   ``budget_values`` numbers), filtered in the scan, so that exact medians and the metrics'
-   dataset-level figures (SIC's median curve, the pointing game's class mean) see one group's
-   values and nothing more.
-Memory is bounded by the largest group (or the budget), not by the run; time is linear in
-rows. pyarrow.dataset was chosen over DuckDB because it is already a dependency, reads the
-same filesystems as the rest of salbench (local, S3, GCS), and the statistics need at most
-one group's values at a time; DuckDB's exact median would still hold a group's values.
+   and per-metric ``metric_error`` lines of every model x method (in Arrow);
+2. per model x method, its scalar columns (filtered in the scan, kept as Arrow and numpy,
+   never as Python objects per row), so that exact medians see one group's values and
+   nothing more; a metric's dataset-level figure (SIC's median curve, the pointing game's
+   class mean) reads that metric's columns of the group.
+Memory is bounded by one group's scalar values, not by the run; time is linear in rows
+(one scan per group). pyarrow.dataset was chosen over DuckDB because it is already a
+dependency, reads the same filesystems as the rest of salbench (local, S3, GCS), and the
+statistics need at most one group's values at a time; DuckDB's exact median would still
+hold a group's values.
 
 Which rows count: the method's diagnostics (``completeness_error``, ...) and ``target_prob``
 use every row with a target (``ok``, ``metric_error``, ``degenerate_map``); a metric uses the
@@ -22,11 +23,8 @@ that metric); ``n_degenerate`` the rows whose map was constant or non-finite.
 
 from __future__ import annotations
 
-import functools
 import math
-import operator
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +50,14 @@ SUMMARY_COLUMNS = [
 #: Columns read by the counting scan; values beyond these are read per group.
 _COUNT_COLUMNS = ["model", "method", "status", "error"]
 
+#: Shards are read with their few distinct strings as dictionaries (a code per row).
+PARQUET = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(
+    dictionary_columns=["model", "method", "status"]))
+
+#: Scans read one file and one batch at a time, on this thread: the driver's memory stays
+#: that of the data asked for (parallel readahead held several files' buffers at once).
+SCAN = {"use_threads": False, "fragment_readahead": 1, "batch_readahead": 1}
+
 
 @dataclass
 class GroupCounts:
@@ -68,18 +74,20 @@ class GroupCounts:
 
 
 def count_groups(dataset: ds.Dataset,
-                 batch_rows: int = 65536) -> dict[tuple[str, str], GroupCounts]:
+                 batch_rows: int = 16384) -> dict[tuple[str, str], GroupCounts]:
     """Pass 1: per (model, method), rows, statuses and failing metrics' counts."""
     counts: dict[tuple[str, str], GroupCounts] = defaultdict(GroupCounts)
-    for batch in dataset.to_batches(columns=_COUNT_COLUMNS, batch_size=batch_rows):
-        frame = batch.to_pandas()
-        for (model, method, status), n in frame.groupby(
-                ["model", "method", "status"], sort=False).size().items():
+    for batch in dataset.to_batches(columns=_COUNT_COLUMNS, batch_size=batch_rows, **SCAN):
+        table = pa.Table.from_batches([batch])  # counted in Arrow: no Python string per row
+        agg = table.group_by(["model", "method", "status"]).aggregate([("status", "count")])
+        for model, method, status, n in zip(*(agg.column(c).to_pylist() for c in (
+                "model", "method", "status", "status_count")), strict=True):
             g = counts[(model, method)]
             g.rows += int(n)
             g.statuses[status] += int(n)
-        bad = frame[frame["status"] == "metric_error"]
-        for model, method, error in zip(bad["model"], bad["method"], bad["error"], strict=True):
+        bad = table.filter(pc.field("status") == "metric_error")
+        for model, method, error in zip(*(bad.column(c).to_pylist() for c in (
+                "model", "method", "error")), strict=True):
             for label in failed_metrics(error):
                 counts[(model, method)].metric_fails[label] += 1
     return dict(counts)
@@ -138,21 +146,13 @@ class _Layout:
             if spec.summary is not None:
                 self.summaries.append((comp.label, spec.summary,
                                        [c for c in spec.columns if c in names]))
-        info = sorted({c for cols in self.method_info.values() for c in cols})
-        self.scalars = ["target_prob", *info, *(c for c, _ in self.metric_cols)]
-        extra = {c for _, _, cols in self.summaries for c in cols}
-        self.columns = ["model", "method", "status", "label", "target",
-                        *dict.fromkeys([*self.scalars, *sorted(extra - set(self.scalars))])]
-        self.width = len(self.scalars) + 128 * len(extra - set(self.scalars))
-
-
 def run_dataset(run_dir: Any) -> ds.Dataset:
     """The finished shards of a run directory as one ``pyarrow.dataset`` (nothing read yet)."""
     from salbench.pipeline import tables
 
     files = [str(tables.shard_paths(run_dir, s)[0])
              for s in sorted(tables.finished_shards(run_dir))]
-    return ds.dataset(files, format="parquet")
+    return ds.dataset(files, format=PARQUET)
 
 
 def run_counts(counts: dict[tuple[str, str], GroupCounts]) -> dict[str, int]:
@@ -166,10 +166,9 @@ def run_counts(counts: dict[tuple[str, str], GroupCounts]) -> dict[str, int]:
             "degenerate_maps": degenerate, "filtered": filtered}
 
 
-def summarize_dataset(dataset: ds.Dataset, config: RunConfig,
-                      budget_values: int = 2_000_000) -> tuple[pd.DataFrame,
-                                                                 dict[tuple[str, str],
-                                                                      GroupCounts]]:
+def summarize_dataset(dataset: ds.Dataset,
+                      config: RunConfig) -> tuple[pd.DataFrame, dict[tuple[str, str],
+                                                                  GroupCounts]]:
     """model x method x metric statistics of a run's rows (see the module docstring).
 
     Returns the summary (:data:`SUMMARY_COLUMNS`, plus ``<metric>_aggregate`` rows of the
@@ -178,47 +177,46 @@ def summarize_dataset(dataset: ds.Dataset, config: RunConfig,
     """
     counts = count_groups(dataset)
     layout = _Layout(config, dataset.schema)
-    groups = sorted(counts)
     out: list[dict[str, Any]] = []
-    for chunk in _chunks(groups, counts, max(1, budget_values // max(1, layout.width))):
-        wanted = functools.reduce(operator.or_, [
-            (pc.field("model") == model) & (pc.field("method") == method)
-            for model, method in chunk])
-        frame = dataset.to_table(columns=layout.columns, filter=wanted).to_pandas()
-        for (model, method), rows in frame.groupby(["model", "method"], sort=True):
-            out += _group_rows(model, method, rows, counts[(model, method)], layout)
+    for model, method in sorted(counts):
+        out += _group_rows(dataset, model, method, counts[(model, method)], layout)
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS), counts
 
 
-def _chunks(groups: list[tuple[str, str]], counts: dict[tuple[str, str], GroupCounts],
-            max_rows: int) -> Iterable[list[tuple[str, str]]]:
-    """Consecutive groups whose rows add up to at most ``max_rows`` (at least one group)."""
-    chunk: list[tuple[str, str]] = []
-    rows = 0
-    for g in groups:
-        if chunk and rows + counts[g].rows > max_rows:
-            yield chunk
-            chunk, rows = [], 0
-        chunk.append(g)
-        rows += counts[g].rows
-    if chunk:
-        yield chunk
+def _in(column: pa.ChunkedArray, statuses: tuple[str, ...]) -> np.ndarray:
+    """bool [rows]: the status column's values in ``statuses``."""
+    plain = pc.cast(column, pa.string()) if pa.types.is_dictionary(column.type) else column
+    return pc.is_in(plain, value_set=pa.array(statuses)).to_numpy(zero_copy_only=False)
 
 
-def _group_rows(model: str, method: str, rows: pd.DataFrame, count: GroupCounts,
+def _group_rows(dataset: ds.Dataset, model: str, method: str, count: GroupCounts,
                 layout: _Layout) -> list[dict[str, Any]]:
-    with_target = rows[rows["status"].isin(TARGET_STATUSES)]
-    with_map = rows[rows["status"].isin(MAP_STATUSES)]
+    """The summary rows of one model x method: its scalar columns read in one scan (as
+    Arrow, then numpy views; nothing per row in Python), each dataset-level figure from a
+    scan of its own metric's columns."""
+    wanted = (pc.field("model") == model) & (pc.field("method") == method)
+    info = layout.method_info.get(method, [])
+    cols = list(dict.fromkeys(["status", "target_prob", *info,
+                               *(c for c, _ in layout.metric_cols)]))
+    table = dataset.to_table(columns=cols, filter=wanted, **SCAN)
+    with_target = _in(table.column("status"), TARGET_STATUSES)
+    with_map = _in(table.column("status"), MAP_STATUSES)
+
+    def values(col: str, rows: np.ndarray) -> np.ndarray:
+        return table.column(col).to_numpy(zero_copy_only=False).astype(np.float64)[rows]
+
     degenerate = count.statuses.get("degenerate_map", 0)
-    out = [_stat_row(model, method, col, with_target[col].to_numpy(np.float64), count.rows,
-                     count.errors, 0)
-           for col in ["target_prob", *layout.method_info.get(method, [])]]
+    out = [_stat_row(model, method, col, values(col, with_target), count.rows, count.errors,
+                     0)
+           for col in ["target_prob", *info]]
     for col, label in layout.metric_cols:
-        out.append(_stat_row(model, method, col, with_map[col].to_numpy(np.float64),
-                             count.rows, count.errors + count.metric_fails.get(label, 0),
-                             degenerate))
-    for label, summary, _ in layout.summaries:
-        for name, (value, n) in summary(with_map).items():
+        out.append(_stat_row(model, method, col, values(col, with_map), count.rows,
+                             count.errors + count.metric_fails.get(label, 0), degenerate))
+    for label, summary, mcols in layout.summaries:
+        rows = dataset.to_table(
+            columns=list(dict.fromkeys(["label", "target", *mcols])),
+            filter=wanted & pc.field("status").isin(list(MAP_STATUSES)), **SCAN).to_pandas()
+        for name, (value, n) in summary(rows).items():
             out.append({
                 "model": model, "method": method, "metric": name, "n": n,
                 "n_rows": count.rows,

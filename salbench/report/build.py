@@ -33,7 +33,7 @@ REPORT_DIR = "report"
 
 def _meta(run: RunTables) -> str:
     m = run.manifest
-    n_samples = run.samples["sample_id"].nunique() if len(run.samples) else 0
+    n_samples = run.samples.n_samples()
     parts = [f"run <b>{escape(run.run_id)}</b>", f"status {escape(str(m.get('status', '?')))}",
              f"started {escape(str(m.get('started', '?'))[:19].replace('T', ' '))} UTC",
              f"profile {escape(str(run.config.get('profile', '?')))}",

@@ -13,20 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from salbench.errors import ConfigError
 from salbench.pipeline import tables
+from salbench.pipeline.samples import RunSamples
+from salbench.pipeline.summary import run_dataset, summarize_dataset
 
 #: Columns of the per-sample table that are neither metrics nor method diagnostics.
 NOT_VALUES = frozenset(name for name, _ in tables.BASE_FIELDS if name != "target_prob") | {
     "map", "map_height", "map_width", "input_png"}
-
-#: Metric columns that are better when lower (everything else registered is higher-better).
-LOWER_BETTER_PREFIXES = ("deletion", "pixel_flip_morf", "mprt_")
-LOWER_BETTER = frozenset({"wsol_mae", "completeness", "completeness_relative",
-                          "completeness_error"})
 
 #: Headline metrics, in the order tables and galleries show them.
 HEADLINE = (
@@ -45,7 +41,7 @@ class RunTables:
 
     path: Path
     manifest: dict[str, Any]
-    samples: pd.DataFrame
+    samples: RunSamples  # read from the shards as needed, never whole
     summary: pd.DataFrame
 
     @property
@@ -62,19 +58,19 @@ class RunTables:
     @property
     def models(self) -> list[str]:
         """Model labels in table order."""
-        return sorted(self.samples["model"].dropna().unique()) if len(self.samples) else []
+        return self.samples.models
 
     @property
     def methods(self) -> list[str]:
         """Method labels in config order (then any others, sorted)."""
-        present = set(self.samples["method"].dropna().unique()) if len(self.samples) else set()
+        present = self.samples.methods
         ordered = [m for m in method_names(self.config) if m in present]
         return ordered + sorted(present - set(ordered))
 
     @property
     def has_maps(self) -> bool:
         """True when the per-sample table holds saliency maps (config ``save_maps``)."""
-        return "map" in self.samples.columns and bool(self.samples["map"].notna().any())
+        return self.samples.has_values("map")
 
     def summary_value(self, model: str, method: str, metric: str) -> pd.Series | None:
         """The summary row of model x method x metric, or None."""
@@ -112,23 +108,24 @@ def read_run(run_dir: Path | str) -> RunTables:
     if not tables.finished_shards(path):
         raise ConfigError(f"{path} has no finished shards; finish it with "
                           f"`salbench resume {path}`")
-    samples = tables.read_samples(path)
+    dataset = run_dataset(path)
     if (path / "summary.parquet").is_file():
         summary = pd.read_parquet(path / "summary.parquet")
     else:
         from salbench.pipeline.config import parse_config
 
-        summary = tables.summarize(samples, parse_config(manifest["config"]))
-    return RunTables(path, manifest, samples, summary)
+        summary = summarize_dataset(dataset, parse_config(manifest["config"]))[0]
+    return RunTables(path, manifest, RunSamples(dataset), summary)
 
 
 def direction(metric: str) -> int:
-    """+1 when higher is better, -1 when lower is better, 0 for diagnostics."""
+    """+1 when higher is better, -1 when lower is better, 0 for diagnostics and neutral
+    columns: the metric registry's direction (the one ``salbench compare`` uses)."""
+    from salbench.metrics.registry import direction as registry_direction
+
     if not is_metric(metric):
         return 0
-    if metric in LOWER_BETTER or metric.startswith(LOWER_BETTER_PREFIXES):
-        return -1
-    return 1
+    return {"higher": 1, "lower": -1}.get(registry_direction(metric), 0)
 
 
 def metric_columns() -> set[str]:
@@ -143,24 +140,21 @@ def is_metric(column: str) -> bool:
     """True for a registered metric's score (not ``*_skipped``, not a method diagnostic)."""
     if column.endswith("_skipped"):
         return False
-    return column in metric_columns() or column.endswith("_aggregate_auc")
-
-
-def curve_columns(samples: pd.DataFrame) -> list[str]:
-    """The curve (list) columns of a per-sample table, in column order."""
-    out = []
-    for col in samples.columns:
-        if col in NOT_VALUES or samples[col].dtype != object:
-            continue
-        first = samples[col].dropna()
-        if len(first) and isinstance(first.iloc[0], (list, np.ndarray)):
-            out.append(col)
-    return out
+    return column in metric_columns() or column.endswith(("_aggregate_auc",
+                                                          "_class_mean_hit"))
 
 
 def skipped(row: pd.Series) -> int:
-    """Rows of a summary row that are ok but have no value (e.g. SIC's skipped samples)."""
-    return int(row["n_rows"]) - int(row["n_error"]) - int(row["n"])
+    """Rows of a summary row that have a map but no value (e.g. SIC's skipped samples)."""
+    return (int(row["n_rows"]) - int(row["n_error"]) - int(row["n"])
+            - degenerate(row))
+
+
+def degenerate(row: pd.Series) -> int:
+    """Rows of a summary row whose map was constant or non-finite (0 for summaries written
+    before the count existed)."""
+    value = row.get("n_degenerate", 0)
+    return 0 if pd.isna(value) else int(value)
 
 
 def fmt(value: float, digits: int = 3) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib import colormaps
 from PIL import Image
 
+from salbench.pipeline.samples import RunSamples
 from salbench.report.data import RunTables, fmt
 
 CMAP = "RdBu_r"
@@ -119,11 +120,11 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text))
 
 
-def score_columns(samples: pd.DataFrame) -> list[tuple[str, str]]:
+def score_columns(samples: RunSamples) -> list[tuple[str, str]]:
     """(column, short label) of the scores shown under each map (up to four)."""
     out = []
     for col, short in SCORES:
-        if col in samples.columns and samples[col].notna().any():
+        if samples.has_values(col):
             out.append((col, short))
         if len(out) == MAX_SCORES:
             break
@@ -141,19 +142,20 @@ def write_gallery(run: RunTables, out_dir: Path,
             "gallery. Rerun with --set save_maps=true to store the maps and input crops in "
             "the tables."])
     legend = score_columns(s)
-    samples = s[["index", "sample_id"]].drop_duplicates().sort_values("index")
-    shown = samples.head(max_samples)
+    shown = s.first_samples(max_samples)
+    n_samples = s.n_samples()
     notes = [NORMALISATION]
-    if len(samples) > len(shown):
-        notes.append(f"Showing the first {len(shown)} of {len(samples)} samples.")
+    if n_samples > len(shown):
+        notes.append(f"Showing the first {len(shown)} of {n_samples} samples.")
     if "input_png" not in s.columns:
         notes.append("This run's tables hold no input crops (written by salbench before "
                      "input_png existed); only the maps are shown.")
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for model in run.models:
-        for idx, sample_id in shown.itertuples(index=False):
-            g = s[(s["model"] == model) & (s["index"] == idx)]
+        rows_of_model = s.rows_of_samples([idx for idx, _ in shown], model)
+        for idx, sample_id in shown:
+            g = rows_of_model[rows_of_model["index"] == idx]
             if g.empty:
                 continue
             rows.append(_sample_row(run, g, model, str(sample_id), legend, out_dir))

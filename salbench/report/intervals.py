@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from salbench.metrics.registry import BINARY_COLUMNS, bounds
+from salbench.pipeline.samples import RunSamples
 
 Z95 = float(stats.norm.ppf(0.975))
 
@@ -88,35 +89,34 @@ def interval(values: np.ndarray, column: str) -> tuple[float, float]:
     return low, high
 
 
-def bounded_summary(summary: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+def bounded_summary(summary: pd.DataFrame, samples: RunSamples) -> pd.DataFrame:
     """``summary`` with intervals that respect each column's range.
 
     A summary with ``ci_method`` (written by the current pipeline) already has them and is
     returned as it is. An older one gets the intervals of bounded columns recomputed from
-    ``samples`` (ok rows, finite values, as its ``n``) and ``ci_method`` added.
+    ``samples`` (ok rows, finite values, as its ``n``; one model x method read at a time)
+    and ``ci_method`` added.
     """
     if "ci_method" in summary.columns:
         return summary
     out = summary.copy()
-    out["ci_method"] = ["none" if m not in samples.columns else
-                        "wilson" if m in BINARY_COLUMNS else "t" for m in out["metric"]]
-    ok = samples[samples["status"] == "ok"]
-    groups = dict(list(ok.groupby(["model", "method"], sort=False))) if len(ok) else {}
-    for i, row in out.iterrows():
-        metric = row["metric"]
-        if metric not in samples.columns or kind(metric) == "t":
-            continue
-        g = groups.get((row["model"], row["method"]))
-        if g is None:
-            continue
-        v = g[metric].to_numpy(dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if len(v) < 2:
-            continue
-        low, high = interval(v, metric)
-        if metric not in BINARY_COLUMNS and (low, high) != t_interval(v):
-            out.loc[i, "ci_method"] = "t_clipped"
-        out.loc[i, ["ci95_low", "ci95_high"]] = low, high
+    have = set(samples.columns)
+    out["ci_method"] = ["none" if m not in have else "wilson" if m in BINARY_COLUMNS
+                        else "t" for m in out["metric"]]
+    bounded = out["metric"].isin([m for m in have if kind(m) != "t"])
+    for (model, method), rows in out[bounded].groupby(["model", "method"], sort=False):
+        cols = sorted(set(rows["metric"]))
+        g = samples.group(model, method, ["status", *cols])
+        g = g[g["status"] == "ok"]
+        for i, metric in zip(rows.index, rows["metric"], strict=True):
+            v = g[metric].to_numpy(dtype=np.float64)
+            v = v[np.isfinite(v)]
+            if len(v) < 2:
+                continue
+            low, high = interval(v, metric)
+            if metric not in BINARY_COLUMNS and (low, high) != t_interval(v):
+                out.loc[i, "ci_method"] = "t_clipped"
+            out.loc[i, ["ci95_low", "ci95_high"]] = low, high
     return out
 
 

@@ -5,7 +5,8 @@ Aggregation follows each metric's protocol: the median with its interquartile ba
 (PAIR aggregates SIC by the median), the mean with a 95% band otherwise that stays inside
 what the curve can take (:mod:`salbench.report.intervals`: Wilson for 0 / 1 curves such as
 AIC, Student t clipped to the range for bounded curves, plain Student t otherwise).
-Only ok rows with a finite curve count; PIC curves of skipped samples are left out.
+Only rows with a map (ok, or metric_error for another metric) and a finite curve count; PIC
+curves of skipped samples are left out.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from matplotlib.figure import Figure
 
-from salbench.report.data import RunTables, curve_columns
+from salbench.pipeline.samples import RunSamples
+from salbench.report.data import RunTables
 from salbench.report.intervals import band_kind, curve_band
+from salbench.runner import MAP_STATUSES
 
 #: Curve column -> (title, x label, y label). Unknown curve columns get generic labels.
 CURVES = {
@@ -78,12 +80,14 @@ def _skip_column(column: str) -> str | None:
     return column[: -len("_curve")] + "_skipped" if column.endswith("_curve") else None
 
 
-def method_curves(samples: pd.DataFrame, model: str, method: str,
+def method_curves(samples: RunSamples, model: str, method: str,
                   column: str) -> np.ndarray:
-    """float64 [n, points]: the ok, finite, not-skipped curves of model x method."""
-    g = samples[(samples["model"] == model) & (samples["method"] == method)
-                & (samples["status"] == "ok")]
+    """float64 [n, points]: the finite, not-skipped curves of model x method's rows that
+    have a map (status ok, or metric_error for another metric)."""
     skip = _skip_column(column)
+    cols = ["status", column] + ([skip] if skip in samples.columns else [])
+    g = samples.group(model, method, cols)
+    g = g[g["status"].isin(MAP_STATUSES)]
     if skip in g.columns:
         g = g[g[skip] == 0.0]
     rows = [np.asarray(c, np.float64) for c in g[column] if c is not None and len(c)]
@@ -158,7 +162,7 @@ def write_curve_plots(run: RunTables, out_dir: Path) -> list[Plot]:
     """Every curve column x model of the run as ``out_dir/curves-<model>-<column>.png``.
     Returned paths are relative to ``out_dir.parent`` (the report folder)."""
     plots = []
-    for column in curve_columns(run.samples):
+    for column in run.samples.curve_columns():
         if column in NOT_PLOTTED:
             continue
         for model in run.models:

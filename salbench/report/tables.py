@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from salbench.pipeline.compare import paired_interval
+from salbench.pipeline.summary import GroupCounts
 from salbench.report.data import (
     HEADLINE,
     RunTables,
+    degenerate,
     direction,
     fmt,
     fmt_signed,
@@ -25,6 +27,7 @@ from salbench.report.data import (
     skipped,
 )
 from salbench.report.intervals import kind as interval_kind
+from salbench.runner import MAP_STATUSES
 
 #: Derived metrics computed from the per-sample table: paper 001's binned PIC (pic_blur).
 BINNED = {"pic_blur_sic_binned_auc": ("sic", "pic_blur_prob_ratio"),
@@ -65,6 +68,7 @@ class Stat:
     n: int
     skipped: int
     errors: int
+    degenerate: int = 0
 
     def cell(self, strong: bool = False, extra: str = "") -> Cell:
         """The mean as text; interval, n and skipped as detail."""
@@ -73,6 +77,8 @@ class Stat:
             counts.append(f"{self.skipped} skipped")
         if self.errors:
             counts.append(f"{self.errors} err")
+        if self.degenerate:
+            counts.append(f"{self.degenerate} degenerate")
         lines = [f"[{fmt(self.low)}, {fmt(self.high)}]"] if math.isfinite(self.low) else []
         lines.append(", ".join(counts))
         text = fmt(self.mean) + (f" {extra}" if extra else "")
@@ -107,7 +113,7 @@ def stat(run: RunTables, model: str, method: str, metric: str) -> Stat | None:
     if row is None or (int(row["n"]) == 0 and not math.isfinite(float(row["mean"]))):
         return None
     return Stat(float(row["mean"]), float(row["ci95_low"]), float(row["ci95_high"]),
-                int(row["n"]), skipped(row), int(row["n_error"]))
+                int(row["n"]), skipped(row), int(row["n_error"]), degenerate(row))
 
 
 def _binned(run: RunTables, model: str, method: str, metric: str) -> Stat | None:
@@ -118,12 +124,12 @@ def _binned(run: RunTables, model: str, method: str, metric: str) -> Stat | None
     s = run.samples
     if "pic_blur_levels" not in s.columns:
         return None
-    g = s[(s["model"] == model) & (s["method"] == method)]
-    ok = g[(g["status"] == "ok") & g["pic_blur_levels"].notna()]
+    g = s.group(model, method, ["status", "pic_blur_levels", values_col])
+    ok = g[g["status"].isin(MAP_STATUSES) & g["pic_blur_levels"].notna()]
     pairs = [(np.asarray(lv, np.float64), np.asarray(v, np.float64))
              for lv, v in zip(ok["pic_blur_levels"], ok[values_col], strict=True)
              if v is not None and np.isfinite(lv).all() and np.isfinite(v).all()]
-    errors = int((g["status"] != "ok").sum())
+    errors = int((~g["status"].isin(MAP_STATUSES)).sum())
     if not pairs:
         return None
     _, _, auc = aggregate_binned(np.stack([p[0] for p in pairs]),
@@ -139,10 +145,10 @@ def paired_delta(run: RunTables, model: str, base: str, other: str,
     if metric not in s.columns:
         return None
     cols = ["sample_id", "status", metric]
-    a = s[(s["model"] == model) & (s["method"] == base)][cols]
-    b = s[(s["model"] == model) & (s["method"] == other)][cols]
+    a = s.group(model, base, cols)[cols]
+    b = s.group(model, other, cols)[cols]
     m = a.merge(b, on="sample_id", suffixes=("_a", "_b"))
-    m = m[(m["status_a"] == "ok") & (m["status_b"] == "ok")]
+    m = m[m["status_a"].isin(MAP_STATUSES) & m["status_b"].isin(MAP_STATUSES)]
     va, vb = m[f"{metric}_a"].to_numpy(np.float64), m[f"{metric}_b"].to_numpy(np.float64)
     keep = np.isfinite(va) & np.isfinite(vb)
     diff = vb[keep] - va[keep]
@@ -231,9 +237,8 @@ def overview_tables(run: RunTables) -> list[Table]:
         best = {m: _best(means[m], direction(m)) for m in metrics}
         rows = []
         for meth in run.methods:
-            g = run.samples[(run.samples["model"] == model) & (run.samples["method"] == meth)]
-            n_err = int((g["status"] != "ok").sum())
-            rows.append([Cell(meth), Cell(str(len(g))), Cell(str(n_err))] + [
+            g = run.samples.counts.get((model, meth), GroupCounts())
+            rows.append([Cell(meth), Cell(str(g.rows)), Cell(str(g.errors))] + [
                 Cell(fmt(means[m][meth]), strong=meth in best[m]) for m in metrics])
         out.append(Table(
             f"Overview: {model}", ["method", "rows", "errors", *map(_label, metrics)], rows,
@@ -490,22 +495,26 @@ def errors_tables(run: RunTables) -> list[Table]:
     """Error rows: counts per status x model x method, then the rows themselves (first
     :data:`ERROR_ROWS_SHOWN`)."""
     s = run.samples
-    err = s[s["status"] != "ok"]
-    if err.empty:
+    counts = [(status, model, method, n) for (model, method), g in sorted(s.counts.items())
+              for status, n in sorted(g.statuses.items()) if status != "ok"]
+    total = sum(n for *_, n in counts)
+    if not counts:
         return [Table("Errors", ["status", "rows"], [[Cell("ok"), Cell(str(len(s)))]],
                       "No error rows.", key="errors")]
-    counts = err.groupby(["status", "model", "method"]).size().reset_index(name="rows")
+    counts.sort()
     t1 = Table("Error counts", ["status", "model", "method", "rows"],
-               [[Cell(r.status), Cell(r.model), Cell(r.method), Cell(str(r.rows))]
-                for r in counts.itertuples(index=False)],
-               f"{len(err)} of {len(s)} rows are not ok.", key="errors")
-    shown = err.head(ERROR_ROWS_SHOWN)
+               [[Cell(status), Cell(model), Cell(method), Cell(str(n))]
+                for status, model, method, n in counts],
+               f"{total} of {len(s)} rows are not ok.", key="errors")
+    shown = s.error_rows(["ok"], ERROR_ROWS_SHOWN,
+                         ["index", "sample_id", "model", "method", "status", "error"])
+    shown = shown.sort_values(["index", "model", "method"], kind="stable")
     t2 = Table("Error rows", ["sample_id", "model", "method", "status", "error"],
                [[Cell(str(r.sample_id)), Cell(r.model), Cell(r.method), Cell(r.status),
                  Cell(str(r.error or "")[:300])] for r in shown.itertuples(index=False)],
                key="errors")
-    if len(err) > len(shown):
-        t2.notes.append(f"{len(err) - len(shown)} more error rows are in the samples table.")
+    if total > len(shown):
+        t2.notes.append(f"{total - len(shown)} more error rows are in the samples table.")
     return [t1, t2]
 
 

@@ -1,0 +1,140 @@
+"""A run's per-sample rows, read from its Parquet shards only as needed (SPEC 6, "Scale").
+
+The report and ``salbench compare`` ask for one model x method's rows, a few columns at a
+time, or for the first samples of the dataset (the gallery), or for the error rows; each
+such question is a filtered ``pyarrow.dataset`` scan, so memory follows the answer (at most
+one group of rows), not the run. A 5 M-row run is read like a 4,000-row one, only longer.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from salbench.pipeline.summary import SCAN, GroupCounts, count_groups
+
+#: How many model x method groups a RunSamples keeps (the report asks for the same group's
+#: columns several times in a row).
+CACHED_GROUPS = 2
+
+
+class RunSamples:
+    """The rows of a run (a ``pyarrow.dataset`` of its finished shards), read on demand.
+
+    Args:
+        dataset: the shards (``salbench.pipeline.summary.run_dataset``) or an in-memory
+            table (``ds.dataset(table)``).
+    """
+
+    def __init__(self, dataset: ds.Dataset) -> None:
+        self.dataset = dataset
+        self._cache: OrderedDict[tuple[Any, ...], pd.DataFrame] = OrderedDict()
+
+    @property
+    def columns(self) -> list[str]:
+        """The table's column names (its schema; nothing is read)."""
+        return list(self.dataset.schema.names)
+
+    def curve_columns(self) -> list[str]:
+        """The list<float> (curve) columns, in schema order."""
+        return [f.name for f in self.dataset.schema
+                if pa.types.is_list(f.type) and pa.types.is_floating(f.type.value_type)]
+
+    @cached_property
+    def counts(self) -> dict[tuple[str, str], GroupCounts]:
+        """Rows and statuses per (model, method) (one scan of four columns)."""
+        return count_groups(self.dataset)
+
+    def __len__(self) -> int:
+        return sum(g.rows for g in self.counts.values())
+
+    @property
+    def models(self) -> list[str]:
+        """Model labels, sorted."""
+        return sorted({m for m, _ in self.counts})
+
+    @property
+    def methods(self) -> set[str]:
+        """Method labels present."""
+        return {k for _, k in self.counts}
+
+    def group(self, model: str, method: str,
+              columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """One model x method's rows (only ``columns``, which must exist; default all),
+        sorted by sample index."""
+        cols = list(dict.fromkeys(["index", *(columns or self.columns)]))
+        key = (model, method, tuple(cols))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        wanted = (pc.field("model") == model) & (pc.field("method") == method)
+        frame = self.dataset.to_table(columns=cols, filter=wanted, **SCAN).to_pandas()
+        frame = frame.sort_values("index", kind="stable").reset_index(drop=True)
+        self._cache[key] = frame
+        while len(self._cache) > CACHED_GROUPS:
+            self._cache.popitem(last=False)
+        return frame
+
+    def has_values(self, column: str) -> bool:
+        """True when some row has a non-null ``column`` (stops at the first)."""
+        if column not in self.columns:
+            return False
+        for batch in self.dataset.to_batches(columns=[column],
+                                             filter=pc.field(column).is_valid()):
+            if batch.num_rows:
+                return True
+        return False
+
+    def first_samples(self, n: int) -> list[tuple[int, str]]:
+        """(index, sample_id) of the ``n`` samples first in dataset order, streaming the two
+        columns (at most n kept)."""
+        best: list[tuple[int, str]] = []  # a max-heap of (-index, sample_id)
+        seen: set[int] = set()
+        for batch in self.dataset.to_batches(columns=["index", "sample_id"]):
+            for idx, sid in zip(batch.column("index").to_pylist(),
+                                batch.column("sample_id").to_pylist(), strict=True):
+                if idx in seen:
+                    continue
+                if len(best) < n:
+                    heapq.heappush(best, (-idx, sid))
+                    seen.add(idx)
+                elif idx < -best[0][0]:
+                    seen.discard(-heapq.heappushpop(best, (-idx, sid))[0])
+                    seen.add(idx)
+        return sorted((-i, s) for i, s in best)
+
+    def n_samples(self) -> int:
+        """The number of distinct sample indices (one int per sample held while counting)."""
+        seen: set[int] = set()
+        for batch in self.dataset.to_batches(columns=["index"]):
+            seen.update(np.unique(batch.column("index").to_numpy()).tolist())
+        return len(seen)
+
+    def rows_of_samples(self, indices: Sequence[int], model: str) -> pd.DataFrame:
+        """Every row of ``model`` for the sample ``indices`` (the gallery's few samples)."""
+        wanted = (pc.field("model") == model) & pc.field("index").isin(list(indices))
+        return self.dataset.to_table(filter=wanted).to_pandas()
+
+    def error_rows(self, statuses: Sequence[str], limit: int,
+                   columns: Sequence[str]) -> pd.DataFrame:
+        """The first ``limit`` rows (in shard order) whose status is not in ``statuses``."""
+        wanted = ~pc.field("status").isin(list(statuses))
+        parts, n = [], 0
+        for batch in self.dataset.to_batches(columns=list(columns), filter=wanted):
+            if batch.num_rows:
+                parts.append(batch.to_pandas())
+                n += batch.num_rows
+            if n >= limit:
+                break
+        if not parts:
+            return pd.DataFrame(columns=list(columns))
+        return pd.concat(parts, ignore_index=True).head(limit)
