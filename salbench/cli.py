@@ -101,9 +101,9 @@ def _run(config: RunConfig, args: argparse.Namespace, report: bool = False) -> i
     from salbench.pipeline import run
 
     with ray_output_to_run_log(args.verbose) as console:
-        result = run(config, progress=None if args.quiet else console, reuse=args.reuse,
-                     ray_progress_bars=args.verbose and console.isatty())
-        console.run_dir = result.run_dir
+        result = console.call(run, config, progress=None if args.quiet else console,
+                              reuse=args.reuse,
+                              ray_progress_bars=args.verbose and console.isatty())
     _print_results(result, config)
     if report:
         from salbench.report import write_report
@@ -143,9 +143,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from salbench.pipeline.manifest import read_manifest
 
     with ray_output_to_run_log(args.verbose) as console:
-        result = resume(args.run_dir, progress=None if args.quiet else console,
-                        ray_progress_bars=args.verbose and console.isatty())
-        console.run_dir = result.run_dir
+        result = console.call(resume, args.run_dir, progress=None if args.quiet else console,
+                              ray_progress_bars=args.verbose and console.isatty())
     _print_results(result, parse_config(read_manifest(result.run_dir)["config"]))
     return 0
 

@@ -16,9 +16,9 @@ import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 RAY_OUTPUT_HEADER = "---- Ray's own output during this command (stdout, stderr) ----\n"
 
@@ -42,6 +42,18 @@ class Console:
     def isatty(self) -> bool:
         """True when the terminal stream is a terminal."""
         return self.stream.isatty()
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` (a run or resume), noting its run directory: the
+        result's ``run_dir``, or on failure the ``salbench_run_dir`` that ``run`` puts on
+        the exception once the directory exists."""
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self.run_dir = getattr(exc, "salbench_run_dir", None)
+            raise
+        self.run_dir = result.run_dir
+        return result
 
 
 @contextlib.contextmanager

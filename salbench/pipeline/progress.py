@@ -141,9 +141,10 @@ class ProgressMonitor:
                 self.stream.write(text + "\n")
             self.stream.flush()
         now = time.time()
-        if final or now - self._logged >= self.interval:  # run.log: plain lines only
+        if final or now - self._logged >= self.interval:  # run.log: plain lines, no bar
             self._logged = now
-            log.info(text)
+            log.info(progress_text(self.done(), self.total, now - self.t0, len(self.written),
+                                   len(self.expected), bar=False))
 
     def _loop(self) -> None:
         wait = BAR_INTERVAL if self.interactive else self.interval

@@ -6,6 +6,7 @@ Output under ``<out>/<run_id>/``: ``samples/shard-*.parquet`` (+ ``_done/`` mark
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -99,6 +100,12 @@ def _configure_ray_data(progress: bool) -> None:
     ctx.enable_operator_progress_bars = progress
     detector = getattr(getattr(ctx, "issue_detectors_config", None),
                        "high_memory_detector_config", None)
+    if hasattr(ctx, "execution_no_progress_timeout_s"):
+        # Ray Data ends a dataset whose blocks have not moved for 30 min; a model stage's
+        # block is a whole shard, which with many methods on a CPU can take longer (the
+        # demo's first shard on a loaded 2-core machine). Placement is checked up front,
+        # and the cells counter shows whether work moves.
+        ctx.execution_no_progress_timeout_s = -1
     if detector is not None and not progress:
         # a 13-line warning every 30 s that a model actor uses more memory than Ray's
         # default estimate: true and expected (a model plus its methods' batches); shown
@@ -235,6 +242,8 @@ def run(
         return RunResult(run_dir, summary)
     except BaseException as exc:
         _mark_failed(run_dir, manifest or {"run_id": run_id, "config": config.to_dict()}, exc)
+        with contextlib.suppress(AttributeError):  # for the CLI: where Ray's output goes
+            exc.salbench_run_dir = run_dir  # type: ignore[attr-defined]
         raise
     finally:
         log.removeHandler(handler)
