@@ -94,7 +94,11 @@ def ray_output_to_run_log(verbose: bool) -> Iterator[Console]:
 
 def _keep(capture: Path, console: Console) -> None:
     """Append the captured Ray output to the run's log, or leave it and say where it is."""
-    text = capture.read_text(errors="replace")
+    try:
+        text = capture.read_text(errors="replace")
+    except OSError as exc:  # e.g. a temp cleaner removed it: the run itself is done
+        console.write(f"[salbench] Ray's output of this command is lost ({exc})\n")
+        return
     if console.run_dir is not None and (console.run_dir / "run.log").parent.is_dir():
         if text:
             with open(console.run_dir / "run.log", "a") as fh:
