@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from salbench import datasets, methods, metrics, models
+from salbench.config import RunConfig, load_config, parse_config
 from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
-from salbench.pipeline.config import RunConfig, load_config, parse_config
 from salbench.pipeline.run import ensure_ray, run
 from salbench.pipeline.summary import run_dataset
 from salbench.registry import Registry

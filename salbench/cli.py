@@ -17,7 +17,7 @@ from salbench.console import ray_output_to_run_log
 from salbench.errors import SalbenchError
 
 if TYPE_CHECKING:
-    from salbench.pipeline.config import RunConfig
+    from salbench.config import RunConfig
     from salbench.pipeline.run import RunResult
 
 #: The demo's config; ``configs/demo.yaml`` in the repository holds the same (a test checks).
@@ -131,15 +131,15 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from salbench.pipeline.config import apply_overrides, parse_config
+    from salbench.config import apply_overrides, parse_config
 
     return _run(parse_config(apply_overrides(DEMO_CONFIG, _overrides(args))), args,
                 report=True)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from salbench.config import parse_config
     from salbench.pipeline import resume
-    from salbench.pipeline.config import parse_config
     from salbench.pipeline.manifest import read_manifest
 
     with ray_output_to_run_log(args.verbose) as console:

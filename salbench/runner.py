@@ -32,11 +32,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from salbench import methods, metrics, models
+from salbench import keys, methods, metrics, models
+from salbench.config import RunConfig
 from salbench.methods.registry import info_rows
 from salbench.models.base import to_tensor
-from salbench.pipeline import keys
-from salbench.pipeline.config import RunConfig
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from salbench.pipeline.config import RunConfig
+    from salbench.config import RunConfig
 
 #: Where cluster.yaml's file_mounts put the project (``/home/<ssh_user>/salbench``).
 DEFAULT_PROJECT_DIR = "~/salbench"

@@ -229,7 +229,7 @@ def test_reference_docs_cover_every_metric_and_config_key():
     """docs/METRICS.md has a section per built-in metric, docs/API.md a row per config key."""
     from dataclasses import fields
 
-    from salbench.pipeline.config import _TOP_KEYS, ResourceConfig
+    from salbench.config import _TOP_KEYS, ResourceConfig
 
     headings = re.findall(r"^### (.+)$", (ROOT / "docs" / "METRICS.md").read_text(), re.M)
     documented = {name for h in headings for name in re.findall(r"`([a-z_0-9]+)`", h)}

@@ -143,7 +143,7 @@ def test_cluster_yaml_has_no_secrets() -> None:
 
 
 def test_imagenet_config_parses() -> None:
-    from salbench.pipeline.config import parse_config
+    from salbench.config import parse_config
 
     config = parse_config(yaml.safe_load(IMAGENET_YAML.read_text()))
     assert config.dataset["kind"] == "imagenet" and config.dataset["root"]

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from salbench import methods, metrics
+from salbench.config import load_config, parse_config
 from salbench.errors import ConfigError
-from salbench.pipeline.config import load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

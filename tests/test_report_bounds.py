@@ -15,8 +15,8 @@ import pytest
 from scipy import stats
 from test_report import CONFIG, make_run, md_rows, md_table
 
+from salbench.config import parse_config
 from salbench.pipeline import tables
-from salbench.pipeline.config import parse_config
 from salbench.pipeline.samples import RunSamples
 from salbench.report import write_report
 from salbench.report.intervals import bounded_summary, curve_band, wilson

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from salbench import models
+from salbench import keys, models
 from salbench.cli import main
 from salbench.datasets.base import sample_key
 from salbench.errors import ConfigError
-from salbench.pipeline import keys, parse_config, run
+from salbench.pipeline import parse_config, run
 from salbench.pipeline.tables import read_samples
 
 pytestmark = pytest.mark.usefixtures("ray_session")

@@ -23,7 +23,7 @@ import torch
 from salbench.actors.journal import Journal
 from salbench.actors.memory import keep_freed_memory
 from salbench.actors.progress import report_cells
-from salbench.pipeline.config import RunConfig, parse_config
+from salbench.config import RunConfig, parse_config
 from salbench.runner import OUTPUT_COLUMNS, DeviceLost, ModelRunner
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class AttributeActor:
     Args:
         config: the run config as a dict (``RunConfig.to_dict()``).
         model_index: which entry of ``config.models`` this actor serves.
-        reuse: the cell keys (see ``salbench.pipeline.keys``) whose results an earlier run
+        reuse: the cell keys (see ``salbench.keys``) whose results an earlier run
             already has, a sorted ``S16`` array or a Ray ObjectRef to one; those cells are
             not computed but emitted with status "reused", for the driver to copy.
         journal: the run's CrashJournal actor handle (see ``salbench.actors.journal``), which

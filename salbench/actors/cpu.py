@@ -19,7 +19,7 @@ import pandas as pd
 
 from salbench import metrics
 from salbench.actors.memory import keep_freed_memory
-from salbench.pipeline.config import RunConfig, parse_config
+from salbench.config import RunConfig, parse_config
 from salbench.runner import MAP_STATUSES, metric_error_line
 
 

@@ -14,8 +14,8 @@ import torch
 
 from salbench import models
 from salbench.actors.attribute import pick_device, placement, set_threads
+from salbench.config import RunConfig, parse_config
 from salbench.metrics.pic import model_scores
-from salbench.pipeline.config import RunConfig, parse_config
 
 
 class ScoreActor:

@@ -9,7 +9,7 @@ from typing import Any
 
 Row = dict[str, Any]
 
-#: Content keys are this many hex digits of SHA-256 (``salbench.pipeline.keys``).
+#: Content keys are this many hex digits of SHA-256 (``salbench.keys``).
 KEY_CHARS = 16
 
 

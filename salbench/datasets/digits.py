@@ -1,11 +1,11 @@
 """``digits``: scikit-learn's 8x8 digits in the digits model's input convention (paper 000).
 
-Images and the split come from :func:`salbench.models.digits.digits_images`, the function
-the ``digits_cnn`` model is trained with: each digit scaled to 0..255, resized bilinearly to
-20x20 and centred in a 28x28 black frame, uint8 [28, 28, 3] (white digit on black,
-identical channels). ``split`` is ``"test"`` (default: the 450 held-out images the model
-never saw), ``"train"`` (1347) or ``"all"`` (1797); the split is the model's stratified
-75/25 ``train_test_split`` with ``random_state=0``.
+The images and the split are made here (:func:`digits_images`) and the ``digits_cnn`` model
+(:mod:`salbench.models.digits`) is trained on them, so the dataset does not import the model:
+each digit scaled to 0..255, resized bilinearly to 20x20 and centred in a 28x28 black frame,
+uint8 [28, 28, 3] (white digit on black, identical channels). ``split`` is ``"test"``
+(default: the 450 held-out images the model never saw), ``"train"`` (1347) or ``"all"``
+(1797); the split is a stratified 75/25 ``train_test_split`` with ``random_state=0``.
 
 Rows: ``sample_id`` = ``"digits-<i>"`` with ``i`` the index in ``load_digits()`` (stable
 across splits), ``image`` = uint8 [28, 28, 3], ``label`` = the digit 0..9 (the classes of
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -27,24 +28,46 @@ from salbench.errors import ConfigError
 
 SPLITS = ("test", "train", "all")
 
+#: How the images are made; part of the digits model's recipe (whose hash names its weights).
+IMAGE_RECIPE: dict[str, Any] = {
+    "digit_box": 20, "size": 28, "resize": "bilinear", "scale": "x/16*255 uint8",
+}
+#: How the images are split into train and test; part of the model's recipe too.
+SPLIT_RECIPE: dict[str, Any] = {"test_size": 0.25, "random_state": 0, "stratify": True}
+
+
+@functools.cache
+def _all_images() -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.from_numpy(data.images.astype(np.float32) / 16.0)[:, None]  # [N, 1, 8, 8] in [0,1]
+    box, size = IMAGE_RECIPE["digit_box"], IMAGE_RECIPE["size"]
+    x = F.interpolate(x, size=(box, box), mode="bilinear", align_corners=False)
+    pad = (size - box) // 2
+    x = F.pad(x, (pad, size - box - pad, pad, size - box - pad))
+    img = (x.clamp(0, 1) * 255).round().to(torch.uint8)[:, 0].numpy()  # [N, 28, 28]
+    img = np.repeat(img[..., None], 3, axis=-1)
+    img.setflags(write=False)
+    labels = data.target.astype(np.int64)
+    labels.setflags(write=False)
+    return img, labels
+
 
 @functools.cache
 def digits_indices(split: str) -> np.ndarray:
-    """Indices into ``load_digits()`` of ``split``, in the order ``digits_images`` returns.
-
-    Recomputed from the digits model's public ``RECIPE["split"]`` (the same
-    ``train_test_split`` call, sorted).
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    from salbench.models.digits import RECIPE
-
-    labels = load_digits().target
+    """Indices into ``load_digits()`` of ``split``, ascending (the order of ``digits_images``)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    _, labels = _all_images()
     idx = np.arange(len(labels))
     if split == "all":
         return idx
-    s = RECIPE["split"]
+    from sklearn.model_selection import train_test_split
+
+    s = SPLIT_RECIPE
     train, test = train_test_split(
         idx,
         test_size=s["test_size"],
@@ -54,22 +77,19 @@ def digits_indices(split: str) -> np.ndarray:
     return np.sort(train if split == "train" else test)
 
 
-@functools.cache
-def _data(split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from salbench.models.digits import digits_images
+def digits_images(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn digits in the digits model's input convention.
 
-    images, labels = digits_images(split)
+    Args:
+        split: ``"test"`` (the held-out 450 images), ``"train"`` (1347) or ``"all"`` (1797).
+
+    Returns:
+        (images uint8 [N, 28, 28, 3] (white digit on black, identical channels), labels int64
+        [N] in 0..9). Arrays are fresh copies.
+    """
+    img, labels = _all_images()
     idx = digits_indices(split)
-    from sklearn.datasets import load_digits
-
-    if len(idx) != len(labels) or not np.array_equal(load_digits().target[idx], labels):
-        raise RuntimeError(  # pragma: no cover - guards against the model changing its split
-            "salbench.models.digits.digits_images() no longer follows RECIPE['split']; "
-            "update salbench.datasets.digits.digits_indices"
-        )
-    for a in (images, labels):
-        a.setflags(write=False)
-    return images, labels, idx
+    return img[idx].copy(), labels[idx].copy()
 
 
 #: Pixels at or above this value (a quarter of full intensity) count as ink for the box.
@@ -117,21 +137,20 @@ class DigitsDataset(Dataset):
         start, stop = check_range(start, stop, self.n)
         if start == stop:
             return
-        images, labels, idx = _data(self.split)
+        images, labels = _all_images()
+        idx = digits_indices(self.split)
         for k in range(start, stop):
-            img = images[k]
+            img = images[idx[k]]
             yield {
                 "sample_id": f"digits-{int(idx[k])}",
                 "image": img.copy(),
-                "label": int(labels[k]),
+                "label": int(labels[idx[k]]),
                 "boxes": ink_box(img),
                 "source": "sklearn:digits",
             }
 
     def fingerprint(self) -> str:
-        """Hash of the split, the ids and the model's image recipe."""
-        from salbench.models.digits import RECIPE
-
+        """Hash of the split, the ids and the image recipe."""
         return listing_fingerprint(
-            self.kind, [[self.split, RECIPE["image"], RECIPE["split"]], self.sample_ids()]
+            self.kind, [[self.split, IMAGE_RECIPE, SPLIT_RECIPE], self.sample_ids()]
         )

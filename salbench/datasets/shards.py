@@ -19,9 +19,9 @@ import pandas as pd
 
 from salbench.datasets import open_dataset
 from salbench.datasets.base import Dataset, sample_key
-from salbench.datasets.crop import center_crop, crop_boxes
 from salbench.datasets.decode import decode_image, encode_png
 from salbench.errors import BadInputError
+from salbench.imaging import center_crop, crop_boxes
 
 
 @functools.lru_cache(maxsize=4)

@@ -22,11 +22,8 @@ T = TypeVar("T")
 
 #: ``internal_batch_size`` on CPU when the caller sets none (:func:`salbench.methods.attribute`
 #: and the pipeline's model actors; a method's own smaller default is kept). The methods'
-#: defaults (64) are sized for GPUs. On the 2-core machine (2026-11-29/30) a method's speed is
-#: the same from 16 up in calm runs and better at 16 when the machine is busy (IG 200 steps,
-#: 4 photos: 13.9 s at 16, 16.4 s at 64, BENCHMARKS.md run K), while its heap grows with the
-#: chunk (IG: 1.27 GB at 16, 4.97 GB at 64, case 3) and a fresh process pays page faults for
-#: all of it (1.4 million for Blur IG at 64, 0.4 million at 16).
+#: defaults (64) are sized for GPUs; on CPU a larger chunk is no faster but its memory (heap
+#: and page faults) grows with it. Figures: docs/PERFORMANCE.md, "CPU chunk size".
 CPU_INTERNAL_BATCH_SIZE = 16
 
 

@@ -25,15 +25,13 @@ with ``torch.func.functional_call`` over stacked perturbed parameters ([k, *shap
 tensor, k perturbations per chunk), never by copying the model: ``vectorize="vmap"`` runs
 ``torch.func.vmap`` over the k stacked parameter sets (one batched forward+backward of k x b
 points), ``"loop"`` runs one ``functional_call`` per parameter set on the whole image chunk,
-``"auto"`` (default) picks vmap on accelerators and the loop on CPU (on this project's CPU
-machine vmap over efficientnet_lite0 costs 1.5-2x the loop per point: batched conv
-weights turn into grouped convolutions; on a GPU, vmap is meant to fill the device when the
-image batch is small -- not timed yet, no GPU was available). Both give the same result to
-float tolerance. Cost: ``samples`` forward+backward passes per image, plus one forward pass
-(the unperturbed scores), plus one forward+backward for an image that accepted nothing, plus
-drawing the noise: one normal sample per parameter per draw, whatever the batch size (on
-this CPU ~15 ms per draw for efficientnet_lite0's 4.65M parameters, which a batch of 2
-images does not amortise: GEG fast ran at ~1.3-1.9x the bare forward+backward floor).
+``"auto"`` (default) picks vmap on accelerators and the loop on CPU (on CPU, vmap's batched
+conv weights turn into grouped convolutions, slower than the loop; on a GPU, vmap is meant to
+fill the device when the image batch is small). Both give the same result to float
+tolerance. Cost: ``samples`` forward+backward passes per image, plus one forward pass (the
+unperturbed scores), plus one forward+backward for an image that accepted nothing, plus
+drawing the noise: one normal sample per parameter per draw, whatever the batch size, which
+a small image batch does not amortise. Figures: docs/PERFORMANCE.md, "GEG noise and vmap".
 
 Profiles (forward+backward passes per image): paper -- ``g3`` 200, ``ggig`` 51 * 200 =
 10,200, ``geg`` 200 (+ 1 forward); fast (demo/tests, <= 25) -- ``g3`` iterations=25 (25),

@@ -67,16 +67,45 @@ same masks as a loop over single images.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from salbench.methods.baselines import gaussian_blur, make_baseline
 from salbench.methods.engine import batched_gradients, batched_scores
-from salbench.methods.registry import Attribution, register
+from salbench.methods.registry import Attribution, register, settings_from
 from salbench.methods.seeding import image_generators
 from salbench.models.base import Classifier
+
+
+@dataclass(frozen=True)
+class IgosSettings:
+    """The settings of one I-GOS run; the module docstring gives each one's source.
+
+    The registered ``igos`` method takes them as keyword parameters of the same names and
+    defaults (configs set them by name).
+    """
+
+    mask_size: int = 28
+    iterations: int = 15
+    ig_steps: int = 20
+    l1_coeff: float = 1.0
+    tv_coeff: float = 20.0
+    tv_beta: float = 2.0
+    baseline: str | float = "blur"
+    blur_kernel: int = 51
+    blur_sigma: float = 50.0
+    noise_std: float = 0.2
+    step_max: float = 200.0
+    step_decay: float = 0.2
+    step_min: float = 1e-5
+    armijo_beta: float = 1e-4
+    ls_chunk: int = 0
+    score: str = "prob"
+    seed: int = 0
+    internal_batch_size: int = 64
 
 
 @dataclass
@@ -202,30 +231,18 @@ def igos_optimize(
     model: Classifier,
     x: torch.Tensor,
     target: torch.Tensor,
-    *,
-    mask_size: int = 28,
-    iterations: int = 15,
-    ig_steps: int = 20,
-    l1_coeff: float = 1.0,
-    tv_coeff: float = 20.0,
-    tv_beta: float = 2.0,
-    baseline: str | float = "blur",
-    blur_kernel: int = 51,
-    blur_sigma: float = 50.0,
-    noise_std: float = 0.2,
-    step_max: float = 200.0,
-    step_decay: float = 0.2,
-    step_min: float = 1e-5,
-    armijo_beta: float = 1e-4,
-    ls_chunk: int = 0,
-    score: str = "prob",
-    seed: int = 0,
-    internal_batch_size: int = 64,
+    settings: IgosSettings | None = None,
+    **overrides: Any,
 ) -> IgosResult:
     """Run the I-GOS optimisation on a batch; see the module docstring for the algorithm.
 
-    x: float [B, 3, H, W] in [0, 1]; target int64 [B]. Returns :class:`IgosResult`.
+    x: float [B, 3, H, W] in [0, 1]; target int64 [B]. ``settings`` (default
+    :class:`IgosSettings`), with ``overrides`` (its field names) replaced. Returns
+    :class:`IgosResult`.
     """
+    st = replace(settings or IgosSettings(), **overrides)
+    mask_size, iterations, ig_steps = st.mask_size, st.iterations, st.ig_steps
+    score, internal_batch_size = st.score, st.internal_batch_size
     if int(mask_size) < 2:
         raise ValueError(f"mask_size must be >= 2, got {mask_size}")
     if int(ig_steps) < 1 or int(iterations) < 0:
@@ -233,18 +250,18 @@ def igos_optimize(
     x = x.detach().float()
     b, size, m, steps = len(x), tuple(x.shape[-2:]), int(mask_size), int(ig_steps)
     dev = x.device
-    base = (blur_baseline(x, blur_kernel, blur_sigma) if baseline == "blur"
-            else make_baseline(x, baseline))
+    base = (blur_baseline(x, st.blur_kernel, st.blur_sigma) if st.baseline == "blur"
+            else make_baseline(x, st.baseline))
     delta = x - base
-    cands = step_candidates(step_max, step_decay, step_min)
+    cands = step_candidates(st.step_max, st.step_decay, st.step_min)
     cand_t = torch.tensor(cands, dtype=torch.float32, device=dev)
     n_cand = len(cands)
-    chunk_c = n_cand if int(ls_chunk) <= 0 else int(ls_chunk)
-    sigma = noise_scale(model, noise_std, dev)
-    gens = image_generators(x, seed) if noise_std > 0 else None
+    chunk_c = n_cand if int(st.ls_chunk) <= 0 else int(st.ls_chunk)
+    sigma = noise_scale(model, st.noise_std, dev)
+    gens = image_generators(x, st.seed) if st.noise_std > 0 else None
 
     def reg(mk: torch.Tensor) -> torch.Tensor:
-        return regulariser(mk, l1_coeff, tv_coeff, tv_beta)
+        return regulariser(mk, st.l1_coeff, st.tv_coeff, st.tv_beta)
 
     mask = torch.ones(b, 1, m, m, device=dev)
     f0 = batched_scores(model, b, lambda i: x[i], target, score=score,
@@ -285,7 +302,7 @@ def igos_optimize(
             f = batched_scores(model, len(bi), ls_points, target[bi], score=score,
                                internal_batch_size=internal_batch_size)
             cobj = reg(cmask) + f
-            ok = cobj <= obj[bi] - armijo_beta * cand_t[ji] * norm2[bi]
+            ok = cobj <= obj[bi] - st.armijo_beta * cand_t[ji] * norm2[bi]
             ok |= ji == n_cand - 1  # the lower bound a_l is taken without a test
             ok = ok.view(len(todo), len(js))
             hit = ok.any(1)
@@ -344,13 +361,7 @@ def igos(
     F(M) at the final mask, ``masked_score`` f(Phi(x, up(M))) (the target score with the
     mask applied) and ``ls_fallbacks`` (iterations whose line search took ``step_min``).
     """
-    res = igos_optimize(
-        model, x, target, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps,
-        l1_coeff=l1_coeff, tv_coeff=tv_coeff, tv_beta=tv_beta, baseline=baseline,
-        blur_kernel=blur_kernel, blur_sigma=blur_sigma, noise_std=noise_std,
-        step_max=step_max, step_decay=step_decay, step_min=step_min, armijo_beta=armijo_beta,
-        ls_chunk=ls_chunk, score=score, seed=seed, internal_batch_size=internal_batch_size,
-    )
+    res = igos_optimize(model, x, target, settings_from(IgosSettings, locals()))
     heat = 1 - upsample(res.mask, tuple(x.shape[-2:]))
     attr = heat.expand(-1, 3, -1, -1).contiguous().float()
     info = {

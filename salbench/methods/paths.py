@@ -19,6 +19,11 @@ into a contribution to the attribution; the attribution is the sum over segments
 IDGI is implemented once, here, as a rule; ``idgi_ig``, ``idgi_gig`` and ``idgi_blurig`` are
 the IG, Guided IG and Blur IG paths integrated with it.
 
+IG's quadrature rules (``riemann_left/right/middle``, ``trapezoid``, ``gausslegendre``,
+:func:`salbench.methods.engine.quadrature`) are :class:`Nodes` on the straight path: the
+riemann rule then takes the gradient at x' + a_k (x - x') and sums w_k g_k, times (x - x')
+once, the factorisation of a straight path (:func:`straight_path` with ``quadrature``).
+
 Two kinds of path:
 
 - :class:`Path` (straight IG paths, Blur IG): every point is known upfront, so all images x
@@ -43,7 +48,7 @@ from dataclasses import dataclass
 
 import torch
 
-from salbench.methods.engine import batched_gradients, batched_scores
+from salbench.methods.engine import batched_gradients, batched_scores, quadrature
 from salbench.methods.registry import Attribution
 from salbench.models.base import Classifier
 
@@ -188,6 +193,22 @@ class PathResult:
 
 
 @dataclass
+class Nodes:
+    """Quadrature nodes on the straight path from ``origin`` x' along ``direction`` x - x'.
+
+    alphas, weights: float32 [K], a rule of :func:`salbench.methods.engine.quadrature`.
+    The riemann rule evaluates the gradient g_k at x' + alpha_k (x - x') and gives
+    (x - x') * sum_k w_k g_k: one direction for every node, so the weighted gradients are
+    summed first (float32) and multiplied by it once.
+    """
+
+    origin: torch.Tensor
+    direction: torch.Tensor
+    alphas: torch.Tensor
+    weights: torch.Tensor
+
+
+@dataclass
 class Path:
     """A path whose points are all known upfront, for B images and S segments.
 
@@ -198,6 +219,8 @@ class Path:
         multiplies the gradient with on segment j; None means x_{j+1} - x_j.
     grad_at: where the riemann rule takes segment j's gradient: "left" (x_j) or "right"
         (x_{j+1}). The idgi rule always uses x_j.
+    nodes: quadrature nodes (straight paths only); the riemann rule then integrates at them
+        instead of at the points, which give only the endpoints x_0 and x_S.
     """
 
     x: torch.Tensor
@@ -205,6 +228,7 @@ class Path:
     point: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     displacement: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     grad_at: str = "left"
+    nodes: Nodes | None = None
 
     def segment(self, b: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
         """The riemann rule's vector for segment j of images b: float32 [c, 3, H, W]."""
@@ -213,12 +237,22 @@ class Path:
         return self.point(b, j + 1) - self.point(b, j)
 
 
-def straight_path(x: torch.Tensor, baseline: torch.Tensor, steps: int) -> Path:
+def straight_path(
+    x: torch.Tensor, baseline: torch.Tensor, steps: int, quadrature_rule: str | None = None
+) -> Path:
     """The IG path x_j = x' + (j / S)(x - x'), j = 0 .. S (x_0 = x' and x_S = x exactly).
 
     x, baseline: float [B, 3, H, W]. Riemann rule: gradient at x_j times (x - x') / S, i.e.
-    IG's left Riemann sum.
+    IG's left Riemann sum; the idgi rule integrates these points too. With
+    ``quadrature_rule`` (a rule of :func:`salbench.methods.engine.quadrature`, ``steps``
+    nodes) the riemann rule integrates at that rule's :class:`Nodes` instead.
     """
+    nodes = None
+    if quadrature_rule is not None:
+        a, w = quadrature(quadrature_rule, steps)
+        nodes = Nodes(baseline, x - baseline,
+                      torch.as_tensor(a, dtype=torch.float32, device=x.device),
+                      torch.as_tensor(w, dtype=torch.float32, device=x.device))
     steps = int(steps)
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -229,7 +263,52 @@ def straight_path(x: torch.Tensor, baseline: torch.Tensor, steps: int) -> Path:
         p = baseline[b] + alpha * delta[b]
         return torch.where((j == steps).view(-1, 1, 1, 1), x[b], p)
 
-    return Path(x, steps, point, lambda b, j: delta[b] / steps, "left")
+    return Path(x, steps, point, lambda b, j: delta[b] / steps, "left", nodes)
+
+
+def endpoint_scores(
+    model: Classifier, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor, score: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target scores float32 [B] at x and at the baseline (one batched forward pass)."""
+    both = torch.cat([x, baseline])
+    s = batched_scores(model, len(both), lambda i: both[i], target.repeat(2), score=score,
+                       internal_batch_size=len(both))
+    return s[: len(x)], s[len(x):]
+
+
+def integrate_nodes(
+    model: Classifier,
+    path: Path,
+    target: torch.Tensor,
+    *,
+    score: str = "logit",
+    internal_batch_size: int = 64,
+) -> PathResult:
+    """The riemann rule at a straight path's quadrature :class:`Nodes` (IG's rules).
+
+    B x K gradients in chunks of ``internal_batch_size`` and one forward pass of both
+    endpoints. target: int64 [B]. Returns a :class:`PathResult`.
+    """
+    nodes = path.nodes
+    if nodes is None:
+        raise ValueError("integrate_nodes needs a path with quadrature nodes")
+    k = len(nodes.alphas)
+    total = torch.zeros_like(path.x, dtype=torch.float32)
+
+    def points(idx: torch.Tensor) -> torch.Tensor:
+        b, s = idx // k, idx % k
+        return nodes.origin[b] + nodes.alphas[s].view(-1, 1, 1, 1) * nodes.direction[b]
+
+    def consume(idx: torch.Tensor, grad: torch.Tensor, _s: torch.Tensor) -> None:
+        total.index_add_(0, idx // k, grad * nodes.weights[idx % k].view(-1, 1, 1, 1))
+
+    batched_gradients(model, len(path.x) * k, points, target.repeat_interleave(k), consume,
+                      internal_batch_size=internal_batch_size, score=score)
+    attr = nodes.direction * total
+    f_input, f_reference = endpoint_scores(model, path.x, nodes.origin, target, score)
+    delta = f_input - f_reference
+    err = (attr.flatten(1).double().sum(1) - delta.double()).abs().float()
+    return PathResult(attr, f_input, f_reference, err)
 
 
 def integrate(
@@ -249,9 +328,17 @@ def integrate(
     needs only its score (one batched forward pass, done first). Cost per image: S
     forward+backward passes and one forward pass.
 
+    A path with quadrature :class:`Nodes` is integrated at them (:func:`integrate_nodes`,
+    riemann rule only).
+
     target: int64 [B]. Returns a :class:`PathResult`.
     """
     check_rule(rule)
+    if path.nodes is not None:
+        if rule != "riemann":
+            raise ValueError(f"quadrature nodes are integrated by the riemann rule, not {rule!r}")
+        return integrate_nodes(model, path, target, score=score,
+                               internal_batch_size=internal_batch_size)
     if path.grad_at not in ("left", "right"):
         raise ValueError(f"grad_at must be 'left' or 'right', got {path.grad_at!r}")
     steps, n_img = path.steps, len(path.x)

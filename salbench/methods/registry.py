@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from salbench.errors import BadInputError, ConfigError
 from salbench.registry import Registry, check_signature, decorator, merge_params
+
+S = TypeVar("S")
+
+
+def settings_from(cls: type[S], values: Mapping[str, Any]) -> S:
+    """A frozen settings dataclass ``cls`` from ``values`` (e.g. a registered function's
+    ``locals()``, whose keyword parameters carry the same names): the fields' values only."""
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
 
 
 @dataclass

@@ -65,13 +65,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
 from salbench.methods.baselines import make_baseline
 from salbench.methods.engine import batched_gradients
-from salbench.methods.ig import endpoint_scores
+from salbench.methods.paths import endpoint_scores
 from salbench.methods.registry import Attribution, register
 from salbench.models.base import Classifier
 
@@ -80,6 +81,25 @@ UNITS = ("pixel", "element")
 ATTRIBUTION_GRADS = ("gradient", "momentum")
 INFO_COLUMNS = ("completeness_error", "score_delta", "path_steps", "constrained_steps")
 PAPER_STEP = 16 / 224  # s = 224 * 16 pixels of 224 * 224
+
+
+@dataclass(frozen=True)
+class SampSettings:
+    """The settings of one SAMP / SAMP++ path (the module docstring gives each one's meaning).
+
+    The registered ``samp`` and ``samp_pp`` methods take them as keyword parameters.
+    """
+
+    direction: str = "deletion"
+    baseline: str | float | torch.Tensor = "auto"
+    step_size: int | float = PAPER_STEP
+    unit: str = "pixel"
+    eta: float | None = 0.1
+    momentum: float = 0.5
+    attribution_grad: str = "gradient"
+    score: str = "logit"
+    internal_batch_size: int = 64
+    record: bool = True
 
 
 @dataclass
@@ -150,17 +170,8 @@ def samp_path(
     model: Classifier,
     x: torch.Tensor,
     target: torch.Tensor,
-    *,
-    direction: str = "deletion",
-    baseline: str | float | torch.Tensor = "auto",
-    step_size: int | float = PAPER_STEP,
-    unit: str = "pixel",
-    eta: float | None = 0.1,
-    momentum: float = 0.5,
-    attribution_grad: str = "gradient",
-    score: str = "logit",
-    internal_batch_size: int = 64,
-    record: bool = True,
+    settings: SampSettings | None = None,
+    **overrides: Any,
 ) -> SampPath:
     """Build the SAMP / SAMP++ path of every image (Algorithm 1) and its attribution.
 
@@ -168,7 +179,11 @@ def samp_path(
     images whose path is not finished in one call of the batched engine (chunks of
     ``internal_batch_size``). Parameters as in the module docstring; ``record`` keeps the
     per-segment selections (bool [K, B, P]) for inspection (:meth:`SampPath.order`).
+    ``settings`` (default :class:`SampSettings`) with ``overrides`` (its field names).
     """
+    st = replace(settings or SampSettings(), **overrides)
+    direction, baseline, unit, eta = st.direction, st.baseline, st.unit, st.eta
+    momentum, attribution_grad, score = st.momentum, st.attribution_grad, st.score
     _check(direction, unit, attribution_grad, momentum, eta)
     x = x.float()
     b, c, h, w = x.shape
@@ -178,7 +193,7 @@ def samp_path(
     sign = 1.0 if direction == "insertion" else -1.0
     start, end = (base, x) if direction == "insertion" else (x, base)
     n_units = h * w if unit == "pixel" else c * h * w
-    s = min(resolve_step_size(step_size, n_units), n_units)
+    s = min(resolve_step_size(st.step_size, n_units), n_units)
 
     def per_unit(t: torch.Tensor) -> torch.Tensor:  # [n, 3, H, W] -> [n, P]
         return t.sum(1).flatten(1) if unit == "pixel" else t.flatten(1)
@@ -224,7 +239,7 @@ def samp_path(
             grad[idx] = g
 
         batched_gradients(model, len(active), lambda i, pts=cur_a: pts[i], target[active],
-                          consume, internal_batch_size=internal_batch_size, score=score)
+                          consume, internal_batch_size=st.internal_batch_size, score=score)
         if k == 0:
             mom_a = grad  # g^1 = grad f(x^S)
         else:
@@ -246,7 +261,7 @@ def samp_path(
         cur[active] = new
         steps[active] += 1
         constrained[active] += cap.long()
-        if record:
+        if st.record:
             full_sel = torch.zeros_like(done)
             full_sel[active] = sel
             full_scale = torch.zeros(b, dtype=torch.float32, device=x.device)
@@ -256,7 +271,7 @@ def samp_path(
         k += 1
 
     selected = scale = None
-    if record:
+    if st.record:
         selected = (torch.stack(sel_log) if sel_log
                     else torch.zeros((0, b, n_units), dtype=torch.bool, device=x.device))
         scale = (torch.stack(scale_log) if scale_log
@@ -300,9 +315,9 @@ def samp(
     no infinitesimal constraint) or the IC bound as a fraction of ||x||_1. Returns float32
     [B, 3, H, W] with completeness_error, score_delta, path_steps, constrained_steps.
     """
-    path = samp_path(model, x, target, direction=direction, baseline=baseline,
-                     step_size=step_size, unit=unit, eta=eta, momentum=0.0, score=score,
-                     internal_batch_size=internal_batch_size, record=False)
+    path = samp_path(model, x, target, SampSettings(
+        direction=direction, baseline=baseline, step_size=step_size, unit=unit, eta=eta,
+        momentum=0.0, score=score, internal_batch_size=internal_batch_size, record=False))
     return _attribution(model, x, target, path, score)
 
 
@@ -328,8 +343,8 @@ def samp_pp(
     ``momentum`` (0.5; 0 gives SAMP) and ``attribution_grad`` ("gradient": path integral,
     default; "momentum": Algorithm 1 line 11 literally). Returns float32 [B, 3, H, W].
     """
-    path = samp_path(model, x, target, direction=direction, baseline=baseline,
-                     step_size=step_size, unit=unit, eta=eta, momentum=momentum,
-                     attribution_grad=attribution_grad, score=score,
-                     internal_batch_size=internal_batch_size, record=False)
+    path = samp_path(model, x, target, SampSettings(
+        direction=direction, baseline=baseline, step_size=step_size, unit=unit, eta=eta,
+        momentum=momentum, attribution_grad=attribution_grad, score=score,
+        internal_batch_size=internal_batch_size, record=False))
     return _attribution(model, x, target, path, score)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from salbench.datasets.crop import center_crop, crop_boxes
+from salbench.imaging import center_crop, crop_boxes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -6,9 +6,10 @@ inputs and 10 outputs. With unpadded ("valid") convolutions a 28x28 input gives 
 64 x 4 x 4 = 1024 features (28 -conv-> 24 -pool-> 12 -conv-> 8 -pool-> 4), so we keep MNIST's
 geometry:
 
-- Images: each 8x8 digit (values 0..16) is scaled to 0..255, resized bilinearly to 20x20 and
-  centred in a 28x28 black frame (MNIST's 20x20 box in a 28x28 image), stored as uint8
-  [28, 28, 3] with identical channels (white digit on black, as MNIST).
+- Images (made by :func:`salbench.datasets.digits.digits_images`): each 8x8 digit (values
+  0..16) is scaled to 0..255, resized bilinearly to 20x20 and centred in a 28x28 black frame
+  (MNIST's 20x20 box in a 28x28 image), stored as uint8 [28, 28, 3] with identical channels
+  (white digit on black, as MNIST).
 - Model: a :class:`Classifier` with ``grayscale=True`` (mean of R, G, B), ``input_size``
   (28, 28), mean = std = 0.5, ``crop_fraction=1.0`` (``preprocess`` of a 28x28 image is the
   identity); input [B, 3, 28, 28] in [0, 1] -> logits [B, 10].
@@ -41,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from salbench.datasets.digits import IMAGE_RECIPE, SPLIT_RECIPE, digits_images
 from salbench.models import register
 from salbench.models.base import Classifier
 from salbench.models.tiny import init_with_generator
@@ -53,8 +55,8 @@ DIGITS_SIZE = (28, 28)
 RECIPE: dict[str, Any] = {
     "version": 1,
     "arch": "conv5x5(32)-maxpool2-relu-conv5x5(64)-maxpool2-relu-fc(1024,10)",
-    "image": {"digit_box": 20, "size": 28, "resize": "bilinear", "scale": "x/16*255 uint8"},
-    "split": {"test_size": 0.25, "random_state": 0, "stratify": True},
+    "image": IMAGE_RECIPE,
+    "split": SPLIT_RECIPE,
     "optimizer": {"name": "sgd", "lr": 0.0004, "momentum": 0.9},
     "batch_size": 64,
     "iterations": 400,
@@ -84,61 +86,6 @@ def num_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-@functools.cache
-def _all_images() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.from_numpy(data.images.astype(np.float32) / 16.0)[:, None]  # [N, 1, 8, 8] in [0,1]
-    box = RECIPE["image"]["digit_box"]
-    size = RECIPE["image"]["size"]
-    x = F.interpolate(x, size=(box, box), mode="bilinear", align_corners=False)
-    pad = (size - box) // 2
-    x = F.pad(x, (pad, size - box - pad, pad, size - box - pad))
-    img = (x.clamp(0, 1) * 255).round().to(torch.uint8)[:, 0].numpy()  # [N, 28, 28]
-    img = np.repeat(img[..., None], 3, axis=-1)
-    img.setflags(write=False)
-    labels = data.target.astype(np.int64)
-    labels.setflags(write=False)
-    return img, labels
-
-
-@functools.cache
-def _split() -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
-    _, labels = _all_images()
-    idx = np.arange(len(labels))
-    s = RECIPE["split"]
-    train, test = train_test_split(
-        idx,
-        test_size=s["test_size"],
-        random_state=s["random_state"],
-        stratify=labels if s["stratify"] else None,
-    )
-    return np.sort(train), np.sort(test)
-
-
-def digits_images(split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn digits in the model's input convention.
-
-    Args:
-        split: ``"test"`` (the held-out 450 images), ``"train"`` (1347) or ``"all"`` (1797).
-
-    Returns:
-        (images uint8 [N, 28, 28, 3] (white digit on black, identical channels), labels int64
-        [N] in 0..9). Arrays are fresh copies.
-    """
-    img, labels = _all_images()
-    if split == "all":
-        return img.copy(), labels.copy()
-    train, test = _split()
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
-    idx = train if split == "train" else test
-    return img[idx].copy(), labels[idx].copy()
 
 
 def _to_input(img: np.ndarray) -> torch.Tensor:

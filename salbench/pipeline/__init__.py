@@ -1,6 +1,6 @@
 """Config, plan, Ray Data graph, writers, manifests and aggregation (SPEC 6)."""
 
-from salbench.pipeline.config import RunConfig, load_config, parse_config
+from salbench.config import RunConfig, load_config, parse_config
 from salbench.pipeline.run import RunResult, resume, run
 
 __all__ = ["RunConfig", "RunResult", "load_config", "parse_config", "resume", "run"]

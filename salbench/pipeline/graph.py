@@ -30,8 +30,8 @@ import ray.data
 from salbench import metrics
 from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
 from salbench.actors.memory import worker_env
+from salbench.config import RunConfig
 from salbench.datasets.shards import decode_batch, read_shard
-from salbench.pipeline.config import RunConfig
 
 log = logging.getLogger("salbench")
 

@@ -26,8 +26,8 @@ import torch
 from salbench import metrics
 from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
 from salbench.actors.progress import LocalCounter
+from salbench.config import RunConfig
 from salbench.datasets.shards import decode_batch, read_shard
-from salbench.pipeline.config import RunConfig
 
 if TYPE_CHECKING:
     from salbench.pipeline.reuse import PreviousRun

@@ -1,7 +1,7 @@
 """Incremental reruns: copy the cells an earlier run already computed (``--reuse RUN_DIR``).
 
 The earlier run's finished shards are indexed by their ``cell_key`` column (see
-``salbench.pipeline.keys``): only the key columns are read up front, so the index of a
+``salbench.keys``): only the key columns are read up front, so the index of a
 full-ImageNet run (millions of rows) stays small. The AttributeActor skips every cell whose
 key is in the index and emits it with status "reused"; when the driver writes a shard it
 replaces those rows by the earlier run's rows, read from its Parquet files on demand.
@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from salbench.errors import ConfigError
+from salbench.keys import KEY_CHARS
 from salbench.pipeline import tables
-from salbench.pipeline.keys import KEY_CHARS
 
 log = logging.getLogger("salbench")
 

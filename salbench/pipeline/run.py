@@ -21,12 +21,12 @@ from typing import Any, TextIO
 import pandas as pd
 import yaml
 
-from salbench import models
+from salbench import keys, models
+from salbench.config import RunConfig, parse_config
 from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
-from salbench.pipeline import keys, tables
 from salbench.pipeline import manifest as mf
-from salbench.pipeline.config import RunConfig, parse_config
+from salbench.pipeline import tables
 from salbench.pipeline.progress import ProgressMonitor
 from salbench.pipeline.reuse import PreviousRun
 from salbench.pipeline.summary import run_counts, run_dataset, summarize_dataset

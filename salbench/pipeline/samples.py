@@ -24,7 +24,7 @@ from salbench.pipeline.summary import SCAN, GroupCounts, count_groups
 
 #: How many model x method groups a RunSamples keeps (the report asks for the same group's
 #: columns several times in a row).
-CACHED_GROUPS = 2
+CACHED_GROUPS = 1
 
 
 class RunSamples:
@@ -83,6 +83,29 @@ class RunSamples:
         while len(self._cache) > CACHED_GROUPS:
             self._cache.popitem(last=False)
         return frame
+
+    def curves(self, model: str, method: str, column: str, statuses: Sequence[str],
+               skip_column: str | None = None) -> np.ndarray:
+        """float64 [n, points]: one model x method's curves in ``column`` of the rows whose
+        status is in ``statuses`` (and whose ``skip_column`` is 0), read as one flat Arrow
+        buffer (no Python object per curve); curves of another length than the longest, or
+        with a non-finite point, are left out."""
+        wanted = ((pc.field("model") == model) & (pc.field("method") == method)
+                  & pc.field("status").isin(list(statuses)) & pc.field(column).is_valid())
+        if skip_column is not None and skip_column in self.columns:
+            wanted = wanted & (pc.field(skip_column) == 0.0)
+        lists = self.dataset.to_table(columns=[column], filter=wanted,
+                                      **SCAN).column(column).combine_chunks()
+        if len(lists) == 0:
+            return np.empty((0, 0))
+        lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+        longest = int(lengths.max())
+        if longest == 0:
+            return np.empty((0, 0))
+        same = lists.filter(pa.array(lengths == longest))
+        flat = pc.list_flatten(same).to_numpy(zero_copy_only=False)
+        curves = flat.astype(np.float64).reshape(-1, longest)
+        return curves[np.isfinite(curves).all(axis=1)]
 
     def has_values(self, column: str) -> bool:
         """True when some row has a non-null ``column`` (stops at the first)."""

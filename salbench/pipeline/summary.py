@@ -35,8 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from salbench import methods, metrics
+from salbench.config import RunConfig
 from salbench.metrics.registry import BINARY_COLUMNS, bounds
-from salbench.pipeline.config import RunConfig
 from salbench.runner import MAP_STATUSES, failed_metrics
 
 #: Statuses whose rows have a target and the method's diagnostics.

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from salbench import methods, metrics
-from salbench.pipeline.config import RunConfig
+from salbench.config import RunConfig
 
 BASE_FIELDS = [
     ("run_id", pa.string()), ("sample_id", pa.string()), ("sample_key", pa.string()),

@@ -112,7 +112,7 @@ def read_run(run_dir: Path | str) -> RunTables:
     if (path / "summary.parquet").is_file():
         summary = pd.read_parquet(path / "summary.parquet")
     else:
-        from salbench.pipeline.config import parse_config
+        from salbench.config import parse_config
 
         summary = summarize_dataset(dataset, parse_config(manifest["config"]))[0]
     return RunTables(path, manifest, RunSamples(dataset), summary)

@@ -84,18 +84,7 @@ def method_curves(samples: RunSamples, model: str, method: str,
                   column: str) -> np.ndarray:
     """float64 [n, points]: the finite, not-skipped curves of model x method's rows that
     have a map (status ok, or metric_error for another metric)."""
-    skip = _skip_column(column)
-    cols = ["status", column] + ([skip] if skip in samples.columns else [])
-    g = samples.group(model, method, cols)
-    g = g[g["status"].isin(MAP_STATUSES)]
-    if skip in g.columns:
-        g = g[g[skip] == 0.0]
-    rows = [np.asarray(c, np.float64) for c in g[column] if c is not None and len(c)]
-    if not rows:
-        return np.empty((0, 0))
-    length = max(len(r) for r in rows)
-    rows = [r for r in rows if len(r) == length and np.isfinite(r).all()]
-    return np.stack(rows) if rows else np.empty((0, 0))
+    return samples.curves(model, method, column, MAP_STATUSES, _skip_column(column))
 
 
 def aggregate(curves: np.ndarray, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

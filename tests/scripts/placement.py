@@ -10,7 +10,7 @@ import sys
 import ray
 import ray.data
 
-from salbench.pipeline.config import parse_config
+from salbench.config import parse_config
 from salbench.pipeline.graph import build_graph
 
 

@@ -1,7 +1,8 @@
 """Resize-shorter-side + centre crop of images and their boxes (NumPy and Pillow only).
 
-The models' preprocessing (``Classifier.preprocess``) and the pipeline's decode stage both use
-these, so a read task crops images without importing torch.
+The models' preprocessing (``Classifier.preprocess``) and the datasets' shard decoding both
+use these, so this module sits below both packages (neither imports the other for it) and a
+read task crops images without importing torch.
 """
 
 from __future__ import annotations
