@@ -174,9 +174,13 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from salbench import storage
     from salbench.errors import ConfigError
     from salbench.pipeline.compare import compare_runs, comparison_report
 
+    if args.report and (storage.is_uri(args.run_a) or storage.is_uri(args.run_b)):
+        raise ConfigError("compare --report needs local run directories (the page links the "
+                          "runs' reports by relative path); compare URIs without --report")
     table = compare_runs(args.run_a, args.run_b, metrics=args.metric)
     print(comparison_report(table, str(args.run_a), str(args.run_b)))
     if args.csv:
@@ -257,11 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set profile=paper (repeatable)")
     r.add_argument("--address", help="Ray address: 'auto' joins a running `ray start --head`")
-    r.add_argument("--out", help="output directory (default: the config's 'out')")
+    r.add_argument("--out", help="output directory or URI, e.g. s3://bucket/runs (default: "
+                   "the config's 'out')")
     r.add_argument("--quiet", action="store_true", help="no progress output (logs still go "
                    "to the run directory's run.log)")
     r.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
-    r.add_argument("--reuse", type=Path, metavar="PREVIOUS_RUN",
+    r.add_argument("--reuse", metavar="PREVIOUS_RUN",
                    help="copy the results an earlier run already has (same sample, model "
                    "weights, method and metric parameters and code); compute only the rest")
     r.set_defaults(fn=cmd_run)
@@ -272,20 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--address", help="Ray address: 'auto' joins a running `ray start --head`")
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
-    d.add_argument("--reuse", type=Path, metavar="PREVIOUS_RUN",
+    d.add_argument("--reuse", metavar="PREVIOUS_RUN",
                    help="copy the results an earlier run already has (same sample, model "
                    "weights, method and metric parameters and code); compute only the rest")
     d.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("resume", help="finish an interrupted run")
-    s.add_argument("run_dir")
+    s.add_argument("run_dir", help="the run directory (a path or a URI such as s3://...)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     s.set_defaults(fn=cmd_resume)
 
     c = sub.add_parser("compare", help="compare two runs: per-metric deltas with 95%% CIs")
-    c.add_argument("run_a", type=Path, metavar="RUN_A", help="the reference run directory (A)")
-    c.add_argument("run_b", type=Path, metavar="RUN_B",
+    c.add_argument("run_a", metavar="RUN_A", help="the reference run directory (A; a path or "
+                   "a URI such as s3://...)")
+    c.add_argument("run_b", metavar="RUN_B",
                    help="the run compared with it (B); delta = B - A")
     c.add_argument("--metric", action="extend", nargs="+", metavar="NAME",
                    help="only these metric columns or registered metrics (repeatable)")
@@ -300,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="write RUN_DIR/report/: HTML page, markdown tables, "
                         "curve plots, saliency gallery")
-    rp.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    rp.add_argument("run_dir", metavar="RUN_DIR",
+                    help="the run directory (a path or a URI such as s3://...)")
     rp.add_argument("--gallery-samples", type=int, default=12, metavar="N",
                     help="samples shown in the gallery (default 12; the first by dataset order)")
     rp.set_defaults(fn=cmd_report)
@@ -310,12 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.set_defaults(fn=cmd_list)
 
     sh = sub.add_parser("shard", help="convert a folder or dataset into Parquet shards")
-    sh.add_argument("src", help="an ImageNet root or image folder, or a dataset kind such as "
-                    "'sample'")
+    sh.add_argument("src", help="an ImageNet root or image folder (a path or a URI such as "
+                    "s3://...), or a dataset kind such as 'sample'")
     sh.add_argument("--kind", choices=["imagenet", "folder"],
                     help="how to read the directory SRC (default: imagenet when SRC has the "
                     "ImageNet validation layout, else folder)")
-    sh.add_argument("dst", help="output directory for shard-NNNNN.parquet files")
+    sh.add_argument("dst", help="output directory or URI (s3://bucket/shards) for "
+                    "shard-NNNNN.parquet files")
     sh.add_argument("--rows-per-shard", type=int, default=256)
     sh.set_defaults(fn=cmd_shard)
     return p

@@ -29,7 +29,7 @@ class Console:
 
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
-        self.run_dir: Path | None = None
+        self.run_dir: Path | str | None = None
 
     def write(self, text: str) -> int:
         """Write ``text`` to the terminal."""
@@ -99,7 +99,8 @@ def _keep(capture: Path, console: Console) -> None:
     except OSError as exc:  # e.g. a temp cleaner removed it: the run itself is done
         console.write(f"[salbench] Ray's output of this command is lost ({exc})\n")
         return
-    if console.run_dir is not None and (console.run_dir / "run.log").parent.is_dir():
+    local = isinstance(console.run_dir, Path)  # a URI run's log is uploaded by the run
+    if local and (console.run_dir / "run.log").parent.is_dir():
         if text:
             with open(console.run_dir / "run.log", "a") as fh:
                 fh.write(RAY_OUTPUT_HEADER + text)

@@ -1,8 +1,16 @@
-"""Shared fixtures: one session-scoped local Ray cluster, torch threads, small models."""
+"""Shared fixtures: one session-scoped local Ray cluster, torch threads, small models, and a
+local S3 server (moto)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,14 +26,79 @@ def ray_session():
     import ray.data
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False,
-                 object_store_memory=200 * 1024 * 1024, log_to_driver=False,
-                 configure_logging=False)
+        _init_local_ray()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
     yield ray
     ray.shutdown()
+
+
+def _init_local_ray() -> None:
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             object_store_memory=200 * 1024 * 1024, log_to_driver=False,
+             configure_logging=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """An S3-compatible server (moto_server) on a free 127.0.0.1 port for the session.
+
+    Sets AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION and AWS_ENDPOINT_URL
+    for it (restored afterwards). Ray workers inherit their environment when Ray starts, so a
+    Ray started earlier in the session is restarted with these variables. Yields the
+    endpoint URL; the server is stopped by its PID.
+    """
+    exe = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which(
+        "moto_server")
+    if exe is None:
+        pytest.skip("moto_server not installed (pip install 'moto[server]')")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=fh,
+                                stderr=subprocess.STDOUT)
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                os.kill(proc.pid, signal.SIGKILL)
+                pytest.fail(f"moto_server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+        _init_local_ray()
+    try:
+        yield env["AWS_ENDPOINT_URL"]
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,10 @@ row ("missing label"): SPEC 7 treats missing labels as bad input.
 Rows: ``sample_id`` = relative path, ``image`` = the raw file bytes (read lazily in
 ``read``), ``label``, ``boxes`` = [] (a folder has no boxes), ``source`` = the file's path.
 An unreadable file gives ``image=b""`` and an ``error`` key with the reason.
+
+``path`` and ``labels`` may be URIs (``s3://bucket/photos``; :mod:`salbench.storage`): the
+folder is then the objects under that prefix, listed with their sizes in one listing, and
+each image is read with retries when its row is read.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from salbench import storage
 from salbench.datasets import register
 from salbench.datasets.base import Dataset, Row
 from salbench.errors import ConfigError
@@ -95,14 +100,14 @@ def _norm_rel(name: str, csv_path: Path, line: int) -> str:
     return "/".join(parts)
 
 
-def read_labels_csv(csv_path: Path) -> dict[str, int]:
+def read_labels_csv(csv_path: Path | str) -> dict[str, int]:
     """Parse a ``file,label`` CSV into {relative posix path: label}.
 
     Raises ConfigError naming the file and line for a missing header column, a non-integer
     or out-of-range label, an empty or escaping file name, or a duplicate file.
     """
     try:
-        text = csv_path.read_text(encoding="utf-8-sig")
+        text = storage.read_bytes(csv_path).decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"labels file {csv_path}: cannot read it ({exc})") from None
     reader = csv.reader(text.splitlines())
@@ -154,6 +159,15 @@ def read_labels_csv(csv_path: Path) -> dict[str, int]:
     return out
 
 
+def _split_listing(rels: Iterable[str]) -> tuple[list[str], list[str]]:
+    listed: list[str] = []
+    skipped: list[str] = []
+    for rel in rels:
+        ext = os.path.splitext(rel.rsplit("/", 1)[-1])[1].lower()
+        (listed if ext == "" or ext in IMAGE_EXTENSIONS else skipped).append(rel)
+    return sorted(listed), sorted(skipped)
+
+
 def list_files(root: Path) -> tuple[list[str], list[str]]:
     """(listed, skipped) relative POSIX paths under ``root`` by the module's listing rule."""
     listed: list[str] = []
@@ -176,13 +190,24 @@ def list_files(root: Path) -> tuple[list[str], list[str]]:
     return sorted(listed), sorted(skipped)
 
 
+def _relative_to(path: Path | str, root: Path | str) -> str | None:
+    """``path`` relative to ``root`` (POSIX), or None when it is not under it."""
+    if isinstance(path, Path) and isinstance(root, Path):
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return None
+    prefix = f"{root}/"
+    return str(path)[len(prefix):] if str(path).startswith(prefix) else None
+
+
 @register("folder")
 class FolderDataset(Dataset):
     """Images under ``path`` (see the module docstring for the listing rule and row format).
 
     Args:
-        path: the image folder.
-        labels: optional CSV with columns ``file,label``.
+        path: the image folder (a path or a URI).
+        labels: optional CSV with columns ``file,label`` (a path or a URI).
         limit: keep only the first ``limit`` files (in sorted order).
         max_file_bytes: files larger than this become error rows.
     """
@@ -196,30 +221,37 @@ class FolderDataset(Dataset):
         limit: int | None = None,
         max_file_bytes: int = MAX_FILE_BYTES,
     ) -> None:
-        self.root = Path(path).expanduser()
-        if not self.root.is_dir():
-            raise ConfigError(f"dataset.path: {str(self.root)!r} is not a directory")
+        self.root = storage.normalize(path)
+        try:
+            if not storage.is_dir(self.root):
+                raise ConfigError(f"dataset.path: {str(self.root)!r} is not a directory")
+        except OSError as exc:
+            raise ConfigError(f"dataset.path: cannot read {str(self.root)!r}: {exc}") from exc
         self.limit = check_limit(limit)
         self.max_file_bytes = int(max_file_bytes)
-        self.labels_path: Path | None = None
+        self.labels_path: Path | str | None = None
         self.labels: dict[str, int] | None = None
         if labels is not None:
-            lp = Path(labels).expanduser()
-            if not lp.is_file() and not lp.is_absolute() and (self.root / lp).is_file():
-                lp = self.root / lp
-            if not lp.is_file():
+            lp = storage.normalize(labels)
+            if (not storage.is_file(lp) and not storage.is_uri(lp) and not lp.is_absolute()
+                    and storage.is_file(storage.join(self.root, str(lp)))):
+                lp = storage.join(self.root, str(lp))
+            if not storage.is_file(lp):
                 raise ConfigError(
                     f"dataset.labels: {str(labels)!r} not found (looked as given and under "
                     f"{str(self.root)!r})"
                 )
             self.labels_path = lp
             self.labels = read_labels_csv(lp)
-        listed, skipped = list_files(self.root)
+        # Sizes from the one listing of an object store (a request per object otherwise).
+        self._sizes: dict[str, int] = {}
+        if isinstance(self.root, Path):
+            listed, skipped = list_files(self.root)
+        else:
+            self._sizes = storage.walk_files(self.root)
+            listed, skipped = _split_listing(self._sizes)
         if self.labels_path is not None:
-            try:
-                rel_csv = self.labels_path.resolve().relative_to(self.root.resolve()).as_posix()
-            except ValueError:
-                rel_csv = None
+            rel_csv = _relative_to(self.labels_path, self.root)
             listed = [f for f in listed if f != rel_csv]
             skipped = [f for f in skipped if f != rel_csv]
         if self.labels is not None:
@@ -250,18 +282,27 @@ class FolderDataset(Dataset):
             return -1, f"missing label: {rel!r} has no row in {self.labels_path}"
         return self.labels[rel], None
 
+    def _size(self, rel: str) -> int:
+        """Size in bytes of a listed file (FileNotFoundError when it is not there)."""
+        if isinstance(self.root, Path):
+            return (self.root / rel).stat().st_size
+        if rel not in self._sizes:
+            raise FileNotFoundError(rel)
+        return self._sizes[rel]
+
     def read(self, start: int, stop: int) -> Iterator[Row]:
         start, stop = check_range(start, stop, len(self.files))
         for rel in self.files[start:stop]:
-            full = self.root / rel
+            full = storage.join(self.root, rel)
             label, err = self._label(rel)
             data = b""
             try:
-                size = full.stat().st_size
+                size = self._size(rel)
                 if size > self.max_file_bytes:
                     err = err or f"file too large: {size} bytes (limit {self.max_file_bytes})"
                 else:
-                    data = full.read_bytes()
+                    data = full.read_bytes() if isinstance(full, Path) else storage.read_bytes(
+                        full)
             except FileNotFoundError:
                 err = err or "file not found"
             except OSError as exc:
@@ -283,7 +324,7 @@ class FolderDataset(Dataset):
         def entries() -> Iterator[list[Any]]:
             for rel in self.files:
                 try:
-                    size = (self.root / rel).stat().st_size
+                    size = self._size(rel)
                 except OSError:
                     size = -1
                 yield [rel, size, self._label(rel)[0]]

@@ -29,6 +29,10 @@ the annotation (ImageNet's pixel coordinates, not shifted); ``source`` = the fil
 Per-image problems (no annotation, unknown synset, malformed box, hostile or broken XML,
 unreadable file) give an error row (``error`` key) instead of failing the dataset.
 
+Every path (``root``, ``images``, ...) may be a URI (``s3://bucket/imagenet``;
+:mod:`salbench.storage`): the layout is found by listing prefixes (image sizes come from the
+listing), and images and XML files are read with retries when their rows are read.
+
 XML is untrusted: with ``defusedxml`` installed it parses the files; otherwise documents
 containing ``<!DOCTYPE`` or ``<!ENTITY`` are refused (no entity expansion, no external
 entities) and files over 1 MiB are refused.
@@ -46,6 +50,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from salbench import storage
 from salbench.datasets import register
 from salbench.datasets.base import Dataset, Row
 from salbench.datasets.folder import check_limit, check_range, listing_fingerprint
@@ -63,10 +68,10 @@ SYNSET_NAME = "LOC_synset_mapping.txt"
 Box = list[float]
 
 
-def read_synset_mapping(path: Path) -> tuple[list[str], list[str]]:
+def read_synset_mapping(path: Path | str) -> tuple[list[str], list[str]]:
     """(synsets, descriptions) from a ``LOC_synset_mapping.txt``; line order = class index."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = storage.read_bytes(path).decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"synset mapping {path}: cannot read it ({exc})") from None
     synsets: list[str] = []
@@ -132,16 +137,17 @@ def parse_prediction_string(s: str) -> list[tuple[str, Box]]:
     return out
 
 
-def read_solution_csv(path: Path) -> dict[str, list[tuple[str, Box]] | str]:
+def read_solution_csv(path: Path | str) -> dict[str, list[tuple[str, Box]] | str]:
     """Parse ``LOC_val_solution.csv`` into {image id: objects, or an error reason}.
 
     Raises ConfigError (naming the file) for an unreadable file or a wrong header; a bad
     line only marks its image with an error reason.
     """
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = storage.read_bytes(path).decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"solution file {path}: cannot read it ({exc})") from None
+    name = storage.basename(path)
     reader = csv.reader(io.StringIO(text))
     try:
         header = [h.strip() for h in next(reader)]
@@ -159,12 +165,12 @@ def read_solution_csv(path: Path) -> dict[str, list[tuple[str, Box]] | str]:
                 continue
             image_id = rec[0].strip()
             if len(rec) < 2:
-                out[image_id] = f"{path.name} line {line}: no PredictionString"
+                out[image_id] = f"{name} line {line}: no PredictionString"
                 continue
             try:
                 out[image_id] = parse_prediction_string(rec[1])
             except ValueError as exc:
-                out[image_id] = f"{path.name} line {line}: {exc}"
+                out[image_id] = f"{name} line {line}: {exc}"
     except csv.Error as exc:
         raise ConfigError(f"solution file {path}: {exc}") from None
     return out
@@ -219,8 +225,31 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _scan_images(d: Path) -> tuple[str, list[str]] | None:
-    """("flat" | "classfolders", sorted relative paths) of images in ``d``, or None."""
+def _scan_remote(d: str) -> tuple[str, list[str], dict[str, int]] | None:
+    """:func:`_scan_images` of a URI, with the listed sizes by relative path."""
+    try:
+        files, dirs = storage.list_dir(d)
+    except FileNotFoundError:
+        return None
+    flat = {f: n for f, n in files.items() if _is_image(f)}
+    if flat:
+        return "flat", sorted(flat), flat
+    classdirs = [c for c in dirs if SYNSET_RE.match(c)]
+    sizes: dict[str, int] = {}
+    listings = storage.map_threads(lambda c: storage.list_dir(storage.join(d, c))[0],
+                                   classdirs, True)
+    for cd, listed in zip(classdirs, listings, strict=True):
+        sizes.update({f"{cd}/{f}": n for f, n in listed.items() if _is_image(f)})
+    if sizes:
+        return "classfolders", sorted(sizes), sizes
+    return None
+
+
+def _scan_images(d: Path | str) -> tuple[str, list[str], dict[str, int]] | None:
+    """("flat" | "classfolders", sorted relative paths, sizes known from the listing: only
+    for a URI) of images in ``d``, or None."""
+    if not isinstance(d, Path):
+        return _scan_remote(d)
     if not d.is_dir():
         return None
     flat: list[str] = []
@@ -232,13 +261,13 @@ def _scan_images(d: Path) -> tuple[str, list[str]] | None:
             elif e.is_dir() and SYNSET_RE.match(e.name):
                 classdirs.append(Path(e.path))
     if flat:
-        return "flat", sorted(flat)
+        return "flat", sorted(flat), {}
     files = []
     for cd in classdirs:
         with os.scandir(cd) as it:
             files += [f"{cd.name}/{e.name}" for e in it if e.is_file() and _is_image(e.name)]
     if files:
-        return "classfolders", sorted(files)
+        return "classfolders", sorted(files), {}
     return None
 
 
@@ -269,10 +298,14 @@ class ImageNetDataset(Dataset):
     ) -> None:
         if root is None and images is None:
             raise ConfigError("dataset.root: the imagenet dataset needs root (or images)")
-        self.root = Path(root).expanduser() if root is not None else None
-        if self.root is not None and not self.root.is_dir():
-            raise ConfigError(f"dataset.root: {str(self.root)!r} is not a directory")
+        self.root = storage.normalize(root) if root is not None else None
+        try:
+            if self.root is not None and not storage.is_dir(self.root):
+                raise ConfigError(f"dataset.root: {str(self.root)!r} is not a directory")
+        except OSError as exc:
+            raise ConfigError(f"dataset.root: cannot read {str(self.root)!r}: {exc}") from exc
         self.limit = check_limit(limit)
+        self._sizes: dict[str, int] = {}
         self.images_dir, self.layout, files = self._find_images(images)
         self.synsets, self.descriptions = self._find_synsets(synset_mapping)
         self.index = {s: i for i, s in enumerate(self.synsets)}
@@ -283,7 +316,7 @@ class ImageNetDataset(Dataset):
             raise ConfigError(
                 f"imagenet: found images in {str(self.images_dir)!r} but no labels; expected "
                 f"{SOLUTION_NAME} in {str(where)!r} or XML annotations in "
-                f"{' or '.join(repr(str(Path(where, d))) for d in XML_DIRS)} "
+                f"{' or '.join(repr(str(storage.join(where, d))) for d in XML_DIRS)} "
                 "(or pass solution=PATH / annotations=DIR, or use class folders val/n01440764/)"
             )
         if self.layout == "flat":
@@ -296,21 +329,23 @@ class ImageNetDataset(Dataset):
         self.files = files[: self.limit] if self.limit is not None else files
 
     # -- layout discovery ---------------------------------------------------------------
-    def _find_images(self, images: Any) -> tuple[Path, str, list[str]]:
+    def _find_images(self, images: Any) -> tuple[Path | str, str, list[str]]:
         if images is not None:
-            d = Path(images).expanduser()
+            d = storage.normalize(images)
             found = _scan_images(d)
             if found is None:
                 raise ConfigError(
                     f"dataset.images: no .JPEG/.jpg/.png images in {str(d)!r} or in its "
                     "class folders n########/"
                 )
+            self._sizes = found[2]
             return d, found[0], found[1]
         assert self.root is not None
         for sub in IMAGE_DIRS:
-            d = self.root / sub if sub != "." else self.root
+            d = storage.join(self.root, sub) if sub != "." else self.root
             found = _scan_images(d)
             if found is not None:
+                self._sizes = found[2]
                 return d, found[0], found[1]
         raise ConfigError(
             f"imagenet: no validation images under {str(self.root)!r}; expected "
@@ -321,32 +356,33 @@ class ImageNetDataset(Dataset):
 
     def _find_synsets(self, synset_mapping: Any) -> tuple[list[str], list[str]]:
         if synset_mapping is not None:
-            p = Path(synset_mapping).expanduser()
-            if not p.is_file():
+            p = storage.normalize(synset_mapping)
+            if not storage.is_file(p):
                 raise ConfigError(f"dataset.synset_mapping: {str(p)!r} not found")
             return read_synset_mapping(p)
-        for base in (self.root, self.images_dir.parent):
-            if base is not None and (base / SYNSET_NAME).is_file():
-                return read_synset_mapping(base / SYNSET_NAME)
+        for base in (self.root, storage.parent(self.images_dir)):
+            if base is not None and storage.is_file(storage.join(base, SYNSET_NAME)):
+                return read_synset_mapping(storage.join(base, SYNSET_NAME))
         return default_synsets()
 
-    def _find_annotations(self, solution: Any, annotations: Any) -> tuple[Path | None, Path | None]:
+    def _find_annotations(self, solution: Any, annotations: Any
+                          ) -> tuple[Path | str | None, Path | str | None]:
         if solution is not None:
-            p = Path(solution).expanduser()
-            if not p.is_file():
+            p = storage.normalize(solution)
+            if not storage.is_file(p):
                 raise ConfigError(f"dataset.solution: {str(p)!r} not found")
             return p, None
         if annotations is not None:
-            d = Path(annotations).expanduser()
-            if not d.is_dir():
+            d = storage.normalize(annotations)
+            if not storage.is_dir(d):
                 raise ConfigError(f"dataset.annotations: {str(d)!r} is not a directory")
             return None, d
         if self.root is not None:
-            if (self.root / SOLUTION_NAME).is_file():
-                return self.root / SOLUTION_NAME, None
+            if storage.is_file(storage.join(self.root, SOLUTION_NAME)):
+                return storage.join(self.root, SOLUTION_NAME), None
             for sub in XML_DIRS:
-                if (self.root / sub).is_dir():
-                    return None, self.root / sub
+                if storage.is_dir(storage.join(self.root, sub)):
+                    return None, storage.join(self.root, sub)
         return None, None
 
     # -- rows -----------------------------------------------------------------------------
@@ -364,17 +400,17 @@ class ImageNetDataset(Dataset):
         if self.solution is not None:
             return self.solution.get(stem)
         if self.xml_dir is not None:
-            p = self.xml_dir / f"{stem}.xml"
+            p = storage.join(self.xml_dir, f"{stem}.xml")
             try:
-                data = p.read_bytes()
+                data = p.read_bytes() if isinstance(p, Path) else storage.read_bytes(p)
             except FileNotFoundError:
                 return None
             except OSError as exc:
-                return f"unreadable annotation {p.name}: {exc.strerror or exc}"
+                return f"unreadable annotation {stem}.xml: {exc.strerror or exc}"
             try:
                 return parse_voc_xml(data)
             except BadInputError as exc:
-                return f"{p.name}: {exc}"
+                return f"{stem}.xml: {exc}"
         return None
 
     def label_boxes(self, rel: str) -> tuple[int, list[Box], str | None]:
@@ -396,18 +432,27 @@ class ImageNetDataset(Dataset):
             return -1, [], f"unknown synset {wnid} (not in the synset mapping)"
         return self.index[wnid], [b for w, b in objs if w == wnid], None
 
+    def _size(self, rel: str) -> int:
+        """Size in bytes of a listed image (FileNotFoundError when it is not there)."""
+        if isinstance(self.images_dir, Path):
+            return (self.images_dir / rel).stat().st_size
+        if rel not in self._sizes:
+            raise FileNotFoundError(rel)
+        return self._sizes[rel]
+
     def read(self, start: int, stop: int) -> Iterator[Row]:
         start, stop = check_range(start, stop, len(self.files))
         for rel in self.files[start:stop]:
-            path = self.images_dir / rel
+            path = storage.join(self.images_dir, rel)
             label, boxes, err = self.label_boxes(rel)
             data = b""
             try:
-                size = path.stat().st_size
+                size = self._size(rel)
                 if size > MAX_FILE_BYTES:
                     err = err or f"file too large: {size} bytes"
                 else:
-                    data = path.read_bytes()
+                    data = path.read_bytes() if isinstance(path, Path) else storage.read_bytes(
+                        path)
             except OSError as exc:
                 err = err or f"unreadable file: {exc.strerror or exc}"
             row: Row = {
@@ -428,7 +473,7 @@ class ImageNetDataset(Dataset):
             yield [self.layout, self.synsets]
             for rel in self.files:
                 try:
-                    size = (self.images_dir / rel).stat().st_size
+                    size = self._size(rel)
                 except OSError:
                     size = -1
                 label, boxes, err = self.label_boxes(rel)

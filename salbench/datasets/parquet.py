@@ -9,31 +9,41 @@ not be read; such rows keep their place with ``image = b""``). Other columns are
 through as row keys.
 
 Reading: ``path`` is a shard file, a directory (its ``*.parquet`` files, sorted by name,
-not recursive) or a list of files. Row counts come from the Parquet footers, so ``len`` is
-cheap; ``read(start, stop)`` opens only the files and row groups that overlap the range.
-A shard without a required column raises ConfigError naming the column and the file.
+not recursive), a glob pattern (``.../validation-*.parquet``) or a list of files; each may be
+a local path or a URI (``s3://``, ``gs://``, ...; see :mod:`salbench.storage`). Row counts
+come from the Parquet footers, so ``len`` is cheap; ``read(start, stop)`` fetches only the
+row groups that overlap the range (byte ranges of the object), retrying transient failures.
+A missing dataset path raises ConfigError; a shard without a required column, unreadable or
+gone, becomes one error row whose ``error`` names its path or URI.
+
+Hugging Face image datasets are read as they are published: a file with an ``image``
+column (``struct<bytes: binary, path: string>``, or plain binary) and no ``sample_id`` has
+``sample_id`` = the image's ``path`` (else ``<file name>:<row in file>``), ``label`` = its
+integer ``label`` column (a class-label column is stored as int; -1 when absent), no boxes,
+and ``source`` = ``<file>#<row in file>``.
 
 Writing: :func:`write_shards` writes ``shard-00000.parquet``, ``shard-00001.parquet``, ...
-each first to a hidden temp file in ``dst`` and then renamed (``os.replace``), so a reader
-never sees a partial shard. Array images are stored as PNG (``encode_png``; non-uint8 or
-non-RGB arrays go through ``decode_image`` first), bytes as they are.
+each whole under its final name (local: a hidden temp file, then renamed; object store: one
+upload, visible only once complete), so a reader never sees a partial shard. Array images
+are stored as PNG (``encode_png``; non-uint8 or non-RGB arrays go through ``decode_image``
+first), bytes as they are.
 """
 
 from __future__ import annotations
 
 import bisect
-import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from salbench import storage
 from salbench.datasets import open_dataset, register
 from salbench.datasets.base import Dataset, Row
 from salbench.datasets.decode import decode_image, encode_png
@@ -54,7 +64,7 @@ REQUIRED = ("sample_id", "image", "label", "boxes", "source")
 SHARD_PATTERN = "shard-{:05d}.parquet"
 
 
-def _check_types(path: Path, schema: pa.Schema) -> None:
+def _check_types(path: Path | str, schema: pa.Schema) -> None:
     def bad(col: str, want: str) -> ConfigError:
         return ConfigError(
             f"parquet shard {path}: column {col!r} has type {schema.field(col).type}, "
@@ -77,24 +87,84 @@ def _check_types(path: Path, schema: pa.Schema) -> None:
         raise bad("boxes", "list<list<float32>>")
 
 
-def _shard_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
-    if isinstance(path, str | os.PathLike):
-        p = Path(path).expanduser()
-        if p.is_dir():
-            files = sorted(f for f in p.glob("*.parquet") if f.is_file())
-            if not files:
-                raise ConfigError(f"dataset.path: no *.parquet files in {str(p)!r}")
-            return files
-        if p.is_file():
-            return [p]
-        raise ConfigError(f"dataset.path: {str(p)!r} does not exist")
-    files = [Path(f).expanduser() for f in path]
-    if not files:
-        raise ConfigError("dataset.path: empty list of parquet files")
-    for f in files:
-        if not f.is_file():
-            raise ConfigError(f"dataset.path: parquet file {str(f)!r} does not exist")
-    return files
+def _shard_files(path: storage.Location | Sequence[storage.Location]) -> list[Path | str]:
+    try:
+        if isinstance(path, str | os.PathLike):
+            return _expand(path)
+        files = [storage.normalize(f) for f in path]
+        if not files:
+            raise ConfigError("dataset.path: empty list of parquet files")
+        present = storage.map_threads(storage.is_file, files, any(map(storage.is_uri, files)))
+        for f, ok in zip(files, present, strict=True):
+            if not ok:
+                raise ConfigError(f"dataset.path: parquet file {str(f)!r} does not exist")
+        return files
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as exc:  # no access, an unknown scheme, an unreachable store
+        raise ConfigError(f"dataset.path: cannot list {path!r}: {exc}") from exc
+
+
+def _expand(path: storage.Location) -> list[Path | str]:
+    """A file, a directory's ``*.parquet`` files or a glob pattern's files, sorted."""
+    p = storage.normalize(path)
+    if storage.has_glob(p):
+        files = storage.glob(p)
+        if not files:
+            raise ConfigError(f"dataset.path: no files match {str(p)!r}")
+        return files
+    kind = storage.info(p).type
+    if kind == pafs.FileType.Directory:
+        files = storage.list_files(p, "*.parquet")
+        if not files:
+            raise ConfigError(f"dataset.path: no *.parquet files in {str(p)!r}")
+        return files
+    if kind == pafs.FileType.File:
+        return [p]
+    raise ConfigError(f"dataset.path: {str(p)!r} does not exist")
+
+
+def _layout(path: Path | str, schema: pa.Schema) -> dict[str, Any]:
+    """How a file's columns map to rows: salbench's own shards, or a Hugging Face image
+    dataset (see the module docstring). ConfigError naming the file when neither fits."""
+    names = schema.names
+    if "sample_id" in names or "image" not in names:
+        missing = [col for col in REQUIRED if col not in names]
+        if missing:
+            raise ConfigError(
+                f"parquet shard {path}: missing column {missing[0]!r} (has {names}); expected "
+                f"columns {list(REQUIRED)}, or a Hugging Face image dataset (an 'image' "
+                "column and an integer 'label')"
+            )
+        _check_types(path, schema)
+        return {"kind": "salbench"}
+    t = schema.field("image").type
+    if pa.types.is_struct(t) and t.get_field_index("bytes") >= 0:
+        image = "struct"
+        has_path = t.get_field_index("path") >= 0
+    elif pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        image, has_path = "binary", False
+    else:
+        raise ConfigError(f"parquet shard {path}: column 'image' has type {t}, expected "
+                          "binary or struct<bytes: binary, path: string>")
+    has_label = "label" in names
+    if has_label and not pa.types.is_integer(schema.field("label").type):
+        raise ConfigError(f"parquet shard {path}: column 'label' has type "
+                          f"{schema.field('label').type}, expected an integer (class index)")
+    return {"kind": "hf", "image": image, "path": has_path, "label": has_label}
+
+
+def _inspect(path: Path | str) -> tuple[pq.FileMetaData | None, dict[str, Any] | str, int]:
+    """(footer, layout, size in bytes) of one file; footer None and the reason when unusable."""
+    try:
+        with storage.open_input_file(path) as fh:
+            meta = pq.ParquetFile(fh).metadata
+            size = fh.size()
+        return meta, _layout(path, meta.schema.to_arrow_schema()), size
+    except ConfigError as exc:
+        return None, str(exc), -1
+    except (OSError, pa.ArrowException) as exc:
+        return None, f"parquet shard {path}: not a readable Parquet file ({exc})", -1
 
 
 log = logging.getLogger(__name__)
@@ -102,10 +172,11 @@ log = logging.getLogger(__name__)
 
 @register("parquet")
 class ParquetDataset(Dataset):
-    """Rows of Parquet shards (see the module docstring).
+    """Rows of Parquet shards or Hugging Face image Parquet files (see the module docstring).
 
     Args:
-        path: a shard file, a directory of ``*.parquet`` shards, or a list of shard files.
+        path: a file, a directory of ``*.parquet`` files, a glob pattern, or a list of
+            files; local paths or URIs.
         limit: keep only the first ``limit`` rows.
     """
 
@@ -113,94 +184,142 @@ class ParquetDataset(Dataset):
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        path: storage.Location | Sequence[storage.Location],
         limit: int | None = None,
     ) -> None:
         self.files = _shard_files(path)
         self.limit = check_limit(limit)
-        # One entry per row group: (file index, row group index); starts[k] = first row.
+        # One entry per row group: (file index, row group index); starts[k] = first row,
+        # offsets[k] = its first row within its file.
         self._groups: list[tuple[int, int]] = []
         self._starts: list[int] = []
         self._sizes: list[int] = []
+        self._offsets: list[int] = []
         self._file_meta: list[tuple[str, int, int]] = []
+        self._layouts: list[dict[str, Any]] = []
         # A shard that cannot be used (unreadable, wrong schema) becomes one error row, so one
         # poisoned file never stops a run; entries of _groups with g == -1 stand for those.
         self._bad: dict[int, str] = {}
+        remote = any(storage.is_uri(f) for f in self.files)
         total = 0
-        for fi, f in enumerate(self.files):
-            try:
-                meta = pq.read_metadata(f)
-                schema = meta.schema.to_arrow_schema()
-                missing = [col for col in REQUIRED if col not in schema.names]
-                if missing:
-                    raise ConfigError(
-                        f"parquet shard {f}: missing column {missing[0]!r} (has "
-                        f"{schema.names}); expected columns {list(REQUIRED)}"
-                    )
-                _check_types(f, schema)
-            except (OSError, pa.ArrowException, ConfigError) as exc:
-                reason = str(exc) if isinstance(exc, ConfigError) else (
-                    f"parquet shard {f}: not a readable Parquet file ({exc})")
-                log.warning("%s; it becomes one error row", reason)
-                self._bad[fi] = reason
+        for fi, (f, (meta, layout, size)) in enumerate(
+                zip(self.files, storage.map_threads(_inspect, self.files, remote), strict=True)):
+            name = storage.basename(f)
+            if meta is None:
+                log.warning("%s; it becomes one error row", layout)
+                self._bad[fi] = str(layout)
+                self._layouts.append({"kind": "bad"})
                 self._groups.append((fi, -1))
                 self._starts.append(total)
                 self._sizes.append(1)
+                self._offsets.append(0)
                 total += 1
-                self._file_meta.append((f.name, -1, f.stat().st_size if f.exists() else -1))
+                self._file_meta.append((name, -1, size))
                 continue
+            self._layouts.append(dict(layout))
+            offset = 0
             for g in range(meta.num_row_groups):
                 n = meta.row_group(g).num_rows
                 if n:
                     self._groups.append((fi, g))
                     self._starts.append(total)
                     self._sizes.append(n)
+                    self._offsets.append(offset)
                     total += n
-            self._file_meta.append((f.name, meta.num_rows, f.stat().st_size))
+                    offset += n
+            self._file_meta.append((name, meta.num_rows, size))
         self._total = total if self.limit is None else min(total, self.limit)
 
     def __len__(self) -> int:
         return self._total
 
-    def _group_slices(self, start: int, stop: int) -> Iterator[tuple[int, list[int], int, int]]:
-        """(file index, row groups, offset, count) per file covering rows [start, stop)."""
+    def _group_slices(self, start: int, stop: int) -> Iterator[tuple[int, list[int], int, int,
+                                                                     int]]:
+        """(file index, row groups, offset, count, first row in file) per file covering rows
+        [start, stop)."""
         k = bisect.bisect_right(self._starts, start) - 1
-        cur_file, groups, first, count = -1, [], 0, 0
+        cur_file, groups, first, count, row0 = -1, [], 0, 0, 0
         while k < len(self._groups) and self._starts[k] < stop:
             fi, g = self._groups[k]
             if fi != cur_file:
                 if cur_file >= 0:
-                    yield cur_file, groups, first, count
+                    yield cur_file, groups, first, count, row0
                 cur_file, groups, count = fi, [], 0
                 first = max(start - self._starts[k], 0)
+                row0 = self._offsets[k] + first
             groups.append(g)
             end = self._starts[k] + self._sizes[k]
             count += min(end, stop) - max(self._starts[k], start)
             k += 1
         if cur_file >= 0:
-            yield cur_file, groups, first, count
+            yield cur_file, groups, first, count, row0
 
-    def _read_table(self, start: int, stop: int, columns: list[str] | None) -> Iterator[pa.Table]:
+    def _read_groups(self, fi: int, groups: list[int], first: int, count: int,
+                     columns: list[str] | None) -> pa.Table:
+        """Rows of row groups ``groups`` of file ``fi`` (only their byte ranges are fetched;
+        transient failures retried; a vanished object raises FileNotFoundError naming it)."""
+        f = self.files[fi]
+
+        def read() -> pa.Table:
+            with storage.open_input_file(f) as fh, pq.ParquetFile(fh) as pf:
+                return pf.read_row_groups(groups, columns=columns)
+
+        return storage.retry(read, f).slice(first, count)
+
+    def _read_table(self, start: int, stop: int,
+                    columns: dict[str, list[str] | None]) -> Iterator[tuple[int, pa.Table, int]]:
+        """(file index, table, first row in file) per file covering rows [start, stop);
+        ``columns`` per layout kind (None: all)."""
         start, stop = check_range(start, stop, self._total)
         if start == stop:
             return
-        for fi, groups, first, count in self._group_slices(start, stop):
+        for fi, groups, first, count, row0 in self._group_slices(start, stop):
             if fi in self._bad:
-                yield self._error_table(fi, columns)
+                yield fi, self._error_table(fi, columns.get("salbench")), 0
                 continue
-            with pq.ParquetFile(self.files[fi]) as pf:
-                table = pf.read_row_groups(groups, columns=columns)
-            yield table.slice(first, count)
+            cols = columns.get(self._layouts[fi]["kind"])
+            yield fi, self._read_groups(fi, groups, first, count, cols), row0
 
     def _error_table(self, fi: int, columns: list[str] | None) -> pa.Table:
         """The one-row stand-in of an unusable shard: empty image, the reason in ``error``."""
-        row = {"sample_id": [self.files[fi].name], "image": [b""], "label": [-1],
+        row = {"sample_id": [storage.basename(self.files[fi])], "image": [b""], "label": [-1],
                "boxes": [[]], "source": [str(self.files[fi])], "error": [self._bad[fi]]}
         table = pa.table(row)
         return table.select(columns) if columns else table
 
+    def _hf_columns(self, fi: int, with_image: bool) -> list[str]:
+        lay = self._layouts[fi]
+        cols = (["image"] if with_image else ["image.path"] if lay.get("path") else [])
+        return cols + (["label"] if lay.get("label") else [])
+
+    def _hf_rows(self, fi: int, table: pa.Table, row0: int) -> Iterator[Row]:
+        """Rows of a Hugging Face image Parquet file (see the module docstring)."""
+        lay, f = self._layouts[fi], self.files[fi]
+        images = table.column("image").to_pylist() if "image" in table.column_names else None
+        labels = table.column("label").to_pylist() if lay["label"] else [None] * table.num_rows
+        for i in range(table.num_rows):
+            image = images[i] if images is not None else None
+            path = image.get("path") if isinstance(image, dict) else None
+            data = image.get("bytes") if isinstance(image, dict) else image
+            yield {
+                "sample_id": path or f"{storage.basename(f)}:{row0 + i}",
+                "image": bytes(data) if data is not None else b"",
+                "label": int(labels[i]) if labels[i] is not None else -1,
+                "boxes": [],
+                "source": f"{f}#{row0 + i}",
+            }
+
+    def _hf_ids(self, fi: int, table: pa.Table, row0: int) -> list[str]:
+        f = self.files[fi]
+        paths = (table.column("image").combine_chunks().field("path").to_pylist()
+                 if self._layouts[fi].get("path") else [None] * table.num_rows)
+        return [p or f"{storage.basename(f)}:{row0 + i}" for i, p in enumerate(paths)]
+
     def read(self, start: int, stop: int) -> Iterator[Row]:
-        for table in self._read_table(start, stop, None):
+        for fi, table, row0 in self._read_table(start, stop, {"salbench": None}):
+            if self._layouts[fi]["kind"] == "hf":
+                yield from self._hf_rows(fi, table, row0)
+                continue
             cols = {name: table.column(name).to_pylist() for name in table.column_names}
             for i in range(table.num_rows):
                 row: Row = {
@@ -217,21 +336,39 @@ class ParquetDataset(Dataset):
                         row[name] = cols[name][i]
                 yield row
 
+    def _columns(self, salbench: list[str], hf_image: bool) -> dict[str, list[str] | None]:
+        hf = [i for i, lay in enumerate(self._layouts) if lay["kind"] == "hf"]
+        out: dict[str, list[str] | None] = {"salbench": salbench}
+        if hf:  # every Hugging Face file of one dataset shares its layout in practice
+            out["hf"] = self._hf_columns(hf[0], hf_image)
+        return out
+
     def sample_ids(self) -> list[str]:
         out: list[str] = []
-        for table in self._read_table(0, self._total, ["sample_id"]):
-            out += table.column("sample_id").to_pylist()
+        for fi, table, row0 in self._read_table(0, self._total,
+                                                self._columns(["sample_id"], False)):
+            if self._layouts[fi]["kind"] == "hf":
+                out += self._hf_ids(fi, table, row0)
+            else:
+                out += table.column("sample_id").to_pylist()
         return out
 
     def fingerprint(self) -> str:
-        """Hash of shard names/sizes/row counts and the id, label and boxes columns."""
+        """Hash of shard names/sizes/row counts and the id, label and boxes columns (for a
+        Hugging Face file: the image paths and labels, not the image bytes)."""
 
         def entries() -> Iterator[Any]:
             yield self._file_meta
             yield self._total
             try:
-                for table in self._read_table(0, self._total, ["sample_id", "label", "boxes"]):
-                    yield table.to_pydict()
+                cols = self._columns(["sample_id", "label", "boxes"], False)
+                for fi, table, row0 in self._read_table(0, self._total, cols):
+                    if self._layouts[fi]["kind"] == "hf":
+                        labels = (table.column("label").to_pylist()
+                                  if "label" in table.column_names else [])
+                        yield {"sample_id": self._hf_ids(fi, table, row0), "label": labels}
+                    else:
+                        yield table.to_pydict()
             except (OSError, pa.ArrowException) as exc:  # corrupt pages: still a fingerprint
                 yield f"unreadable: {exc}"
 
@@ -266,46 +403,26 @@ def _row_record(row: Row) -> dict[str, Any]:
     }
 
 
-def current_umask() -> int:
-    """The process's umask (read by setting it and setting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomic(table: pa.Table, path: Path, row_group_size: int) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600; a shard is shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_shards(
     dataset: Dataset,
-    dst: str | os.PathLike[str],
+    dst: storage.Location,
     rows_per_shard: int = 256,
     *,
     row_group_size: int = 32,
     overwrite: bool = False,
-) -> list[Path]:
+) -> list[Path | str]:
     """Write every row of ``dataset`` into Parquet shards under ``dst``.
 
     Args:
         dataset: any Dataset; rows keep their order and sample ids.
-        dst: output directory (created if needed).
+        dst: output directory (created if needed) or URI (``s3://bucket/shards``).
         rows_per_shard: rows per ``shard-NNNNN.parquet`` file (the last may hold fewer).
         row_group_size: rows per Parquet row group (the unit ``read`` fetches).
         overwrite: replace existing ``shard-*.parquet`` files in ``dst`` (stale ones beyond
             the new count are removed); without it, existing shards raise ConfigError.
 
     Returns:
-        The shard paths, in order.
+        The shard paths (URIs for a URI ``dst``), in order.
     """
     if (
         isinstance(rows_per_shard, bool)
@@ -313,15 +430,18 @@ def write_shards(
         or (rows_per_shard < 1)
     ):
         raise ConfigError(f"rows_per_shard must be an integer >= 1, got {rows_per_shard!r}")
-    out = Path(dst).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    existing = sorted(out.glob("shard-*.parquet"))
+    out = storage.normalize(dst)
+    storage.makedirs(out)
+    try:
+        existing = storage.list_files(out, "shard-*.parquet")
+    except FileNotFoundError:
+        existing = []
     if existing and not overwrite:
         raise ConfigError(
             f"{str(out)!r} already holds {len(existing)} shard(s); choose an empty directory "
             "or pass overwrite=True"
         )
-    paths: list[Path] = []
+    paths: list[Path | str] = []
     n = len(dataset)
     for k, start in enumerate(range(0, n, rows_per_shard)):
         records = [_row_record(r) for r in dataset.read(start, min(start + rows_per_shard, n))]
@@ -333,12 +453,12 @@ def write_shards(
                 for i in range(0, max(len(records), 1), rg)
             ]
         )
-        path = out / SHARD_PATTERN.format(k)
-        _write_atomic(table, path, rg)
+        path = storage.join(out, SHARD_PATTERN.format(k))
+        storage.write_parquet(table, path, row_group_size=rg, compression="zstd")
         paths.append(path)
     for stale in existing:
         if stale not in paths:
-            stale.unlink(missing_ok=True)
+            storage.delete(stale)
     return paths
 
 
@@ -363,7 +483,7 @@ def shard_command(src: str, dst: str, rows_per_shard: int = 256, *, overwrite: b
 
     if kind not in (None, "imagenet", "folder"):
         raise ConfigError(f"shard: --kind must be imagenet or folder, got {kind!r}")
-    if Path(src).expanduser().is_dir():
+    if storage.is_dir(src):
         if kind == "imagenet":
             ds = open_dataset({"kind": "imagenet", "root": src})
         elif kind == "folder":
@@ -384,7 +504,8 @@ def shard_command(src: str, dst: str, rows_per_shard: int = 256, *, overwrite: b
     n = len(ds)
     errors = 0
     for p in paths:
-        col = pq.read_table(p, columns=["error"]).column("error")
+        with storage.open_input_file(p) as fh:
+            col = pq.read_table(fh, columns=["error"]).column("error")
         errors += len(col) - col.null_count
     print(
         f"wrote {n} rows ({errors} with errors) in {len(paths)} shard(s) to {dst} "

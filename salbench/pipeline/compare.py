@@ -49,8 +49,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from scipy import stats
 
+from salbench import storage
 from salbench.errors import ConfigError
 from salbench.metrics.registry import direction
 from salbench.pipeline import tables
@@ -73,7 +75,7 @@ GROUP = ["model", "method"]
 class RunData:
     """What a comparison reads from one run directory."""
 
-    path: Path
+    path: Path | str
     manifest: dict[str, Any]
     samples: RunSamples  # read one model x method at a time, never whole
     summary: pd.DataFrame | None  # summary.parquet, None when the run has none
@@ -82,7 +84,7 @@ class RunData:
     @property
     def run_id(self) -> str:
         """The run's id (its manifest's ``run_id``, else the directory name)."""
-        return str(self.manifest.get("run_id") or self.path.name)
+        return str(self.manifest.get("run_id") or storage.basename(self.path))
 
     def metric_columns(self) -> list[str]:
         """The scalar (float) metric columns of the per-sample table (from its schema)."""
@@ -100,14 +102,14 @@ class RunData:
 
 def load_run(path: Path | str) -> RunData:
     """Read a run directory; a ConfigError naming ``path`` when it is not one."""
-    path = Path(path)
-    manifest_path = path / "manifest.json"
-    if not path.is_dir():
+    path = storage.normalize(path)
+    manifest_path = storage.join(path, "manifest.json")
+    if not storage.is_dir(path):
         raise ConfigError(f"{path} is not a salbench run directory (no such directory)")
-    if not manifest_path.is_file():
+    if not storage.is_file(manifest_path):
         raise ConfigError(f"{path} is not a salbench run directory (no manifest.json)")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(storage.read_text(manifest_path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{manifest_path} is not readable JSON ({exc})") from exc
     if not isinstance(manifest, dict):
@@ -118,8 +120,10 @@ def load_run(path: Path | str) -> RunData:
                           f"finish it with `salbench resume {path}`")
     samples = RunSamples(run_dataset(path))
     summary = None
-    if (path / "summary.parquet").is_file():
-        summary = pd.read_parquet(path / "summary.parquet")
+    summary_path = storage.join(path, "summary.parquet")
+    if storage.is_file(summary_path):
+        with storage.open_input_file(summary_path) as fh:
+            summary = pq.read_table(fh).to_pandas()
     return RunData(path, manifest, samples, summary, len(done))
 
 

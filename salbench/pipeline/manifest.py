@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from salbench import storage
+
 PACKAGES = ("salbench", "torch", "torchvision", "ray", "numpy", "pyarrow", "pandas", "timm",
             "scikit-image", "pillow")
 
@@ -78,18 +80,15 @@ def host_info() -> dict[str, Any]:
             "cpu_count": os.cpu_count()}
 
 
-def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` atomically."""
-    tmp = run_dir / f"manifest.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, run_dir / "manifest.json")
+def write_manifest(run_dir: storage.Location, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` whole (local: temp + rename; object store: one upload)."""
+    text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
+    storage.write_text(storage.join(run_dir, "manifest.json"), text)
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """The manifest of a run directory."""
-    return json.loads((Path(run_dir) / "manifest.json").read_text())
-
-
+def read_manifest(run_dir: storage.Location) -> dict[str, Any]:
+    """The manifest of a run directory (a path or a URI)."""
+    return json.loads(storage.read_text(storage.join(run_dir, "manifest.json")))
 def attempts(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """The finished attempts recorded in a run's manifest (``{}``: none), oldest first.
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from salbench import storage
 from salbench.errors import ConfigError
 from salbench.keys import KEY_CHARS
 from salbench.pipeline import tables
@@ -32,20 +33,22 @@ COPIED_FROM_NEW = ("shard", "index", "sample_id", "sample_key", "cell_key", "mod
 class PreviousRun:
     """The reusable (status "ok") rows of an earlier run, by cell key."""
 
-    def __init__(self, run_dir: str | Path) -> None:
-        self.run_dir = Path(run_dir)
-        if not (self.run_dir / "manifest.json").is_file():
+    def __init__(self, run_dir: storage.Location) -> None:
+        self.run_dir = storage.normalize(run_dir)
+        if not storage.is_file(storage.join(self.run_dir, "manifest.json")):
             raise ConfigError(f"--reuse {run_dir}: not a salbench run directory "
                               "(no manifest.json)")
         keys, files, positions = [], [], []
-        self.files: list[Path] = []
+        self.files: list[Path | str] = []
         for shard in sorted(tables.finished_shards(self.run_dir)):
             path = tables.shard_paths(self.run_dir, shard)[0]
-            names = pq.ParquetFile(path).schema_arrow.names
-            if "cell_key" not in names:
-                raise ConfigError(f"--reuse {run_dir}: its tables have no cell keys (written "
-                                  "by a salbench without incremental reruns); run it afresh")
-            cols = pq.read_table(path, columns=["cell_key", "status"]).to_pydict()
+            with storage.open_input_file(path) as fh:
+                pf = pq.ParquetFile(fh)
+                if "cell_key" not in pf.schema_arrow.names:
+                    raise ConfigError(f"--reuse {run_dir}: its tables have no cell keys "
+                                      "(written by a salbench without incremental reruns); "
+                                      "run it afresh")
+                cols = pf.read(columns=["cell_key", "status"]).to_pydict()
             ok = [i for i, s in enumerate(cols["status"]) if s == "ok"]
             keys += [cols["cell_key"][i] for i in ok]
             files += [len(self.files)] * len(ok)
@@ -67,7 +70,8 @@ class PreviousRun:
 
     def _file_rows(self, file: int) -> list[dict[str, Any]]:
         if self._cache is None or self._cache[0] != file:
-            self._cache = (file, pq.read_table(self.files[file]).to_pylist())
+            with storage.open_input_file(self.files[file]) as fh:
+                self._cache = (file, pq.read_table(fh).to_pylist())
         return self._cache[1]
 
     def lookup(self, key: str) -> dict[str, Any]:

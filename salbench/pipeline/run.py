@@ -1,7 +1,10 @@
 """Run orchestration: plan shards, start or join Ray, stream the graph, write tables (SPEC 6).
 
 Output under ``<out>/<run_id>/``: ``samples/shard-*.parquet`` (+ ``_done/`` markers),
-``summary.parquet``, ``manifest.json``, ``config.yaml`` and ``run.log``.
+``summary.parquet``, ``manifest.json``, ``config.yaml`` and ``run.log``. ``out`` may be a
+local directory or a URI (``s3://bucket/runs``; :mod:`salbench.storage`): the driver writes
+every file whole under its final name. With a URI, ``run.log`` is kept in a temporary local
+file during the run (outside the working directory) and uploaded when the run ends or fails.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import datetime as dt
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -19,9 +23,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 
-from salbench import keys, models
+from salbench import keys, models, storage
 from salbench.config import RunConfig, parse_config
 from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
@@ -40,7 +45,7 @@ class RunResult:
     Parquet shards: ``samples`` reads them all when asked (small runs), ``scan`` streams
     them in record batches (any size)."""
 
-    run_dir: Path
+    run_dir: Path | str
     summary: pd.DataFrame
 
     @property
@@ -65,14 +70,18 @@ def plan_shards(n: int, shard_size: int) -> list[dict[str, int]]:
     ]
 
 
-def new_run_dir(config: RunConfig, today: dt.date | None = None) -> Path:
-    """``<out>/<name>-<YYYYMMDD>-<config hash>``; a suffix -2, -3, ... if that exists."""
+def new_run_dir(config: RunConfig, today: dt.date | None = None) -> Path | str:
+    """``<out>/<name>-<YYYYMMDD>-<config hash>``; a suffix -2, -3, ... if that exists.
+
+    A ``Path`` for a local ``out``, a URI ``str`` for a URI (on an object store a run
+    directory exists once any object is under it).
+    """
     day = (today or dt.date.today()).strftime("%Y%m%d")
-    base = Path(config.out) / f"{config.name}-{day}-{config.hash()}"
-    path, k = base, 1
-    while path.exists():
+    name = f"{config.name}-{day}-{config.hash()}"
+    path, k = storage.join(config.out, name), 1
+    while storage.exists(path):
         k += 1
-        path = base.with_name(f"{base.name}-{k}")
+        path = storage.join(config.out, f"{name}-{k}")
     return path
 
 
@@ -113,8 +122,15 @@ def _configure_ray_data(progress: bool) -> None:
         detector.detection_time_interval_s = -1
 
 
-def _file_logger(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "run.log")
+def _file_logger(run_dir: Path | str) -> logging.FileHandler:
+    """A handler appending to ``run_dir/run.log``; for a URI run, to a temporary local file
+    that :func:`_close_logger` uploads (object stores cannot append)."""
+    if storage.is_uri(run_dir):
+        fd, target = tempfile.mkstemp(prefix="salbench-run-", suffix=".log")
+        os.close(fd)
+    else:
+        target = str(storage.join(run_dir, "run.log"))
+    handler = logging.FileHandler(target)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -135,6 +151,23 @@ def _load_models(config: RunConfig) -> tuple[list[tuple[tuple[int, int], float]]
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def _close_logger(handler: logging.FileHandler, run_dir: Path | str) -> None:
+    """Detach the run's log handler; for a URI run, upload the earlier log plus this one."""
+    log.removeHandler(handler)
+    handler.close()
+    if not storage.is_uri(run_dir):
+        return
+    local = Path(handler.baseFilename)
+    try:
+        remote = storage.join(run_dir, "run.log")
+        earlier = storage.read_bytes(remote) if storage.is_file(remote) else b""
+        storage.write_bytes(remote, earlier + local.read_bytes())
+    except OSError as exc:  # the run's tables are written; a lost log must not fail it
+        log.warning("cannot upload run.log to %s: %s (kept at %s)", run_dir, exc, local)
+        return
+    local.unlink(missing_ok=True)
 
 
 def run(
@@ -173,24 +206,28 @@ def run(
     geometries, model_keys = _load_models(config)
     previous = PreviousRun(reuse) if reuse is not None else None
     fresh = run_dir is None
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config)
+    run_dir = storage.normalize(run_dir) if run_dir is not None else new_run_dir(config)
     old = mf.read_manifest(run_dir) if not fresh else {}
     done = tables.finished_shards(run_dir) if not fresh else set()
     pending = [s for s in shards if s["shard"] not in done]
-    if not pending and old.get("status") == "complete" and (run_dir / "summary.parquet").is_file():
+    summary_path = storage.join(run_dir, "summary.parquet")
+    if not pending and old.get("status") == "complete" and storage.is_file(summary_path):
         if progress is not None:
-            print(f"[salbench] {run_dir} is complete: all {len(shards)} shards finished; "
-                  "nothing to resume, nothing written", file=progress, flush=True)
-        return RunResult(run_dir, pd.read_parquet(run_dir / "summary.parquet"))
+            print(f"[salbench] {storage.display(run_dir)} is complete: all {len(shards)} "
+                  "shards finished; nothing to resume, nothing written", file=progress,
+                  flush=True)
+        with storage.open_input_file(summary_path) as fh:
+            return RunResult(run_dir, pq.read_table(fh).to_pandas())
     if pending and not in_process:
         ensure_ray(config.resources.address)
-    run_id = run_dir.name
-    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    run_id = storage.basename(run_dir)
+    storage.makedirs(storage.join(run_dir, "samples"))
     handler = _file_logger(run_dir)
     manifest: dict[str, Any] = {}
     try:
         if fresh:
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+            storage.write_text(storage.join(run_dir, "config.yaml"),
+                               yaml.safe_dump(config.to_dict(), sort_keys=False))
         if previous is not None:
             log.info("reusing up to %d cells of %s", len(previous), previous.run_dir)
         manifest = {
@@ -221,7 +258,7 @@ def run(
         else:
             timings = _execute(config, writer, pending, geometries, ray_progress_bars, previous)
         summary, counts = summarize_dataset(run_dataset(run_dir), config)
-        tables.write_table(summary, run_dir / "summary.parquet")
+        tables.write_table(summary, storage.join(run_dir, "summary.parquet"))
         finished = _now()
         manifest["attempts"].append({
             "started": started, "finished": finished,
@@ -246,8 +283,7 @@ def run(
             exc.salbench_run_dir = run_dir  # type: ignore[attr-defined]
         raise
     finally:
-        log.removeHandler(handler)
-        handler.close()
+        _close_logger(handler, run_dir)
 
 
 def _mark_failed(run_dir: Path, manifest: dict[str, Any], exc: BaseException) -> None:
@@ -271,7 +307,7 @@ class ShardWriter:
     and the per-method timing statistics.
     """
 
-    def __init__(self, config: RunConfig, run_dir: Path, run_id: str,
+    def __init__(self, config: RunConfig, run_dir: Path | str, run_id: str,
                  pending: list[dict[str, int]], progress: TextIO | None,
                  previous: PreviousRun | None = None) -> None:
         self.config, self.run_dir, self.run_id, self.progress = config, run_dir, run_id, progress
@@ -431,9 +467,10 @@ def progress_line(shard: int, written: int, shards: int, rows: int, total_rows: 
 
 
 def resume(run_dir: str | Path, **kwargs: Any) -> RunResult:
-    """Finish a run from its directory: reads the config from the manifest, skips done shards."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").is_file():
+    """Finish a run from its directory (a path or a URI): reads the config from the manifest,
+    skips done shards."""
+    run_dir = storage.normalize(run_dir)
+    if not storage.is_file(storage.join(run_dir, "manifest.json")):
         raise ConfigError(f"{run_dir} is not a salbench run directory (no manifest.json)")
     manifest = mf.read_manifest(run_dir)
     config = parse_config(manifest["config"])

@@ -148,11 +148,12 @@ class _Layout:
                                        [c for c in spec.columns if c in names]))
 def run_dataset(run_dir: Any) -> ds.Dataset:
     """The finished shards of a run directory as one ``pyarrow.dataset`` (nothing read yet)."""
+    from salbench import storage
     from salbench.pipeline import tables
 
-    files = [str(tables.shard_paths(run_dir, s)[0])
-             for s in sorted(tables.finished_shards(run_dir))]
-    return ds.dataset(files, format=PARQUET)
+    files = [tables.shard_paths(run_dir, s)[0] for s in sorted(tables.finished_shards(run_dir))]
+    fs = storage.resolve(run_dir)[0]
+    return ds.dataset([storage.resolve(f)[1] for f in files], format=PARQUET, filesystem=fs)
 
 
 def run_counts(counts: dict[tuple[str, str], GroupCounts]) -> dict[str, int]:

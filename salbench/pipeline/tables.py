@@ -1,17 +1,20 @@
 """Output tables: the per-sample schema, atomic shard files, and the summary (SPEC 6).
 
-``samples/shard-NNNNN.parquet`` holds one row per sample x model x method; it is written to a
-hidden temporary name, renamed, then marked finished by ``_done/shard-NNNNN.json`` (its row
-count). A shard counts as finished only when both exist and agree. ``samples/`` holds only
-finished Parquet files and hidden temporaries, so ``pandas.read_parquet(run_dir / "samples")``
-reads it as one dataset.
+``samples/shard-NNNNN.parquet`` holds one row per sample x model x method. The run directory
+may be local or a URI (``s3://...``; :mod:`salbench.storage`). Commit protocol, the same on
+both: the shard is written whole under its final name (on local disk via a hidden temporary,
+fsync and rename; on an object store as one upload, visible only once complete), then its
+completion marker ``_done/shard-NNNNN.json`` (its row count). A shard counts as finished only
+when both exist and the row counts agree, so a shard rewritten by a resumed run, or one whose
+marker was never written, is never half-counted. Locally ``samples/`` holds only finished
+Parquet files and hidden temporaries, so ``pandas.read_parquet(run_dir / "samples")`` reads it
+as one dataset.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from PIL import Image
 
-from salbench import methods, metrics
+from salbench import methods, metrics, storage
 from salbench.config import RunConfig
 
 BASE_FIELDS = [
@@ -110,49 +113,54 @@ def crop_png(crop: bytes, height: int, width: int) -> bytes:
     return buf.getvalue()
 
 
-def shard_paths(run_dir: Path, shard: int) -> tuple[Path, Path]:
-    """(parquet file, completion marker) of shard ``shard``."""
+def shard_paths(run_dir: storage.Location, shard: int) -> tuple[str | Path, str | Path]:
+    """(parquet file, completion marker) of shard ``shard``: Paths, or URIs for a URI run."""
     name = f"shard-{shard:05d}"
-    return run_dir / "samples" / f"{name}.parquet", run_dir / "_done" / f"{name}.json"
+    return (storage.join(run_dir, "samples", f"{name}.parquet"),
+            storage.join(run_dir, "_done", f"{name}.json"))
 
 
-def write_shard(run_dir: Path, shard: int, table: pa.Table) -> Path:
-    """Write a shard atomically (temp file, fsync, rename) and then its completion marker."""
+def write_shard(run_dir: storage.Location, shard: int, table: pa.Table) -> str | Path:
+    """Write a shard whole under its final name, then its completion marker."""
     path, marker = shard_paths(run_dir, shard)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    tmp_marker = marker.with_name(f".{marker.name}.tmp-{os.getpid()}")
-    tmp_marker.write_text(json.dumps({"shard": shard, "rows": table.num_rows}))
-    os.replace(tmp_marker, marker)
+    storage.write_parquet(table, path)
+    storage.write_text(marker, json.dumps({"shard": shard, "rows": table.num_rows}))
     return path
 
 
-def finished_shards(run_dir: Path) -> set[int]:
+def _finished(marker: str | Path, run_dir: storage.Location) -> int | None:
+    try:
+        shard = int(storage.basename(marker).split(".")[0].split("-")[1])
+        rows = json.loads(storage.read_text(marker))["rows"]
+        with storage.open_input_file(shard_paths(run_dir, shard)[0]) as fh:
+            return shard if pq.ParquetFile(fh).metadata.num_rows == rows else None
+    except (OSError, ValueError, KeyError, IndexError, pa.ArrowException):
+        return None
+
+
+def finished_shards(run_dir: storage.Location) -> set[int]:
     """Shards whose parquet file and marker both exist and whose row counts agree."""
-    done = set()
-    for marker in sorted((run_dir / "_done").glob("shard-*.json")):
-        try:
-            shard = int(marker.stem.split("-")[1])
-            path = shard_paths(run_dir, shard)[0]
-            rows = json.loads(marker.read_text())["rows"]
-            if path.is_file() and pq.ParquetFile(path).metadata.num_rows == rows:
-                done.add(shard)
-        except (OSError, ValueError, KeyError, pa.ArrowException):
-            continue
-    return done
+    try:
+        markers = storage.list_files(storage.join(run_dir, "_done"), "shard-*.json")
+    except FileNotFoundError:
+        return set()
+    found = storage.map_threads(lambda m: _finished(m, run_dir), markers,
+                                storage.is_uri(run_dir))
+    return {s for s in found if s is not None}
 
 
-def read_samples(run_dir: Path) -> pd.DataFrame:
+def _read_shard_table(path: str | Path) -> pa.Table:
+    with storage.open_input_file(path) as fh:
+        return pq.read_table(fh)
+
+
+def read_samples(run_dir: storage.Location) -> pd.DataFrame:
     """All finished shards of a run as one DataFrame, sorted by (index, model, method)."""
     files = [shard_paths(run_dir, s)[0] for s in sorted(finished_shards(run_dir))]
     if not files:
         return pd.DataFrame(columns=[name for name, _ in BASE_FIELDS])
-    frame = pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    parts = storage.map_threads(_read_shard_table, files, storage.is_uri(run_dir))
+    frame = pd.concat([t.to_pandas() for t in parts], ignore_index=True)
     return frame.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
 
 
@@ -165,8 +173,6 @@ def summarize(samples: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
     return summarize_dataset(ds.dataset(table), config)[0]
 
 
-def write_table(frame: pd.DataFrame, path: Path) -> None:
-    """Write a DataFrame as Parquet atomically."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-    os.replace(tmp, path)
+def write_table(frame: pd.DataFrame, path: storage.Location) -> None:
+    """Write a DataFrame as one whole Parquet file or object (see :mod:`salbench.storage`)."""
+    storage.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)

@@ -9,11 +9,13 @@ comparison pages (``compare-*/``) are kept and linked.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from html import escape
 from pathlib import Path
 
 import yaml
 
+from salbench import storage
 from salbench.report import tables as T
 from salbench.report.data import RunTables, read_run
 from salbench.report.gallery import DEFAULT_MAX_SAMPLES, colorbar_css, write_gallery
@@ -62,17 +64,30 @@ def _yaml(config: dict) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def write_report(run_dir: Path, max_samples: int = DEFAULT_MAX_SAMPLES) -> Path:
+def write_report(run_dir: Path | str, max_samples: int = DEFAULT_MAX_SAMPLES) -> Path | str:
     """Write the report of ``run_dir`` into ``run_dir/report/``; returns index.html's path.
+
+    A URI ``run_dir`` (``s3://...``) gets its report built in a temporary local directory
+    and uploaded (a URI is returned).
 
     ``max_samples``: samples shown in the gallery (the first by dataset order).
     """
+    if storage.is_uri(run_dir):  # built in a temporary directory, then uploaded
+        run = read_run(run_dir)
+        with tempfile.TemporaryDirectory(prefix="salbench-report-") as tmp:
+            _write_report(run, Path(tmp), max_samples)
+            storage.upload_dir(Path(tmp), storage.join(run_dir, REPORT_DIR))
+        return storage.join(run_dir, REPORT_DIR, "index.html")
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     run = RunTables(run.path, run.manifest, run.samples,
                     bounded_summary(run.summary, run.samples))
     out = run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
+    return _write_report(run, out, max_samples)
+
+
+def _write_report(run: RunTables, out: Path, max_samples: int) -> Path:
     for sub in ("plots", "gallery"):
         shutil.rmtree(out / sub, ignore_errors=True)
 

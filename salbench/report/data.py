@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 
+from salbench import storage
 from salbench.errors import ConfigError
 from salbench.pipeline import tables
 from salbench.pipeline.samples import RunSamples
@@ -39,7 +41,7 @@ HEADLINE = (
 class RunTables:
     """One run's tables as the report uses them."""
 
-    path: Path
+    path: Path | str
     manifest: dict[str, Any]
     samples: RunSamples  # read from the shards as needed, never whole
     summary: pd.DataFrame
@@ -47,7 +49,7 @@ class RunTables:
     @property
     def run_id(self) -> str:
         """The manifest's ``run_id``, else the directory name."""
-        return str(self.manifest.get("run_id") or self.path.name)
+        return str(self.manifest.get("run_id") or storage.basename(self.path))
 
     @property
     def config(self) -> dict[str, Any]:
@@ -97,20 +99,22 @@ def read_run(run_dir: Path | str) -> RunTables:
     ``summary.parquet`` is used when present; a run without it (interrupted) gets the
     summary recomputed from its finished shards and recorded config.
     """
-    path = Path(run_dir)
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
+    path = storage.normalize(run_dir)
+    manifest_path = storage.join(path, "manifest.json")
+    if not storage.is_file(manifest_path):
         raise ConfigError(f"{path} is not a salbench run directory (no manifest.json)")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = json.loads(storage.read_text(manifest_path))
     except (OSError, ValueError) as exc:
         raise ConfigError(f"{manifest_path} is not readable JSON ({exc})") from exc
     if not tables.finished_shards(path):
         raise ConfigError(f"{path} has no finished shards; finish it with "
                           f"`salbench resume {path}`")
     dataset = run_dataset(path)
-    if (path / "summary.parquet").is_file():
-        summary = pd.read_parquet(path / "summary.parquet")
+    summary_path = storage.join(path, "summary.parquet")
+    if storage.is_file(summary_path):
+        with storage.open_input_file(summary_path) as fh:
+            summary = pq.read_table(fh).to_pandas()
     else:
         from salbench.config import parse_config
 
