@@ -27,7 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from salbench import datasets, methods, metrics, models
+from salbench import datasets, methods, metrics, models, storage
 from salbench.config import RunConfig, load_config, parse_config
 from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
@@ -62,7 +62,7 @@ class Results:
             large run, :meth:`scan` streams the rows instead.
     """
 
-    run_dir: Path
+    run_dir: Path | str  # a local Path, or the URI of a run on object storage
     config: RunConfig = field(repr=False)
     summary: pd.DataFrame = field(repr=False)
 
@@ -82,24 +82,23 @@ class Results:
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Results:
         """The Results of a finished run directory (e.g. one made by ``salbench run``)."""
-        path = Path(run_dir)
-        if not (path / "summary.parquet").is_file():
+        path = _absolute(run_dir)
+        summary = storage.join(path, "summary.parquet")
+        if not storage.is_file(summary):
             raise ConfigError(f"{path} is not a finished salbench run (no summary.parquet)")
         config = parse_config(mf.read_manifest(path)["config"])
-        return cls(path.resolve(), config, pd.read_parquet(path / "summary.parquet"))
+        return cls(path, config, _read_parquet(summary))
 
     @cached_property
     def samples_arrow(self) -> pa.Table:
         """The per-sample table as Arrow, in the files' schema (curves list<float32>)."""
-        files = [tables.shard_paths(self.run_dir, s)[0]
-                 for s in sorted(tables.finished_shards(self.run_dir))]
-        table = pa.concat_tables([pq.read_table(f) for f in files])
+        table = run_dataset(self.run_dir).to_table()
         return table.sort_by([(k, "ascending") for k in tables.SORT_KEYS])
 
     @cached_property
     def summary_arrow(self) -> pa.Table:
         """The summary table as Arrow."""
-        return pq.read_table(self.run_dir / "summary.parquet")
+        return pa.Table.from_pandas(self.summary, preserve_index=False)
 
     def means(self, metrics: list[str] | None = None) -> pd.DataFrame:
         """Mean of each metric (columns) per model x method (rows), from the summary.
@@ -112,13 +111,13 @@ class Results:
         table.columns.name = None
         return table if metrics is None else table[list(metrics)]
 
-    def report(self) -> Path:
+    def report(self) -> Path | str:
         """Write the run's HTML report (``salbench.report``); the path of its index.html."""
         try:
             from salbench.report import write_report
         except ImportError as exc:
             raise RuntimeError(f"this salbench has no HTML report ({exc})") from exc
-        return Path(write_report(self.run_dir))
+        return write_report(self.run_dir)
 
 
 def evaluate(
@@ -168,7 +167,19 @@ def evaluate(
     if ray:
         check_workers_import(run_config)
     result = run(run_config, progress=progress, ray_progress_bars=False, in_process=not ray)
-    return Results(result.run_dir.resolve(), run_config, result.summary)
+    return Results(_absolute(result.run_dir), run_config, result.summary)
+
+
+def _absolute(run_dir: str | os.PathLike) -> Path | str:
+    """A local run directory as an absolute Path; a URI (``s3://...``) as it is."""
+    loc = storage.normalize(run_dir)
+    return loc if isinstance(loc, str) else loc.resolve()
+
+
+def _read_parquet(loc: Path | str) -> pd.DataFrame:
+    """A small Parquet file (the summary), local or at a URI."""
+    fs, path = storage.resolve(loc)
+    return pq.read_table(path, filesystem=fs).to_pandas()
 
 
 def _raw_config(config: ConfigLike | None) -> dict[str, Any]:

@@ -441,3 +441,21 @@ def test_folder_on_s3_and_shard_from_s3_to_s3(bucket, tmp_path, capsys):
     assert "wrote 3 rows (0 with errors) in 1 shard(s)" in capsys.readouterr().out
     rows = list(open_dataset({"kind": "parquet", "path": f"{bucket}/shards"}))
     assert [r["image"] for r in rows] == [r["image"] for i, r in enumerate(local) if i != 2]
+
+
+def test_evaluate_with_out_on_s3_returns_results_at_the_uri(bucket, tmp_path, monkeypatch):
+    """``salbench.evaluate(out="s3://...")`` (in this process): the Results keep the URI,
+    read the summary and rows from the bucket, and ``Results.load`` of that URI agrees."""
+    import salbench
+    from salbench.api import Results
+
+    monkeypatch.chdir(tmp_path)
+    res = salbench.evaluate(dataset={"kind": "synthetic", "n": 2, "size": 32},
+                            models=["tiny_cnn"], methods=["vg"], metrics=["pointing_game"],
+                            out=f"{bucket}/api", ray=False)
+    assert isinstance(res.run_dir, str) and res.run_dir.startswith(f"{bucket}/api/")
+    assert len(res.samples) == 2 and (res.samples["status"] == "ok").all()
+    assert sum(len(b) for b in res.scan(columns=["sample_id"])) == 2
+    again = Results.load(res.run_dir)
+    pd.testing.assert_frame_equal(again.summary, res.summary)
+    assert list(tmp_path.iterdir()) == []  # nothing of the run in the working directory
