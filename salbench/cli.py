@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from salbench.console import ray_output_to_run_log
 from salbench.errors import SalbenchError
 
 if TYPE_CHECKING:
     from salbench.config import RunConfig
+    from salbench.pipeline.run import RunResult
 
 #: The demo's config; ``configs/demo.yaml`` in the repository holds the same (a test checks).
 DEMO_CONFIG = {
@@ -29,41 +34,83 @@ DEMO_CONFIG = {
     "resources": {"shard_size": 4},
 }
 
-KEY_METRICS = ("insertion_auc", "deletion_auc", "pointing_game_hit", "completeness_error")
-MAX_COLUMNS = 6
+#: Method diagnostics the console table shows when some method reports them.
+KEY_DIAGNOSTICS = ("completeness_error",)
 
 
-def results_table(summary: pd.DataFrame) -> str:
-    """A short text table: per model x method, the mean of up to six metrics (the key ones
-    first), with the row and error counts."""
+def headline_columns(config: RunConfig | None, summary: pd.DataFrame) -> list[str]:
+    """The summary column that stands for each configured metric, in config order.
+
+    A metric's headline column is its first column in the report's headline order
+    (``salbench.report.data.HEADLINE``; e.g. ``sic`` -> ``sic_aggregate_auc``), else its
+    first scalar column. Without a config: every metric present in ``summary``.
+    """
+    import salbench
+    from salbench.report.data import HEADLINE
+
+    if config is None:
+        names = sorted({m for m in salbench.metrics.names()})
+    else:
+        names = list(dict.fromkeys(c.name for c in config.metrics))
+    present = set(summary["metric"].unique())
+    out = []
+    for name in names:
+        spec = salbench.metrics.get(name)
+        cols = [c for c, kind in spec.columns.items()
+                if kind == "float" and not c.endswith("_skipped")]
+        if spec.summary is not None:
+            cols.insert(0, f"{name}_aggregate_auc")
+        cols = [c for c in cols if c in present]
+        head = [c for c in HEADLINE if c in cols] or cols[:1]
+        out += [c for c in head[:1] if c not in out]
+    return out
+
+
+def results_table(summary: pd.DataFrame, config: RunConfig | None = None,
+                  width: int | None = None) -> str:
+    """A text table: per model x method, the rows and errors, the mean of every configured
+    metric's headline column and of the key diagnostics that have values; wrapped into
+    blocks of at most ``width`` characters (default: the terminal's width)."""
     if summary.empty:
         return "(no results)"
-    import salbench
-
-    metric_columns = {c for n in salbench.metrics.names() for c in salbench.metrics.get(n).columns}
-    present = [m for m in summary["metric"].unique() if m != "target_prob"]
-    rest = [m for m in present if m not in KEY_METRICS]
-    ordered = ([m for m in KEY_METRICS if m in present] + [m for m in rest if m in metric_columns]
-               + [m for m in rest if m not in metric_columns])
-    keep = summary[summary["metric"].isin(ordered[:MAX_COLUMNS])]
+    columns = headline_columns(config, summary)
+    for diag in KEY_DIAGNOSTICS:
+        values = summary.loc[summary["metric"] == diag, "mean"]
+        if values.notna().any():
+            columns.append(diag)
+    keep = summary[summary["metric"].isin(columns)]
     table = keep.pivot_table(index=["model", "method"], columns="metric", values="mean",
                              dropna=False)
-    table = table[[c for c in ordered[:MAX_COLUMNS] if c in table.columns]]
+    table = table[[c for c in columns if c in table.columns]]
     n = summary.groupby(["model", "method"])[["n_rows", "n_error"]].max()
-    return n.join(table).to_string(float_format=lambda v: f"{v:.4f}")
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    text = n.join(table).to_string(float_format=lambda v: f"{v:.4f}", line_width=width)
+    rest = summary.loc[~summary["metric"].isin([*columns, "target_prob"]), "metric"].nunique()
+    if rest:
+        text += (f"\n(means; {rest} more columns - per-sample AUCs, diagnostics - with 95% "
+                 "intervals in the report)")
+    return text
 
 
-def _run(config: RunConfig, quiet: bool = False, reuse: str | None = None,
-         report: bool = False) -> int:
+def _print_results(result: RunResult, config: RunConfig | None) -> None:
+    print(results_table(result.summary, config))
+    print(f"run directory: {result.run_dir}")
+
+
+def _run(config: RunConfig, args: argparse.Namespace, report: bool = False) -> int:
     from salbench.pipeline import run
 
-    result = run(config, progress=None if quiet else sys.stderr, reuse=reuse)
-    print(results_table(result.summary))
-    print(f"run directory: {result.run_dir}")
+    with ray_output_to_run_log(args.verbose) as console:
+        result = console.call(run, config, progress=None if args.quiet else console,
+                              reuse=args.reuse,
+                              ray_progress_bars=args.verbose and console.isatty())
+    _print_results(result, config)
     if report:
         from salbench.report import write_report
 
         print(f"report: {write_report(result.run_dir)}")
+    else:
+        print(f"report: `salbench report {result.run_dir}` writes it")
     return 0
 
 
@@ -71,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from salbench.pipeline import load_config
 
     config = load_config(args.config, _overrides(args))
-    return _run(config, args.quiet, args.reuse)
+    return _run(config, args)
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -86,16 +133,19 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def cmd_demo(args: argparse.Namespace) -> int:
     from salbench.config import apply_overrides, parse_config
 
-    return _run(parse_config(apply_overrides(DEMO_CONFIG, _overrides(args))), args.quiet,
-                args.reuse, report=True)
+    return _run(parse_config(apply_overrides(DEMO_CONFIG, _overrides(args))), args,
+                report=True)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from salbench.config import parse_config
     from salbench.pipeline import resume
+    from salbench.pipeline.manifest import read_manifest
 
-    result = resume(args.run_dir, progress=None if args.quiet else sys.stderr)
-    print(results_table(result.summary))
-    print(f"run directory: {result.run_dir}")
+    with ray_output_to_run_log(args.verbose) as console:
+        result = console.call(resume, args.run_dir, progress=None if args.quiet else console,
+                              ray_progress_bars=args.verbose and console.isatty())
+    _print_results(result, parse_config(read_manifest(result.run_dir)["config"]))
     return 0
 
 
@@ -151,6 +201,56 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+VERBOSE_HELP = ("show Ray's own log lines and Ray Data's progress bars on the terminal "
+                "(default: they go to the run directory's run.log)")
+
+
+def address_source(args: argparse.Namespace) -> tuple[str, str] | None:
+    """Where this command's Ray address came from: (address, how the user set it), or
+    None when no address was set (a local Ray is started)."""
+    if getattr(args, "address", None):
+        return args.address, f"--address {args.address}"
+    for item in reversed(getattr(args, "set", None) or []):
+        key, _, value = item.partition("=")
+        if key.strip() == "resources.address" and value.strip() not in ("", "null"):
+            return value.strip(), f"--set {item}"
+    config: dict = {}
+    where = ""
+    try:
+        if args.command == "run":
+            import yaml
+
+            config = yaml.safe_load(Path(args.config).read_text()) or {}
+            where = args.config
+        elif args.command == "resume":
+            from salbench.pipeline.manifest import read_manifest
+
+            config = read_manifest(Path(args.run_dir)).get("config") or {}
+            where = f"the run's recorded config ({Path(args.run_dir) / 'manifest.json'})"
+    except (OSError, ValueError):
+        return None
+    address = (config.get("resources") or {}).get("address") if isinstance(config, dict) else None
+    return (str(address), f"resources.address: {address} in {where}") if address else None
+
+
+def address_hint(args: argparse.Namespace, exc: BaseException) -> str:
+    """The error line for an unreachable Ray cluster, naming where the address came from."""
+    source = address_source(args)
+    if source is None:
+        return f"cannot start or reach a local Ray ({exc})"
+    address, how = source
+    if how.startswith("--address"):
+        fix = "drop --address to run a local Ray"
+    elif how.startswith("--set"):
+        fix = "drop that --set to run a local Ray"
+    elif args.command == "resume":
+        fix = "start the cluster again to resume this run"
+    else:
+        fix = f"remove resources.address from {args.config} to run a local Ray"
+    return (f"cannot reach the Ray cluster at {address!r} ({exc}); the address came from "
+            f"{how}: start a cluster with `ray start --head`, or {fix}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``salbench`` command."""
     p = argparse.ArgumentParser(prog="salbench", description=__doc__)
@@ -165,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the config's 'out')")
     r.add_argument("--quiet", action="store_true", help="no progress output (logs still go "
                    "to the run directory's run.log)")
+    r.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     r.add_argument("--reuse", metavar="PREVIOUS_RUN",
                    help="copy the results an earlier run already has (same sample, model "
                    "weights, method and metric parameters and code); compute only the rest")
@@ -175,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
     d.add_argument("--address", help="Ray address: 'auto' joins a running `ray start --head`")
     d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     d.add_argument("--reuse", metavar="PREVIOUS_RUN",
                    help="copy the results an earlier run already has (same sample, model "
                    "weights, method and metric parameters and code); compute only the rest")
@@ -183,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("resume", help="finish an interrupted run")
     s.add_argument("run_dir", help="the run directory (a path or a URI such as s3://...)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     s.set_defaults(fn=cmd_resume)
 
     c = sub.add_parser("compare", help="compare two runs: per-metric deltas with 95%% CIs")
@@ -226,9 +329,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM (``timeout``, ``kill``, a job scheduler): unwind like Ctrl-C, so that a
+    run's manifest is marked failed with the reason instead of staying "running"."""
+    raise SystemExit(f"salbench: terminated by signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; a SalbenchError prints one clear line and exits with status 2."""
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.WARNING)
@@ -241,12 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"salbench: error: {exc}", file=sys.stderr)
         return 2
     except ConnectionError as exc:
-        print(f"salbench: error: cannot reach the Ray cluster ({exc}); start one with "
-              "`ray start --head` or drop --address to run a local Ray", file=sys.stderr)
+        print(f"salbench: error: {address_hint(args, exc)}", file=sys.stderr)
         return 2
-    except OSError as exc:  # storage: permission denied, an unreachable object store
-        print(f"salbench: error: {exc}", file=sys.stderr)
-        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

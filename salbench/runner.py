@@ -120,7 +120,8 @@ class ModelRunner:
             if (spec := metrics.get(m.name)).stage == "model" and spec.prepare is None
         ]
         self.correct_only = config.dataset.get("filter", "all") == "correct"
-        self.on_cells: Callable[[int], None] | None = None
+        #: told the rows (samples) of each method's finished batch (live progress)
+        self.on_cells: Callable[[list[dict[str, Any]]], None] | None = None
 
     def plan(self, batch: pd.DataFrame) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """Split a batch: (rows to compute, each with its ``todo`` methods; finished output
@@ -216,7 +217,7 @@ class ModelRunner:
                 out += self._method([rows[i] for i in todo], x[todo], tgt[todo], comp, spec,
                                     [per[i] for i in todo])
                 if self.on_cells is not None:
-                    self.on_cells(len(todo))
+                    self.on_cells([rows[i] for i in todo])
         return out
 
     def _params(self, comp: Any, spec: Any) -> dict[str, Any]:

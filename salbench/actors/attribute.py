@@ -11,6 +11,7 @@ restarts the actor and the journal retries the batch, instead of failing every l
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ import torch
 
 from salbench.actors.journal import Journal
 from salbench.actors.memory import keep_freed_memory
+from salbench.actors.progress import report_cells
 from salbench.config import RunConfig, parse_config
 from salbench.runner import OUTPUT_COLUMNS, DeviceLost, ModelRunner
 
@@ -81,10 +83,13 @@ class AttributeActor:
             bounds the retries of a sample that kills this actor's process; None: no bound.
         exit_on_device_loss: end the process on a lost device (Ray restarts the actor); the
             in-process executor passes False and gets the error raised instead.
+        progress: the run's cell counter (``salbench.actors.progress``), told after each
+            method's batch; None: no live progress.
     """
 
     def __init__(self, config: dict[str, Any], model_index: int, reuse: Any = None,
-                 journal: Any = None, exit_on_device_loss: bool = True) -> None:
+                 journal: Any = None, exit_on_device_loss: bool = True,
+                 progress: Any = None) -> None:
         self.config: RunConfig = parse_config(config)
         self.device = pick_device(self.config.resources.device)
         set_threads(self.config, self.device)
@@ -93,6 +98,8 @@ class AttributeActor:
                                   reuse=_resolve(reuse) if reuse is not None else None,
                                   placement=placement(label, self.device))
         self.model_label = label
+        if progress is not None:
+            self.runner.on_cells = functools.partial(report_cells, progress)
         self.journal = Journal(journal)
         self.exit_on_device_loss = exit_on_device_loss
 

@@ -151,21 +151,22 @@ def _show(value: Any) -> str:
 def config_differences(manifest_a: dict[str, Any], manifest_b: dict[str, Any]) -> list[str]:
     """What differs between two manifests, one ``"key: A -> B"`` string each.
 
-    Compared: ``config_hash``, ``dataset.fingerprint``, ``dataset.rows``, ``git_commit``,
-    every package version and every (flattened) config key.
+    Compared: ``config_hash``, ``dataset.fingerprint``, ``dataset.rows``, ``source_hash``,
+    ``git_commit``, every package version and every (flattened) config key.
     """
     def pick(m: dict[str, Any]) -> dict[str, Any]:
         dataset = m.get("dataset") or {}
         out = {"config_hash": m.get("config_hash", _MISSING),
                "dataset.fingerprint": dataset.get("fingerprint", _MISSING),
                "dataset.rows": dataset.get("rows", _MISSING),
+               "source_hash": m.get("source_hash", _MISSING),
                "git_commit": m.get("git_commit", _MISSING)}
         out.update(_flatten(m.get("packages") or {}, "packages"))
         out.update(_flatten(m.get("config") or {}, "config"))
         return out
 
     a, b = pick(manifest_a), pick(manifest_b)
-    fixed = ["config_hash", "dataset.fingerprint", "dataset.rows", "git_commit"]
+    fixed = ["config_hash", "dataset.fingerprint", "dataset.rows", "source_hash", "git_commit"]
     lines = []
     for key in [*fixed, *sorted((set(a) | set(b)) - set(fixed))]:
         va, vb = a.get(key, _MISSING), b.get(key, _MISSING)

@@ -71,12 +71,14 @@ def build_graph(
     geometries: list[tuple[tuple[int, int], float]],
     reuse: Any = None,
     journal: Any = None,
+    progress: Any = None,
 ) -> ray.data.Dataset:
     """The lazy Ray Dataset of output rows for ``shard_items`` ({shard, start, stop}).
 
     geometries: per model, (input_size, crop_fraction) for decoding.
     reuse: ObjectRef of the sorted cell keys an earlier run has (``--reuse``), or None.
     journal: the run's CrashJournal (bounded retries of samples that kill a model actor).
+    progress: the run's ProgressCounter (live progress), or None.
     """
     res = config.resources
     plan = make_plan(config, ray.cluster_resources())  # ConfigError at once if it cannot fit
@@ -116,7 +118,7 @@ def build_graph(
         attributed = decoded.map_batches(
             AttributeActor, batch_format="pandas", batch_size=model_batch,
             fn_constructor_kwargs={"config": cfg, "model_index": i, "reuse": reuse,
-                                   "journal": journal},
+                                   "journal": journal, "progress": progress},
             compute=compute, **gpu_args,
         )
         branch = attributed.map_batches(BokehActor, **cpu_args(plan.pool("bokeh", comp.label)))

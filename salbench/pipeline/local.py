@@ -25,6 +25,7 @@ import torch
 
 from salbench import metrics
 from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
+from salbench.actors.progress import LocalCounter
 from salbench.config import RunConfig
 from salbench.datasets.shards import decode_batch, read_shard
 from salbench.pipeline.plan import in_process_config
@@ -50,11 +51,13 @@ def execute_local(
     cfg = in_process_config(config)
     split = any(metrics.get(m.name).prepare is not None for m in config.metrics)
     reuse = previous.cell_keys() if previous is not None else None
+    counter = LocalCounter()
     dataset_json = json.dumps(config.dataset, sort_keys=True)
     threads = torch.get_num_threads()
     try:
-        attribute = [AttributeActor(cfg, i, reuse=reuse, exit_on_device_loss=False)
-                     for i in range(len(config.models))]
+        attribute = [AttributeActor(cfg, i, reuse=reuse, exit_on_device_loss=False,
+                                    progress=counter) for i in range(len(config.models))]
+        writer.start_progress(counter.snapshot)
         score = [ScoreActor(cfg, i) for i in range(len(config.models))] if split else []
         bokeh, finalize = BokehActor(cfg), (FinalizeActor(cfg) if split else None)
         for item in pending:
@@ -66,5 +69,7 @@ def execute_local(
                     out = finalize(score[i](out))
                 writer.add(out.to_dict("records"))
     finally:
+        if writer.monitor is not None:
+            writer.monitor.stop()
         torch.set_num_threads(threads)
     return {**writer.finish(), "executor": "in_process"}

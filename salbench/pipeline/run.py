@@ -9,6 +9,7 @@ file during the run (outside the working directory) and uploaded when the run en
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -16,12 +17,13 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 
 from salbench import keys, models, storage
@@ -30,6 +32,7 @@ from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
+from salbench.pipeline.progress import ProgressMonitor
 from salbench.pipeline.reuse import PreviousRun
 from salbench.pipeline.summary import run_counts, run_dataset, summarize_dataset
 
@@ -85,16 +88,17 @@ def new_run_dir(config: RunConfig, today: dt.date | None = None) -> Path | str:
 def ensure_ray(address: str | None) -> None:
     """Join the Ray cluster at ``address`` ("auto" = a local ``ray start``), or start one.
 
-    Without an address a new local Ray is always started (``address="local"``): a cluster
-    left behind by an earlier ``ray start`` is joined only when asked for, and a stale one
-    can never make the run hang.
+    Without an address: inside a Ray job (``ray job submit``, which sets ``RAY_ADDRESS``)
+    the job's cluster is joined; otherwise a new local Ray is always started
+    (``address="local"``): a cluster left behind by an earlier ``ray start`` is joined only
+    when asked for, and a stale one can never make the run hang.
     """
     import ray
 
     if ray.is_initialized():
         return
     ctx_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-    ray.init(address=address or "local", **ctx_args)
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", **ctx_args)
 
 
 def _configure_ray_data(progress: bool) -> None:
@@ -103,6 +107,19 @@ def _configure_ray_data(progress: bool) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = progress
     ctx.enable_operator_progress_bars = progress
+    detector = getattr(getattr(ctx, "issue_detectors_config", None),
+                       "high_memory_detector_config", None)
+    if hasattr(ctx, "execution_no_progress_timeout_s"):
+        # Ray Data ends a dataset whose blocks have not moved for 30 min; a model stage's
+        # block is a whole shard, which with many methods on a CPU can take longer (the
+        # demo's first shard on a loaded 2-core machine). Placement is checked up front,
+        # and the cells counter shows whether work moves.
+        ctx.execution_no_progress_timeout_s = -1
+    if detector is not None and not progress:
+        # a 13-line warning every 30 s that a model actor uses more memory than Ray's
+        # default estimate: true and expected (a model plus its methods' batches); shown
+        # with --verbose only
+        detector.detection_time_interval_s = -1
 
 
 def _file_logger(run_dir: Path | str) -> logging.FileHandler:
@@ -118,6 +135,22 @@ def _file_logger(run_dir: Path | str) -> logging.FileHandler:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     return handler
+
+
+def _load_models(config: RunConfig) -> tuple[list[tuple[tuple[int, int], float]],
+                                              dict[str, str]]:
+    """Load every model once (fails fast on missing weights): per model (input_size,
+    crop_fraction), and model label -> model key."""
+    geometries, model_keys = [], {}
+    for comp in config.models:
+        m = models.load(comp.name, weights=comp.params.get("weights"))
+        geometries.append((m.input_size, m.crop_fraction))
+        model_keys[comp.label] = keys.model_key(comp.name, m, m.input_size, m.crop_fraction)
+    return geometries, model_keys
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
 def _close_logger(handler: logging.FileHandler, run_dir: Path | str) -> None:
@@ -142,60 +175,80 @@ def run(
     *,
     run_dir: Path | None = None,
     progress: TextIO | None = sys.stderr,
-    ray_progress_bars: bool | None = None,
+    ray_progress_bars: bool = False,
     reuse: str | Path | None = None,
     in_process: bool = False,
 ) -> RunResult:
     """Run ``config`` (or finish the unfinished shards of ``run_dir``) and write the tables.
 
-    Progress: one line per finished shard on ``progress``; Ray Data's per-operator progress
-    bars when ``ray_progress_bars`` (default: when ``progress`` is a terminal).
+    Everything that can be checked is checked before the run directory is created: the
+    config, the dataset (it opens and has rows), the models' weights, the ``reuse`` run,
+    and (with Ray) that the cluster is reachable. A run that fails after that gets
+    ``status: failed`` and the reason (``error``) in its manifest.
+
+    Resuming (``run_dir`` given): with every shard finished and the run complete, nothing
+    is written (a message says so). Otherwise the missing shards are computed; the manifest
+    keeps the first ``started``, adds this attempt to ``attempts`` and merges the timings.
+
+    Progress on ``progress`` (None: none): live cells (sample x model x method) done, rate
+    and ETA (a bar on a terminal, a line every 15 s otherwise), and a line per written
+    shard. ``ray_progress_bars``: also Ray Data's per-operator bars.
     reuse: an earlier run's directory; cells whose key (sample content, model weights,
     method and metric parameters and code) it already has are copied, not recomputed.
     in_process: run the graph's stages in this process without Ray
     (:mod:`salbench.pipeline.local`); the tables are the same.
     """
-    if ray_progress_bars is None:
-        ray_progress_bars = progress is not None and progress.isatty()
-    t_start = time.time()
+    t_start, started = time.time(), _now()
     dataset = open_dataset(config.dataset)
     shards = plan_shards(len(dataset), config.resources.shard_size)
     if not shards:
         raise ConfigError(f"dataset {config.dataset} has no rows")
+    geometries, model_keys = _load_models(config)
+    previous = PreviousRun(reuse) if reuse is not None else None
     fresh = run_dir is None
     run_dir = storage.normalize(run_dir) if run_dir is not None else new_run_dir(config)
+    old = mf.read_manifest(run_dir) if not fresh else {}
+    done = tables.finished_shards(run_dir) if not fresh else set()
+    pending = [s for s in shards if s["shard"] not in done]
+    summary_path = storage.join(run_dir, "summary.parquet")
+    if not pending and old.get("status") == "complete" and storage.is_file(summary_path):
+        if progress is not None:
+            print(f"[salbench] {storage.display(run_dir)} is complete: all {len(shards)} "
+                  "shards finished; nothing to resume, nothing written", file=progress,
+                  flush=True)
+        with storage.open_input_file(summary_path) as fh:
+            return RunResult(run_dir, pq.read_table(fh).to_pandas())
+    if pending and not in_process:
+        ensure_ray(config.resources.address)
     run_id = storage.basename(run_dir)
     storage.makedirs(storage.join(run_dir, "samples"))
     handler = _file_logger(run_dir)
+    manifest: dict[str, Any] = {}
     try:
         if fresh:
             storage.write_text(storage.join(run_dir, "config.yaml"),
                                yaml.safe_dump(config.to_dict(), sort_keys=False))
-        geometries, model_keys = [], {}
-        for comp in config.models:  # fail fast (missing weights) before starting Ray work
-            m = models.load(comp.name, weights=comp.params.get("weights"))
-            geometries.append((m.input_size, m.crop_fraction))
-            model_keys[comp.label] = keys.model_key(comp.name, m, m.input_size, m.crop_fraction)
-        previous = PreviousRun(reuse) if reuse is not None else None
         if previous is not None:
             log.info("reusing up to %d cells of %s", len(previous), previous.run_dir)
-        done = tables.finished_shards(run_dir)
-        pending = [s for s in shards if s["shard"] not in done]
         manifest = {
             "run_id": run_id, "status": "running", "config": config.to_dict(),
             "config_hash": config.hash(), "packages": mf.package_versions(),
-            "git_commit": mf.git_commit(), "host": mf.host_info(),
+            **mf.provenance(), "host": mf.host_info(),
             "dataset": {"spec": config.dataset, "rows": len(dataset),
                         "fingerprint": dataset.fingerprint()},
             "seed": config.seed, "shards": len(shards),
             "keys": {"models": model_keys, "metrics": keys.metrics_key(config),
                      "methods": {c.label: keys.method_key(config, c) for c in config.methods}},
             "reuse_from": str(previous.run_dir) if previous is not None else None,
-            "started": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "started": old.get("started", started), "attempts": mf.attempts(old),
         }
         mf.write_manifest(run_dir, manifest)
         log.info("run %s: %d shards, %d pending", run_id, len(shards), len(pending))
         writer = ShardWriter(config, run_dir, run_id, pending, progress, previous)
+        if progress is not None and pending:
+            print(f"[salbench] {run_dir}: {len(pending)} of {len(shards)} shards to compute, "
+                  f"{writer.total_rows} cells (sample x model x method); starting the "
+                  "model actors", file=progress, flush=True)
         if not pending:
             timings: dict[str, Any] = {}
         elif in_process:
@@ -206,9 +259,15 @@ def run(
             timings = _execute(config, writer, pending, geometries, ray_progress_bars, previous)
         summary, counts = summarize_dataset(run_dataset(run_dir), config)
         tables.write_table(summary, storage.join(run_dir, "summary.parquet"))
+        finished = _now()
+        manifest["attempts"].append({
+            "started": started, "finished": finished,
+            "wall_seconds": round(time.time() - t_start, 3), "shards_run": len(pending),
+            "cells_reused": writer.reused, "timings": timings,
+        })
         manifest.update(
-            status="complete", finished=dt.datetime.now(dt.timezone.utc).isoformat(),
-            wall_seconds=round(time.time() - t_start, 3), timings=timings,
+            status="complete", finished=finished, timings=mf.merge_timings(manifest["attempts"]),
+            wall_seconds=round(sum(a["wall_seconds"] for a in manifest["attempts"]), 3),
             counts={**run_counts(counts), "shards_run_now": len(pending),
                     "cells_reused_now": writer.reused},
         )
@@ -218,8 +277,27 @@ def run(
                   file=progress, flush=True)
         mf.write_manifest(run_dir, manifest)
         return RunResult(run_dir, summary)
+    except BaseException as exc:
+        _mark_failed(run_dir, manifest or {"run_id": run_id, "config": config.to_dict()}, exc)
+        with contextlib.suppress(AttributeError):  # for the CLI: where Ray's output goes
+            exc.salbench_run_dir = run_dir  # type: ignore[attr-defined]
+        raise
     finally:
         _close_logger(handler, run_dir)
+
+
+def _mark_failed(run_dir: Path, manifest: dict[str, Any], exc: BaseException) -> None:
+    """Record in the manifest that the run failed, and why (the resume command included)."""
+    reason = f"{type(exc).__name__}: {exc}"[:2000]
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # Ctrl-C, SIGTERM (Ray: exit 15)
+        reason = f"interrupted ({reason}); the finished shards are kept"
+    log.error("run failed: %s", reason)
+    manifest.update(status="failed", error=reason, failed_at=_now(),
+                    resume=f"salbench resume {run_dir}")
+    try:
+        mf.write_manifest(run_dir, manifest)
+    except OSError as write_exc:  # the original error matters more; say both in run.log
+        log.error("could not mark the manifest failed: %s", write_exc)
 
 
 class ShardWriter:
@@ -241,6 +319,18 @@ class ShardWriter:
         self.buffers: dict[int, list[dict[str, Any]]] = defaultdict(list)
         self.seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
         self.t0, self.written, self.rows_done = time.time(), 0, 0
+        #: the live display; set by the executor while it runs (None: print shard lines)
+        self.monitor: ProgressMonitor | None = None
+
+    def start_progress(self, poll: Callable[[], dict[int, int]]) -> ProgressMonitor | None:
+        """Start the live progress display polling ``poll`` (shard -> cells reported), or
+        None when this run shows no progress. The executor stops it when done."""
+        if self.progress is None:
+            return None
+        interactive = bool(getattr(self.progress, "isatty", lambda: False)())
+        self.monitor = ProgressMonitor(self.progress, self.expected, poll, interactive)
+        self.monitor.start()
+        return self.monitor
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         """Take output rows; write every shard whose rows are now all in."""
@@ -267,7 +357,9 @@ class ShardWriter:
         msg = progress_line(shard, self.written, len(self.expected), self.rows_done,
                             self.total_rows, time.time() - self.t0)
         log.info(msg)
-        if self.progress is not None:
+        if self.monitor is not None:
+            self.monitor.shard_written(shard, msg)
+        elif self.progress is not None:
             print(msg, file=self.progress, flush=True)
 
     def finish(self) -> dict[str, Any]:
@@ -281,6 +373,7 @@ class ShardWriter:
                 f"{m}/{k}": round(sum(v) / len(v), 4)
                 for (m, k), v in sorted(self.seconds.items())
             },
+            "method_images": {f"{m}/{k}": len(v) for (m, k), v in sorted(self.seconds.items())},
         }
 
 
@@ -295,23 +388,35 @@ def _execute(
     import ray
 
     from salbench.actors.journal import start_journal
+    from salbench.actors.progress import start_counter
     from salbench.pipeline.graph import build_graph
 
     ensure_ray(config.resources.address)
     _configure_ray_data(ray_progress_bars)
     reuse_ref = ray.put(previous.cell_keys()) if previous is not None else None
     journal = start_journal(writer.run_id)
-    try:  # the plan in build_graph may stop the run (ConfigError): the journal goes too
-        ds = build_graph(config, pending, geometries, reuse=reuse_ref, journal=journal)
+    counter = start_counter(writer.run_id) if writer.progress is not None else None
+    monitor = None
+    try:  # the plan in build_graph may stop the run (ConfigError): the actors go too
+        ds = build_graph(config, pending, geometries, reuse=reuse_ref, journal=journal,
+                         progress=counter)
+        monitor = (writer.start_progress(lambda: ray.get(counter.snapshot.remote(), timeout=10))
+                   if counter is not None else None)
         for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
             writer.add(batch.to_dict("records"))
     finally:
-        ray.kill(journal)
+        if monitor is not None:
+            monitor.stop()
+        for actor in (journal, counter):
+            if actor is not None:
+                ray.kill(actor)
     return {**writer.finish(), "stages": stage_stats(ds)}
 
 
 def stage_stats(ds: Any) -> dict[str, dict[str, float]]:
-    """Per Ray Data operator: wall seconds, rows and bytes it produced (from Ray's stats).
+    """Per Ray Data operator: ``time_total_s`` (seconds of work), ``start_s`` / ``end_s``
+    (its first start and last end, in seconds after the first operator started), ``rows``
+    and ``bytes`` it produced (from Ray's stats).
 
     Ray's stats API is internal and changes between releases; anything it does not provide
     is left out rather than guessed.
@@ -323,11 +428,18 @@ def stage_stats(ds: Any) -> dict[str, dict[str, float]]:
     except Exception as exc:  # stats are diagnostics; never fail a finished run for them
         log.info("Ray Data stats unavailable: %s", exc)
         return out
+    starts = [float(v) for op in ops
+              if isinstance(v := getattr(op, "earliest_start_time", None), (int, float))]
+    origin = min(starts) if starts else 0.0
     for op in ops:
         entry: dict[str, float] = {}
-        for key in ("time_total_s", "earliest_start_time", "latest_end_time"):
+        if isinstance(getattr(op, "time_total_s", None), (int, float)):
+            entry["time_total_s"] = round(float(op.time_total_s), 4)
+        # Ray's start / end stamps are raw clock readings: kept as seconds after the
+        # first operator started
+        for key, name in (("earliest_start_time", "start_s"), ("latest_end_time", "end_s")):
             if isinstance(getattr(op, key, None), (int, float)):
-                entry[key] = round(float(getattr(op, key)), 4)
+                entry[name] = round(float(getattr(op, key)) - origin, 4)
         rows = getattr(getattr(op, "output_num_rows", None), "sum", None)
         size = getattr(getattr(op, "output_size_bytes", None), "sum", None)
         if rows is not None:

@@ -27,6 +27,7 @@ from salbench.report.html import (
     section,
     table_html,
 )
+from salbench.report.intervals import bounded_summary
 from salbench.report.plots import Plot, write_curve_plots
 
 REPORT_DIR = "report"
@@ -79,6 +80,8 @@ def write_report(run_dir: Path | str, max_samples: int = DEFAULT_MAX_SAMPLES) ->
         return storage.join(run_dir, REPORT_DIR, "index.html")
     run_dir = Path(run_dir)
     run = read_run(run_dir)
+    run = RunTables(run.path, run.manifest, run.samples,
+                    bounded_summary(run.summary, run.samples))
     out = run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     return _write_report(run, out, max_samples)

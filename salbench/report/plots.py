@@ -2,7 +2,9 @@
 aggregated curve and its band, the other methods' curves in grey behind it for comparison.
 
 Aggregation follows each metric's protocol: the median with its interquartile band for SIC
-(PAIR aggregates SIC by the median), the mean with its 95% Student t band otherwise.
+(PAIR aggregates SIC by the median), the mean with a 95% band otherwise that stays inside
+what the curve can take (:mod:`salbench.report.intervals`: Wilson for 0 / 1 curves such as
+AIC, Student t clipped to the range for bounded curves, plain Student t otherwise).
 Only rows with a map (ok, or metric_error for another metric) and a finite curve count; PIC
 curves of skipped samples are left out.
 """
@@ -16,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
-from scipy import stats
 
 from salbench.pipeline.samples import RunSamples
 from salbench.report.data import RunTables
+from salbench.report.intervals import band_kind, curve_band
 from salbench.runner import MAP_STATUSES
 
 #: Curve column -> (title, x label, y label). Unknown curve columns get generic labels.
@@ -87,22 +89,17 @@ def method_curves(samples: RunSamples, model: str, method: str,
 
 def aggregate(curves: np.ndarray, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(centre, low, high) per point: median and quartiles for SIC columns, else the mean
-    and its 95% Student t interval (low = high = mean when there is one curve)."""
+    and its 95% band (:func:`salbench.report.intervals.curve_band`)."""
     if "sic" in column:
         q = np.quantile(curves, [0.5, 0.25, 0.75], axis=0)
         return q[0], q[1], q[2]
-    mean = curves.mean(axis=0)
-    n = len(curves)
-    if n < 2:
-        return mean, mean, mean
-    half = stats.t.ppf(0.975, n - 1) * curves.std(axis=0, ddof=1) / math.sqrt(n)
-    return mean, mean - half, mean + half
+    return curve_band(curves, column)
 
 
 def band_name(column: str) -> str:
     """What the centre line and band of ``column``'s plot are."""
     return ("median, band: interquartile range" if "sic" in column
-            else "mean, band: 95% CI of the mean (Student t)")
+            else f"mean, band: {band_kind(column)}")
 
 
 def _slug(text: str) -> str:

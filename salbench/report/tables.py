@@ -26,6 +26,7 @@ from salbench.report.data import (
     method_names,
     skipped,
 )
+from salbench.report.intervals import kind as interval_kind
 from salbench.runner import MAP_STATUSES
 
 #: Derived metrics computed from the per-sample table: paper 001's binned PIC (pic_blur).
@@ -157,6 +158,16 @@ def paired_delta(run: RunTables, model: str, base: str, other: str,
     return float(diff.mean()), low, high
 
 
+def interval_caption(metric: str) -> str:
+    """How the 95% interval of ``metric`` is computed, for a caption."""
+    kind = interval_kind(metric)
+    if kind == "wilson":
+        return "Wilson score interval of the rate"
+    if kind.startswith("t, clipped to "):
+        return f"Student t interval of the mean, clipped to {kind[14:]} (the metric's range)"
+    return "Student t interval of the mean"
+
+
 def _label(metric: str) -> str:
     arrow = {1: " (↑)", -1: " (↓)", 0: ""}[direction(metric)]
     return f"{metric}{arrow}"
@@ -176,16 +187,49 @@ def present_metrics(run: RunTables) -> list[str]:
     s = run.summary
     have = [m for m in s["metric"].unique()
             if not m.endswith("_skipped") and (s.loc[s["metric"] == m, "n"] > 0).any()]
-    metrics = [m for m in HEADLINE if m in have]
+    metrics = [m for m in HEADLINE if m in have and is_metric(m)]
     metrics += sorted(m for m in have if is_metric(m) and m not in metrics)
     return metrics + sorted(m for m in have if not is_metric(m))
+
+
+def pair_aggregates(metrics: list[str]) -> list[str]:
+    """``metrics`` grouped by the metric that writes them (a group where its first column
+    stands), each per-sample AUC (``sic_auc``) right before its dataset-level aggregate
+    (``sic_aggregate_auc``): e.g. insertion_auc, insertion_ratio_auc, deletion_auc, ..."""
+    owner = _owners()
+
+    def group(m: str) -> str:
+        if m.endswith("_aggregate_auc"):
+            m = m[: -len("_aggregate_auc")] + "_auc"
+        return owner.get(m, m)
+
+    out: list[str] = []
+    for m in metrics:
+        if m in out:
+            continue
+        for col in (c for c in metrics if group(c) == group(m) and c not in out):
+            if col.endswith("_aggregate_auc"):
+                per_sample = col[: -len("_aggregate_auc")] + "_auc"
+                if per_sample in metrics and per_sample not in out:
+                    out.append(per_sample)
+            if col not in out:
+                out.append(col)
+    return out
+
+
+def _owners() -> dict[str, str]:
+    """Metric column -> the registered metric that writes it."""
+    from salbench import metrics
+
+    return {col: name for name in metrics.names() for col in metrics.get(name).columns}
 
 
 def overview_tables(run: RunTables) -> list[Table]:
     """Per model: methods x headline metrics (means; the best of each column in bold); up
     to :data:`OVERVIEW_COLUMNS` metrics, the headline ones first (every metric has its own
     table in :func:`metric_tables`)."""
-    metrics = [m for m in present_metrics(run) if is_metric(m)][:OVERVIEW_COLUMNS]
+    metrics = pair_aggregates([m for m in present_metrics(run) if is_metric(m)])
+    metrics = metrics[:OVERVIEW_COLUMNS]
     out = []
     for model in run.models:
         means = {m: {meth: (st.mean if (st := stat(run, model, meth, m)) else math.nan)
@@ -198,8 +242,10 @@ def overview_tables(run: RunTables) -> list[Table]:
                 Cell(fmt(means[m][meth]), strong=meth in best[m]) for m in metrics])
         out.append(Table(
             f"Overview: {model}", ["method", "rows", "errors", *map(_label, metrics)], rows,
-            "Means over ok rows (SIC / AIC: the AUC of the aggregated curve); the best value "
-            "of each column in bold (↑ higher is better, ↓ lower is better).", key="overview"))
+            "Means over ok rows; each metric's columns side by side, a dataset-level "
+            "aggregate AUC (SIC / AIC: the AUC of the aggregated curve) right after the mean "
+            "of its per-sample AUCs. The best value of each column in bold (↑ higher is "
+            "better, ↓ lower is better).", key="overview"))
     return out
 
 
@@ -227,9 +273,9 @@ def metric_tables(run: RunTables) -> list[Table]:
                          Cell(str(int(r.n_rows) - int(r.n_error) - int(r.n))),
                          Cell(str(int(r.n_error)))])
         kind = "metric" if is_metric(metric) else "diagnostic"
-        caption = ("95% CI: Student t interval of the mean (– when n < 2 or for a "
-                   "dataset-level figure); n: values used; skipped: ok rows without a value; "
-                   "errors: rows whose status is not ok.")
+        caption = (f"95% CI: {interval_caption(metric)} (– when n < 2 or for a dataset-level "
+                   "figure); n: values used; skipped: ok rows without a value; errors: rows "
+                   "whose status is not ok.")
         out.append(Table(_label(metric), ["model", "method", "mean", "95% CI", "median", "std",
                                           "n", "skipped", "errors"], rows, caption, key=kind))
     return out
@@ -472,6 +518,41 @@ def errors_tables(run: RunTables) -> list[Table]:
     return [t1, t2]
 
 
+def stage_rows(stages: dict[str, dict[str, float]]) -> list[dict[str, float]]:
+    """Per Ray Data operator, in the order they started: ``operator``, ``work_s``,
+    ``start_s``, ``end_s``, ``span_s``, ``rows``, ``bytes`` (NaN when unknown); start / end
+    in seconds after the first operator started. Reads both the relative ``start_s`` /
+    ``end_s`` of current manifests and the raw clock readings (``earliest_start_time`` /
+    ``latest_end_time``) of older ones."""
+    raw = [v["earliest_start_time"] for v in stages.values() if "earliest_start_time" in v]
+    origin = min(raw) if raw else 0.0
+    out = []
+    for op, v in stages.items():
+        start = v.get("start_s", v.get("earliest_start_time", math.nan) - origin)
+        end = v.get("end_s", v.get("latest_end_time", math.nan) - origin)
+        out.append({"operator": op, "work_s": v.get("time_total_s", math.nan),
+                    "start_s": start, "end_s": end, "span_s": end - start,
+                    "rows": v.get("rows", math.nan), "bytes": v.get("bytes", math.nan)})
+    return sorted(out, key=lambda r: (not math.isfinite(r["start_s"]), r["start_s"]))
+
+
+def stage_table(stages: dict[str, dict[str, float]]) -> Table:
+    """The Ray Data stage table of a manifest's timings (see :func:`stage_rows`)."""
+    def num(v: float, digits: int = 1) -> str:
+        return "–" if not math.isfinite(float(v)) else f"{float(v):,.{digits}f}"
+
+    rows = [[Cell(r["operator"]), Cell(num(r["work_s"])), Cell(num(r["start_s"])),
+             Cell(num(r["end_s"])), Cell(num(r["span_s"])), Cell(num(r["rows"], 0)),
+             Cell(num(r["bytes"] / 1e6, 2))] for r in stage_rows(stages)]
+    return Table("Ray Data stages", ["operator", "work s", "start s", "end s", "span s", "rows",
+                                     "MB out"], rows,
+                 "work: seconds spent in the operator's tasks (summed over workers); start / "
+                 "end: its first start and last end in seconds after the first operator "
+                 "started; span = end - start; rows and MB it produced. Summed over "
+                 "attempts when the run was resumed (start / end then per attempt, in "
+                 "manifest.json).", key="manifest")
+
+
 def manifest_tables(run: RunTables) -> list[Table]:
     """The run's facts, package versions and timings from its manifest."""
     m = run.manifest
@@ -479,7 +560,9 @@ def manifest_tables(run: RunTables) -> list[Table]:
     counts = m.get("counts") or {}
     host = m.get("host") or {}
     facts = [("run_id", run.run_id), ("status", m.get("status")),
-             ("config_hash", m.get("config_hash")), ("git_commit", m.get("git_commit")),
+             ("config_hash", m.get("config_hash")),
+             ("salbench_version", m.get("salbench_version")),
+             ("source_hash", m.get("source_hash")), ("git_commit", m.get("git_commit")),
              ("started", m.get("started")), ("finished", m.get("finished")),
              ("wall_seconds", m.get("wall_seconds")), ("dataset", ds.get("spec")),
              ("dataset rows", ds.get("rows")), ("dataset fingerprint", ds.get("fingerprint")),
@@ -500,11 +583,17 @@ def manifest_tables(run: RunTables) -> list[Table]:
                          [[Cell(k), Cell(fmt(float(v)))] for k, v in timings.items()],
                          "Wall time of the method call divided by the images in its batch.",
                          key="manifest"))
+    runs = m.get("attempts") or []
+    if len(runs) > 1:
+        out.append(Table("Attempts", ["#", "started", "finished", "wall s", "shards run"],
+                         [[Cell(str(i + 1)), Cell(str(a.get("started", ""))[:19]),
+                           Cell(str(a.get("finished", ""))[:19]),
+                           Cell(fmt(float(a.get("wall_seconds") or math.nan), 1)),
+                           Cell(str(a.get("shards_run", "")))] for i, a in enumerate(runs)],
+                         "Each time the run was started or resumed with work to do; the "
+                         "timings above merge them.", key="manifest"))
     stages = (m.get("timings") or {}).get("stages") or {}
     if stages:
-        keys = sorted({k for v in stages.values() for k in v})
-        out.append(Table("Ray Data stages", ["operator", *keys],
-                         [[Cell(op), *(Cell(str(v.get(k, ""))) for k in keys)]
-                          for op, v in stages.items()], key="manifest"))
+        out.append(stage_table(stages))
     return out
 

@@ -1,0 +1,129 @@
+"""Live progress: the model actors count (sample x method) cells through a counter (a Ray
+actor, or a plain object in process), the driver shows a bar on a terminal and plain lines
+otherwise."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pandas as pd
+import pytest
+
+from salbench.actors import AttributeActor
+from salbench.actors.progress import LocalCounter, report_cells, start_counter
+from salbench.datasets.shards import decode_batch, read_shard
+from salbench.pipeline import parse_config, run
+from salbench.pipeline.progress import ProgressMonitor, cells_done, progress_text
+
+CFG = {
+    "name": "pg", "seed": 0, "profile": "fast",
+    "dataset": {"kind": "synthetic", "n": 5, "size": 32, "seed": 1},
+    "models": ["tiny_smooth"], "methods": ["vg", "gxi", {"name": "ig", "steps": 4}],
+    "metrics": ["insertion"],
+    "resources": {"shard_size": 3, "batch_size": 3, "torch_threads": 1},
+}
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_text():
+    assert progress_text(30, 120, 15.0, 1, 4, bar=False) == (
+        "[salbench] 30/120 cells (25%), 2.00 cells/s, 15 s elapsed, ETA 45 s, "
+        "1/4 shards written")
+    line = progress_text(60, 120, 200.0, 2, 4, bar=True)
+    assert line.startswith("[salbench] [" + "#" * 12 + "." * 12 + "] 60/120 cells (50%)")
+    assert "3m20s elapsed, ETA 3m20s" in line
+    assert "ETA ?" in progress_text(0, 10, 5.0, 0, 1, bar=False)
+
+
+def test_cells_done_caps_retries_and_counts_written_shards():
+    expected = {0: 6, 1: 6, 2: 3}
+    assert cells_done({0: 9, 1: 2}, expected, set()) == 6 + 2
+    assert cells_done({1: 2}, expected, {0, 2}) == 6 + 2 + 3
+
+
+def test_plain_lines_when_not_a_terminal():
+    out = io.StringIO()
+    counts = {0: 0}
+
+    def poll():
+        counts[0] = min(counts[0] + 1, 6)
+        return dict(counts)
+
+    mon = ProgressMonitor(out, {0: 6, 1: 6}, poll, interactive=False, interval=0.05)
+    mon.start()
+    deadline = time.time() + 30  # a busy machine may schedule the thread late
+    while out.getvalue().count(" cells (") < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    mon.shard_written(0, "[salbench] shard 0 written")
+    mon.shard_written(1, "[salbench] shard 1 written")
+    mon.stop()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    live = [ln for ln in lines if " cells (" in ln]
+    assert len(live) >= 3  # printed on its own, not only when shards finish
+    assert any("/12 cells" in ln and "(100%)" not in ln for ln in live)
+    assert live[-1].startswith("[salbench] 12/12 cells (100%)")
+    assert "[salbench] shard 1 written" in lines
+
+
+def test_bar_redraws_in_place_on_a_terminal():
+    out = Tty()
+    mon = ProgressMonitor(out, {0: 4}, lambda: {0: 2}, interactive=True)
+    mon.start()
+    deadline = time.time() + 30
+    while "2/4 cells" not in out.getvalue() and time.time() < deadline:
+        time.sleep(0.05)
+    mon.shard_written(0, "[salbench] shard 0 written")
+    mon.stop()
+    text = out.getvalue()
+    assert "\r\033[K[salbench] [" + "#" * 12 + "." * 12 + "] 2/4 cells (50%)" in text
+    assert "\r\033[K[salbench] shard 0 written\n" in text  # the bar is cleared first
+    final = text.rsplit("\r\033[K", 1)[-1]
+    assert final.startswith("[salbench] [" + "#" * 24 + "] 4/4 cells (100%)")
+    assert final.endswith("\n")
+
+
+def _decoded(config: dict) -> pd.DataFrame:
+    item = {"shard": 0, "start": 0, "stop": 3}
+    rows = pd.DataFrame(list(read_shard(item, dataset_json=json.dumps(config["dataset"]))))
+    return decode_batch(rows, input_size=(32, 32), crop_fraction=1.0)
+
+
+def test_attribute_actor_reports_each_methods_batch():
+    counter = LocalCounter()
+    seen = []
+    add = counter.add
+    counter.add = lambda counts: (seen.append(dict(counts)), add(counts))  # type: ignore
+    actor = AttributeActor(parse_config(CFG).to_dict(), 0, progress=counter)
+    actor(_decoded(CFG))
+    assert seen == [{0: 3}, {0: 3}, {0: 3}]  # one report per method, 3 samples each
+    assert counter.snapshot() == {0: 9}
+
+
+def test_ray_counter_receives_the_actors_reports(ray_session):
+    counter = start_counter("test-progress")
+    try:
+        actor = AttributeActor(parse_config(CFG).to_dict(), 0, progress=counter)
+        actor(_decoded(CFG))
+        assert ray_session.get(counter.snapshot.remote()) == {0: 9}
+        report_cells(counter, [{"shard": 1}, {"shard": 1}])
+        assert ray_session.get(counter.snapshot.remote()) == {0: 9, 1: 2}
+    finally:
+        ray_session.kill(counter)
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_a_run_shows_live_progress(tmp_path, in_process, request):
+    if not in_process:
+        request.getfixturevalue("ray_session")
+    out = io.StringIO()
+    run(parse_config({**CFG, "out": str(tmp_path)}), progress=out, in_process=in_process)
+    text = out.getvalue()
+    assert "[salbench] 15/15 cells (100%)" in text  # 5 samples x 3 methods
+    assert text.count("shard") >= 2 and "2/2 shards written" in text
