@@ -172,6 +172,7 @@ def test_gpu_run_that_does_not_fit_fails_in_seconds(tmp_path):
     assert "need 2 GPUs" in report["config_error"] and "has 1" in report["config_error"]
     assert report["seconds"] < 20, report["seconds"]
     assert not any(report["actors"].values())  # no actor was ever asked for
+    assert list(tmp_path.iterdir()) == []  # refused before any run directory was made
 
 
 @pytest.mark.slow

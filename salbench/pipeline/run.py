@@ -219,7 +219,12 @@ def run(
         with storage.open_input_file(summary_path) as fh:
             return RunResult(run_dir, pq.read_table(fh).to_pandas())
     if pending and not in_process:
+        import ray
+
+        from salbench.pipeline.plan import make_plan
+
         ensure_ray(config.resources.address)
+        make_plan(config, ray.cluster_resources())  # a run that cannot fit stops here
     run_id = storage.basename(run_dir)
     storage.makedirs(storage.join(run_dir, "samples"))
     handler = _file_logger(run_dir)
