@@ -9,17 +9,15 @@ so tuning in the actor's constructor is enough, as in an in-process run. Where t
 Ray can only run batches in a worker thread, the model actors are started with
 :func:`worker_env` in their environment instead: one arena for all threads, no per-block
 mmap, no trimming. That works but costs speed (every thread then shares one arena and its
-lock). Measured on the 2-core machine (``salbench demo``'s attribution work, 2026-11-30):
-59 s on the main thread with ``mallopt``; 67 s with the one-arena environment; 77 s with it
-in a worker thread; in a worker thread with ``mallopt`` only, IG alone took 3.8 s per call
-instead of 1.1 s (2.5 million minor faults).
+lock; the three set-ups' measured times are in docs/PIPELINE.md, "Memory of the CPU
+actors and the model actors").
 
 glibc serves every block above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and
 unmaps it on free, and trims the heap's top; torch on CPU has no caching allocator, so each
 chunk of path points (64 images x 224 px activations are hundreds of MB) faults in fresh
-zeroed pages on every forward and backward pass. Measured on the 2-core machine
-(benchmarks/alloc.py, IG on the bundled photos): millions of minor page faults per pass
-and about half the CPU time in the kernel without this, none with it. The cost: the
+zeroed pages on every forward and backward pass: millions of minor page faults per pass
+and about half the CPU time in the kernel without this, none with it (``benchmarks/alloc.py``;
+figures in BENCHMARKS.md). The cost: the
 process keeps its peak heap, which a chunked method bounds through
 ``internal_batch_size``.
 """

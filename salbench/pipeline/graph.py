@@ -45,10 +45,9 @@ def model_compute(pool: Pool) -> tuple[ray.data.ActorPoolStrategy, bool]:
     By default Ray Data runs an actor's batches in a worker thread of its own; with
     ``enable_true_multi_threading`` and one call at a time they run on the actor's main
     thread, whose malloc arena the actor's constructor tunes (``salbench.actors.memory``):
-    no per-block page faults and no arena shared between torch's threads. Measured on the
-    2-core machine (``salbench demo``, 2026-11-30): the graph's execution 90-94 s with the
-    worker thread and the one-arena environment, 75 s on the main thread. Ray versions
-    without the option get the environment instead (second value False).
+    no per-block page faults and no arena shared between torch's threads (the demo's graph
+    ran faster so: docs/PIPELINE.md). Ray versions without the option get the environment
+    instead (second value False).
     """
     params = inspect.signature(ray.data.ActorPoolStrategy).parameters
     if "enable_true_multi_threading" in params:
