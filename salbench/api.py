@@ -33,7 +33,7 @@ from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
 from salbench.pipeline.run import ensure_ray, run
-from salbench.pipeline.summary import run_dataset
+from salbench.pipeline.summary import plain, run_dataset
 from salbench.registry import Registry
 
 ConfigLike = RunConfig | Mapping[str, Any] | str | os.PathLike
@@ -77,7 +77,7 @@ class Results:
         at a time (shard order, not sorted); ``columns``: only these."""
         for batch in run_dataset(self.run_dir).to_batches(columns=columns,
                                                           batch_size=batch_rows):
-            yield batch.to_pandas()
+            yield plain(batch).to_pandas()
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Results:
@@ -92,7 +92,7 @@ class Results:
     @cached_property
     def samples_arrow(self) -> pa.Table:
         """The per-sample table as Arrow, in the files' schema (curves list<float32>)."""
-        table = run_dataset(self.run_dir).to_table()
+        table = plain(run_dataset(self.run_dir).to_table())
         return table.sort_by([(k, "ascending") for k in tables.SORT_KEYS])
 
     @cached_property

@@ -34,7 +34,7 @@ from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
 from salbench.pipeline.progress import ProgressMonitor
 from salbench.pipeline.reuse import PreviousRun
-from salbench.pipeline.summary import run_counts, run_dataset, summarize_dataset
+from salbench.pipeline.summary import plain, run_counts, run_dataset, summarize_dataset
 
 log = logging.getLogger("salbench")
 
@@ -59,7 +59,7 @@ class RunResult:
         """The run's rows in DataFrames of at most ``batch_rows`` rows (shard order)."""
         for batch in run_dataset(self.run_dir).to_batches(columns=columns,
                                                           batch_size=batch_rows):
-            yield batch.to_pandas()
+            yield plain(batch).to_pandas()
 
 
 def plan_shards(n: int, shard_size: int) -> list[dict[str, int]]:

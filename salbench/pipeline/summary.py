@@ -156,6 +156,16 @@ def run_dataset(run_dir: Any) -> ds.Dataset:
     return ds.dataset([storage.resolve(f)[1] for f in files], format=PARQUET, filesystem=fs)
 
 
+def plain(data: pa.Table | pa.RecordBatch) -> pa.Table:
+    """A table or batch read with :data:`PARQUET` with its dictionary columns decoded back
+    to the strings the shards hold (for callers that sort, join or hand rows to users)."""
+    table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+    for i, f in enumerate(table.schema):
+        if pa.types.is_dictionary(f.type):
+            table = table.set_column(i, f.name, pc.cast(table.column(i), f.type.value_type))
+    return table
+
+
 def run_counts(counts: dict[tuple[str, str], GroupCounts]) -> dict[str, int]:
     """The manifest's row counts: rows, ok and error rows, degenerate maps, filtered rows."""
     def total(status: str) -> int:
