@@ -176,7 +176,8 @@ def cmd_shard(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from salbench import storage
     from salbench.errors import ConfigError
-    from salbench.pipeline.compare import compare_runs, comparison_report
+    from salbench.pipeline.compare import compare_runs
+    from salbench.report.text import comparison_report
 
     if args.report and (storage.is_uri(args.run_a) or storage.is_uri(args.run_b)):
         raise ConfigError("compare --report needs local run directories (the page links the "

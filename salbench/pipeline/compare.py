@@ -42,22 +42,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from scipy import stats
 
-from salbench import storage
 from salbench.errors import ConfigError
 from salbench.metrics.registry import direction
-from salbench.pipeline import tables
-from salbench.pipeline.samples import RunSamples
-from salbench.pipeline.summary import TARGET_STATUSES, run_dataset
+from salbench.pipeline.samples import RunData, load_run
+from salbench.pipeline.summary import TARGET_STATUSES
 
 #: Columns of the table :func:`compare_runs` returns, in order.
 COLUMNS = [
@@ -65,66 +60,7 @@ COLUMNS = [
     "n_a", "n_b", "paired", "significant", "direction", "change", "only_in", "n_error_a",
     "n_error_b",
 ]
-#: Float columns of the per-sample table that are not metrics.
-NOT_METRICS = frozenset(name for name, _ in tables.BASE_FIELDS if name != "target_prob") | {
-    "map", "map_height", "map_width"}
 GROUP = ["model", "method"]
-
-
-@dataclass(frozen=True)
-class RunData:
-    """What a comparison reads from one run directory."""
-
-    path: Path | str
-    manifest: dict[str, Any]
-    samples: RunSamples  # read one model x method at a time, never whole
-    summary: pd.DataFrame | None  # summary.parquet, None when the run has none
-    shards_finished: int
-
-    @property
-    def run_id(self) -> str:
-        """The run's id (its manifest's ``run_id``, else the directory name)."""
-        return str(self.manifest.get("run_id") or storage.basename(self.path))
-
-    def metric_columns(self) -> list[str]:
-        """The scalar (float) metric columns of the per-sample table (from its schema)."""
-        schema = self.samples.dataset.schema
-        return [f.name for f in schema
-                if f.name not in NOT_METRICS and pa.types.is_floating(f.type)]
-
-    def aggregate_metrics(self) -> list[str]:
-        """Metrics that only ``summary.parquet`` holds (dataset-level figures such as SIC)."""
-        if self.summary is None:
-            return []
-        cols = set(self.metric_columns())
-        return sorted(m for m in self.summary["metric"].unique() if m not in cols)
-
-
-def load_run(path: Path | str) -> RunData:
-    """Read a run directory; a ConfigError naming ``path`` when it is not one."""
-    path = storage.normalize(path)
-    manifest_path = storage.join(path, "manifest.json")
-    if not storage.is_dir(path):
-        raise ConfigError(f"{path} is not a salbench run directory (no such directory)")
-    if not storage.is_file(manifest_path):
-        raise ConfigError(f"{path} is not a salbench run directory (no manifest.json)")
-    try:
-        manifest = json.loads(storage.read_text(manifest_path))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{manifest_path} is not readable JSON ({exc})") from exc
-    if not isinstance(manifest, dict):
-        raise ConfigError(f"{manifest_path} does not hold a JSON object")
-    done = tables.finished_shards(path)
-    if not done:
-        raise ConfigError(f"{path} has no finished shards (samples/ with _done/ markers); "
-                          f"finish it with `salbench resume {path}`")
-    samples = RunSamples(run_dataset(path))
-    summary = None
-    summary_path = storage.join(path, "summary.parquet")
-    if storage.is_file(summary_path):
-        with storage.open_input_file(summary_path) as fh:
-            summary = pq.read_table(fh).to_pandas()
-    return RunData(path, manifest, samples, summary, len(done))
 
 
 def _flatten(value: Any, prefix: str) -> dict[str, Any]:
@@ -390,75 +326,5 @@ def _change(significant: bool, delta: float, way: str) -> str:
     return "better" if (delta > 0) == (way == "higher") else "worse"
 
 
-def _num(value: float, signed: bool = False) -> str:
-    if not math.isfinite(value):
-        return "-"
-    if value == 0:
-        return "0"
-    return f"{value:+.4g}" if signed else f"{value:.4g}"
-
-
-def format_comparison(table: pd.DataFrame) -> str:
-    """A readable text table of :func:`compare_runs`' result (no manifest differences)."""
-    if table.empty:
-        return "(nothing to compare)"
-    header = ["model", "method", "metric", "mean A", "mean B", "delta", "95% CI", "n A",
-              "n B", "paired", ""]
-    lines = []
-    for r in table.itertuples(index=False):
-        if r.only_in:
-            delta, ci = f"only in {r.only_in.upper()}", ""
-        else:
-            delta = _num(r.delta, signed=True)
-            ci = (f"[{_num(r.ci95_low, True)}, {_num(r.ci95_high, True)}]"
-                  if math.isfinite(r.ci95_low) else "-")
-        lines.append([r.model, r.method, r.metric, _num(r.mean_a), _num(r.mean_b), delta, ci,
-                      str(r.n_a), str(r.n_b), "yes" if r.paired else "no",
-                      "*" if r.significant else ""])
-    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
-    left = {0, 1, 2, 9, 10}
-
-    def fmt(row: list[str]) -> str:
-        cells = [c.ljust(w) if i in left else c.rjust(w)
-                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        return "  ".join(cells).rstrip()
-
-    return "\n".join([fmt(header), *(fmt(row) for row in lines)])
-
-
-def comparison_report(table: pd.DataFrame, path_a: str = "", path_b: str = "") -> str:
-    """The ``salbench compare`` output: runs, manifest differences, table, error counts."""
-    attrs = table.attrs
-    out = [f"A: {attrs.get('run_a', '?')}  {path_a}".rstrip(),
-           f"B: {attrs.get('run_b', '?')}  {path_b}".rstrip()]
-    diffs = attrs.get("differences", [])
-    if diffs:
-        out.append(f"differences between the runs ({len(diffs)}):")
-        out += [f"  {d}" for d in diffs]
-    else:
-        out.append("no differences in config, dataset fingerprint, package versions or "
-                   "git commit")
-    out += ["", format_comparison(table)]
-    errors = table[table["only_in"] == ""].drop_duplicates(GROUP)
-    errors = errors[errors["n_error_a"] != errors["n_error_b"]]
-    for r in errors.itertuples(index=False):
-        out.append(f"error rows {r.model}/{r.method}: {r.n_error_a} in A, {r.n_error_b} in B")
-    n_sig = int(table["significant"].sum())
-    n_only = int((table["only_in"] != "").sum())
-    out += ["", f"{len(table)} rows, {n_sig} significant (*: the 95% CI of delta = B - A "
-            "excludes 0; paired t on common samples, else Welch t), "
-            f"{n_only} in one run only"]
-    for change, title in (("worse", "worse (significant, in the metric's worse direction)"),
-                          ("better", "better (significant improvements)"),
-                          ("changed", "changed (diagnostics with no better direction)")):
-        hit = table[table["change"] == change]
-        if len(hit):
-            out += [f"{title}: {len(hit)}"] + [
-                f"  {r.model}/{r.method} {r.metric}: {_num(r.mean_a)} -> {_num(r.mean_b)} "
-                f"({_num(r.delta, signed=True)})" for r in hit.itertuples(index=False)]
-    return "\n".join(out)
-
-
-__all__ = ["COLUMNS", "RunData", "compare_runs", "comparison_report", "config_differences",
-           "format_comparison", "load_run", "paired_interval", "resolve_metrics",
-           "welch_interval"]
+__all__ = ["COLUMNS", "GROUP", "RunData", "compare_runs", "config_differences", "load_run",
+           "paired_interval", "resolve_metrics", "welch_interval"]

@@ -1,4 +1,6 @@
-"""A run's per-sample rows, read from its Parquet shards only as needed (SPEC 6, "Scale").
+"""A run's per-sample rows, read from its Parquet shards only as needed (SPEC 6, "Scale"),
+and :func:`load_run`, the one reader of a run directory that ``salbench report`` and
+``salbench compare`` share.
 
 The report and ``salbench compare`` ask for one model x method's rows, a few columns at a
 time, or for the first samples of the dataset (the gallery), or for the error rows; each
@@ -9,9 +11,12 @@ one group of rows), not the run. A 5 M-row run is read like a 4,000-row one, onl
 from __future__ import annotations
 
 import heapq
+import json
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,8 +24,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
-from salbench.pipeline.summary import SCAN, GroupCounts, count_groups
+from salbench import storage
+from salbench.errors import ConfigError
+from salbench.pipeline import tables
+from salbench.pipeline.summary import SCAN, GroupCounts, count_groups, run_dataset
+from salbench.pipeline.tables import BASE_FIELDS
+
+#: Columns of the per-sample table that are neither metrics nor method diagnostics: the one
+#: definition that the summary's readers (report, compare) share.
+NOT_VALUES = frozenset(name for name, _ in BASE_FIELDS if name != "target_prob") | {
+    "map", "map_height", "map_width", "input_png"}
 
 #: How many model x method groups a RunSamples keeps (the report asks for the same group's
 #: columns several times in a row).
@@ -43,6 +58,12 @@ class RunSamples:
     def columns(self) -> list[str]:
         """The table's column names (its schema; nothing is read)."""
         return list(self.dataset.schema.names)
+
+    def value_columns(self) -> list[str]:
+        """The scalar (float) columns that hold values: ``target_prob``, method diagnostics
+        and metric scalars, in schema order."""
+        return [f.name for f in self.dataset.schema
+                if f.name not in NOT_VALUES and pa.types.is_floating(f.type)]
 
     def curve_columns(self) -> list[str]:
         """The list<float> (curve) columns, in schema order."""
@@ -161,3 +182,57 @@ class RunSamples:
         if not parts:
             return pd.DataFrame(columns=list(columns))
         return pd.concat(parts, ignore_index=True).head(limit)
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What a comparison reads from one run directory."""
+
+    path: Path | str
+    manifest: dict[str, Any]
+    samples: RunSamples  # read one model x method at a time, never whole
+    summary: pd.DataFrame | None  # summary.parquet, None when the run has none
+    shards_finished: int
+
+    @property
+    def run_id(self) -> str:
+        """The run's id (its manifest's ``run_id``, else the directory name)."""
+        return str(self.manifest.get("run_id") or storage.basename(self.path))
+
+    def metric_columns(self) -> list[str]:
+        """The scalar (float) value columns of the per-sample table (from its schema)."""
+        return self.samples.value_columns()
+
+    def aggregate_metrics(self) -> list[str]:
+        """Metrics that only ``summary.parquet`` holds (dataset-level figures such as SIC)."""
+        if self.summary is None:
+            return []
+        cols = set(self.metric_columns())
+        return sorted(m for m in self.summary["metric"].unique() if m not in cols)
+
+
+def load_run(path: Path | str) -> RunData:
+    """Read a run directory; a ConfigError naming ``path`` when it is not one."""
+    path = storage.normalize(path)
+    manifest_path = storage.join(path, "manifest.json")
+    if not storage.is_dir(path):
+        raise ConfigError(f"{path} is not a salbench run directory (no such directory)")
+    if not storage.is_file(manifest_path):
+        raise ConfigError(f"{path} is not a salbench run directory (no manifest.json)")
+    try:
+        manifest = json.loads(storage.read_text(manifest_path))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{manifest_path} is not readable JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{manifest_path} does not hold a JSON object")
+    done = tables.finished_shards(path)
+    if not done:
+        raise ConfigError(f"{path} has no finished shards (samples/ with _done/ markers); "
+                          f"finish it with `salbench resume {path}`")
+    samples = RunSamples(run_dataset(path))
+    summary = None
+    summary_path = storage.join(path, "summary.parquet")
+    if storage.is_file(summary_path):
+        with storage.open_input_file(summary_path) as fh:
+            summary = pq.read_table(fh).to_pandas()
+    return RunData(path, manifest, samples, summary, len(done))

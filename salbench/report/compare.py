@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from salbench.pipeline.compare import compare_runs
-from salbench.report.data import direction, fmt, fmt_signed
+from salbench.report.data import direction
+from salbench.report.format import fmt, fmt_signed
 from salbench.report.html import collapsible, page, section, table_html
 from salbench.report.tables import Cell, Table, to_markdown
 

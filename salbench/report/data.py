@@ -7,24 +7,15 @@ consulted only for names and directions of columns, never for numbers.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from salbench import storage
-from salbench.errors import ConfigError
-from salbench.pipeline import tables
-from salbench.pipeline.samples import RunSamples
-from salbench.pipeline.summary import run_dataset, summarize_dataset
-
-#: Columns of the per-sample table that are neither metrics nor method diagnostics.
-NOT_VALUES = frozenset(name for name, _ in tables.BASE_FIELDS if name != "target_prob") | {
-    "map", "map_height", "map_width", "input_png"}
+from salbench.pipeline.samples import RunSamples, load_run
+from salbench.pipeline.summary import summarize_dataset
 
 #: Headline metrics, in the order tables and galleries show them.
 HEADLINE = (
@@ -94,32 +85,19 @@ def method_names(config: dict[str, Any]) -> dict[str, str]:
 
 
 def read_run(run_dir: Path | str) -> RunTables:
-    """Read a run directory for a report; a ConfigError naming it when it is not one.
+    """Read a run directory for a report (:func:`salbench.pipeline.samples.load_run`, the
+    reader ``salbench compare`` uses too); a ConfigError naming it when it is not one.
 
     ``summary.parquet`` is used when present; a run without it (interrupted) gets the
     summary recomputed from its finished shards and recorded config.
     """
-    path = storage.normalize(run_dir)
-    manifest_path = storage.join(path, "manifest.json")
-    if not storage.is_file(manifest_path):
-        raise ConfigError(f"{path} is not a salbench run directory (no manifest.json)")
-    try:
-        manifest = json.loads(storage.read_text(manifest_path))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{manifest_path} is not readable JSON ({exc})") from exc
-    if not tables.finished_shards(path):
-        raise ConfigError(f"{path} has no finished shards; finish it with "
-                          f"`salbench resume {path}`")
-    dataset = run_dataset(path)
-    summary_path = storage.join(path, "summary.parquet")
-    if storage.is_file(summary_path):
-        with storage.open_input_file(summary_path) as fh:
-            summary = pq.read_table(fh).to_pandas()
-    else:
+    run = load_run(run_dir)
+    summary = run.summary
+    if summary is None:
         from salbench.config import parse_config
 
-        summary = summarize_dataset(dataset, parse_config(manifest["config"]))[0]
-    return RunTables(path, manifest, RunSamples(dataset), summary)
+        summary = summarize_dataset(run.samples.dataset, parse_config(run.manifest["config"]))[0]
+    return RunTables(run.path, run.manifest, run.samples, summary)
 
 
 def direction(metric: str) -> int:
@@ -161,17 +139,3 @@ def degenerate(row: pd.Series) -> int:
     return 0 if pd.isna(value) else int(value)
 
 
-def fmt(value: float, digits: int = 3) -> str:
-    """A number for a table: fixed ``digits`` decimals, scientific when tiny or huge."""
-    if value is None or not math.isfinite(float(value)):
-        return "–"
-    v = float(value)
-    if v != 0 and (abs(v) < 10 ** -digits or abs(v) >= 1e5):
-        return f"{v:.{digits - 1}e}"
-    return f"{v:.{digits}f}"
-
-
-def fmt_signed(value: float, digits: int = 3) -> str:
-    """:func:`fmt` with a leading ``+`` for non-negative values."""
-    text = fmt(value, digits)
-    return text if text == "–" or text.startswith("-") else f"+{text}"

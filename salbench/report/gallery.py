@@ -21,7 +21,8 @@ from matplotlib import colormaps
 from PIL import Image
 
 from salbench.pipeline.samples import RunSamples
-from salbench.report.data import RunTables, fmt
+from salbench.report.data import RunTables
+from salbench.report.format import fmt
 
 CMAP = "RdBu_r"
 PERCENTILE = 99.0

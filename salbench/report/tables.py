@@ -20,12 +20,11 @@ from salbench.report.data import (
     RunTables,
     degenerate,
     direction,
-    fmt,
-    fmt_signed,
     is_metric,
     method_names,
     skipped,
 )
+from salbench.report.format import fmt, fmt_signed
 from salbench.report.intervals import kind as interval_kind
 from salbench.runner import MAP_STATUSES
 
