@@ -85,8 +85,8 @@ def pipeline(cfg_dict: dict[str, Any], out: Path) -> tuple[float, float]:
     res = run(parse_config({**cfg_dict, "out": str(out)}), progress=None)
     timings = json.loads((res.run_dir / "manifest.json").read_text())["timings"]
     stages = timings["stages"]
-    start = min(v["earliest_start_time"] for k, v in stages.items() if "AttributeActor" in k)
-    end = max(v["latest_end_time"] for v in stages.values())
+    start = min(v["start_s"] for k, v in stages.items() if "AttributeActor" in k)
+    end = max(v["end_s"] for v in stages.values())
     return float(timings["execute_seconds"]), float(end - start)
 
 

@@ -61,8 +61,10 @@ def test_run_joins_an_existing_cluster(tmp_path):
             capture_output=True, text=True, timeout=240, env=env,
         )
         assert res.returncode == 0, res.stderr[-3000:]
-        assert f"127.0.0.1:{port}" in res.stderr or "Connecting to existing" in res.stderr
-        run_dir = Path(res.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+        run_dir = Path(next(line.split(": ", 1)[1] for line in res.stdout.splitlines()
+                            if line.startswith("run directory: ")))
+        ray_lines = (run_dir / "run.log").read_text()  # Ray's own lines: run.log, not stderr
+        assert f"127.0.0.1:{port}" in ray_lines or "Connecting to existing" in ray_lines
         samples = pd.read_parquet(run_dir / "samples")
         assert len(samples) == 3 and (samples["status"] == "ok").all()
     finally:
