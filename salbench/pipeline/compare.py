@@ -52,7 +52,7 @@ from scipy import stats
 from salbench.errors import ConfigError
 from salbench.metrics.registry import direction
 from salbench.pipeline.samples import RunData, load_run
-from salbench.pipeline.summary import TARGET_STATUSES
+from salbench.pipeline.summary import TARGET_STATUSES, t_interval
 
 #: Columns of the table :func:`compare_runs` returns, in order.
 COLUMNS = [
@@ -128,12 +128,7 @@ def _finite_ok(group: pd.DataFrame, col: str) -> np.ndarray:
 
 def paired_interval(diff: np.ndarray) -> tuple[float, float]:
     """Student t 95% interval of the mean of paired differences (NaN when fewer than 2)."""
-    n = len(diff)
-    if n < 2:
-        return math.nan, math.nan
-    mean = float(diff.mean())
-    half = float(stats.t.ppf(0.975, n - 1) * diff.std(ddof=1) / math.sqrt(n))
-    return mean - half, mean + half
+    return t_interval(diff)
 
 
 def welch_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

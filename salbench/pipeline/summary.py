@@ -93,26 +93,43 @@ def count_groups(dataset: ds.Dataset,
     return dict(counts)
 
 
+def wilson(hits: float, n: int) -> tuple[float, float]:
+    """Wilson's score 95% interval of the rate ``hits / n`` (within [0, 1]); NaN when n is 0."""
+    from scipy import stats  # imported when used: scipy.stats takes 0.25 s
+
+    if n <= 0:
+        return math.nan, math.nan
+    z = float(stats.norm.ppf(0.975))
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def t_interval(values: np.ndarray) -> tuple[float, float]:
+    """Student's t 95% interval of the mean of ``values`` (1-D); NaN with fewer than 2."""
+    from scipy import stats
+
+    n = len(values)
+    if n < 2:
+        return math.nan, math.nan
+    mean = float(values.mean())
+    half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+    return mean - half, mean + half
+
+
 def interval(v: np.ndarray, column: str) -> tuple[float, float, str]:
     """95% interval of the mean of the finite values ``v`` of ``column`` and its method:
     Wilson's score interval for 0/1 hit columns, Student's t otherwise, clipped to the range
     the column can take ("t_clipped"); NaN with fewer than 2 values."""
-    from scipy import stats  # imported when used: scipy.stats takes 0.25 s
-
-    n = len(v)
-    if n < 2:
+    if len(v) < 2:
         return math.nan, math.nan, "none"
     if column in BINARY_COLUMNS:
-        z = float(stats.norm.ppf(0.975))
-        p = float(v.mean())
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-        return centre - half, centre + half, "wilson"
-    mean, std = float(v.mean()), float(v.std(ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1) * std / math.sqrt(n))
+        return (*wilson(float(v.sum()), len(v)), "wilson")
+    raw = t_interval(v)
     lo, hi = bounds(column)
-    low, high = max(lo, mean - half), min(hi, mean + half)
-    return low, high, ("t_clipped" if (low, high) != (mean - half, mean + half) else "t")
+    low, high = max(lo, raw[0]), min(hi, raw[1])
+    return low, high, ("t_clipped" if (low, high) != raw else "t")
 
 
 def _stat_row(model: str, method: str, column: str, v: np.ndarray, n_rows: int,

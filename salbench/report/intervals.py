@@ -25,8 +25,7 @@ from scipy import stats
 
 from salbench.metrics.registry import BINARY_COLUMNS, bounds
 from salbench.pipeline.samples import RunSamples
-
-Z95 = float(stats.norm.ppf(0.975))
+from salbench.pipeline.summary import t_interval, wilson
 
 #: Curve columns whose points are 0 / 1 per sample (top-1 still correct).
 RATE_CURVES = frozenset({"aic_curve", "aic_msssim_curve", "pic_blur_aic_curve"})
@@ -39,27 +38,6 @@ CURVE_BOUNDS: dict[str, tuple[float, float]] = {
     **{c: (-1.0, 1.0) for c in ("sensitivity_n_curve", "mprt_spearman_curve",
                                 "mprt_ssim_curve")},
 }
-
-
-def wilson(hits: float, n: int) -> tuple[float, float]:
-    """Wilson score 95% interval of a rate ``hits / n``; (nan, nan) when n == 0."""
-    if n <= 0:
-        return math.nan, math.nan
-    p = hits / n
-    denom = 1 + Z95 ** 2 / n
-    centre = (p + Z95 ** 2 / (2 * n)) / denom
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def t_interval(values: np.ndarray) -> tuple[float, float]:
-    """Student t 95% interval of the mean of ``values`` (1-D); (nan, nan) when n < 2."""
-    n = len(values)
-    if n < 2:
-        return math.nan, math.nan
-    mean = float(values.mean())
-    half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
-    return mean - half, mean + half
 
 
 def _finite_bounds(column: str) -> tuple[float, float] | None:
