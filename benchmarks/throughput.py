@@ -50,9 +50,8 @@ def timed_run(cfg: dict[str, Any], out: Path, in_process: bool) -> dict[str, flo
     timings = json.loads((res.run_dir / "manifest.json").read_text())["timings"]
     execute = float(timings["execute_seconds"])
     rows = len(res.samples)
-    return {"rows": rows, "execute_s": round(execute, 2), "wall_s": round(wall, 2),
-            "rows_per_s": round(rows / execute, 1), "driver_cpu_s": round(cpu, 2),
-            "driver_cpu_share": round(cpu / wall, 3)}
+    return {"rows": rows, "execute_s": execute, "wall_s": wall, "rows_per_s": rows / execute,
+            "driver_cpu_s": cpu, "driver_cpu_share": cpu / wall}  # rounded when shown
 
 
 def run_case(s: Settings) -> dict[str, Any]:
@@ -72,7 +71,7 @@ def run_case(s: Settings) -> dict[str, Any]:
     summary = {k: {f: median([r[f] for r in v]) for f in v[0]} for k, v in runs.items()}
     ratio = summary["ray"]["rows_per_s"] / summary["in_process"]["rows_per_s"]
     return {"case": "throughput", "rows": int(summary["ray"]["rows"]), "methods": METHODS,
-            "metrics": METRICS, "summary": summary, "ratio": round(ratio, 3),
+            "metrics": METRICS, "summary": summary, "ratio": ratio,
             "target": TARGET, "met": ratio >= TARGET, "runs": runs}
 
 
@@ -81,13 +80,14 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"{result['rows']} rows (synthetic 32 px, tiny_cnn, {' + '.join(result['methods'])}; "
         f"metrics {', '.join(result['metrics'])}). ratio = Ray rows/s / in-process rows/s: "
-        f"**{result['ratio']}** (target >= {result['target']}, "
+        f"**{result['ratio']:.3f}** (target >= {result['target']}, "
         f"{'met' if result['met'] else 'not met'}).",
         "",
         "| executor | rows/s | execute s | whole run s | driver CPU s | driver CPU share |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in result["summary"].items():
-        lines.append(f"| {name} | {r['rows_per_s']} | {r['execute_s']} | {r['wall_s']} | "
-                     f"{r['driver_cpu_s']} | {r['driver_cpu_share']} |")
+        lines.append(f"| {name} | {r['rows_per_s']:.1f} | {r['execute_s']:.2f} | "
+                     f"{r['wall_s']:.2f} | {r['driver_cpu_s']:.2f} | "
+                     f"{r['driver_cpu_share']:.3f} |")
     return "\n".join(lines)
