@@ -12,6 +12,7 @@ import ray.data
 from salbench.actors.memory import worker_env
 from salbench.pipeline import parse_config, run
 from salbench.pipeline.graph import model_compute
+from salbench.pipeline.plan import Pool
 from tests.env_plugin import ThreadProbe
 
 
@@ -43,7 +44,7 @@ def test_model_actors_run_batches_where_the_allocator_is_tuned(tmp_path):
 def test_model_stage_batches_run_on_the_actors_main_thread():
     """With this Ray, the model stages' pool runs batches on the actor's main thread (no
     worker thread, so no one-arena environment and its lock contention)."""
-    compute, main_thread = model_compute(1)
+    compute, main_thread = model_compute(Pool("attribute", "m", 1, 1, 0.1))
     assert main_thread
     out = ray.data.range(4, override_num_blocks=2).map_batches(
         ThreadProbe, compute=compute, num_cpus=0.1).take_all()
