@@ -154,7 +154,7 @@ def _stream(tmp_path: Path, gpus: float, models: int, *share: str) -> dict:
 @pytest.mark.slow
 def test_one_gpu_with_pic_streams_every_pool_alive_at_once(tmp_path):
     report = _stream(tmp_path, 1, 1)
-    assert report["rows"] == report["ok"] == 12, report
+    assert report["rows"] == report["ok"] == 24, report  # 12 images x 2 methods
     assert "plan fits: GPU run" in report["log"]
     assert "attribute m0" in report["log"] and "0.5" in report["log"]
     lifetimes = report["actors"]

@@ -57,7 +57,9 @@ def main(out: str, gpus: float, n_models: int, share: str | None) -> None:
     config = parse_config({
         "out": out, "name": "stream", "profile": "fast",
         "dataset": {"kind": "synthetic", "n": 12, "size": 32, "seed": 1},
-        "models": models, "methods": ["vg"],
+        # IG with many steps keeps the model stage busy for seconds, so that on an idle
+        # machine too the attribute pool is still working when the score pool starts
+        "models": models, "methods": ["vg", {"name": "ig", "steps": 2000}],
         "metrics": ["sic", "aic", "pointing_game"], "resources": resources,
     })
     t0 = time.time()
