@@ -33,7 +33,7 @@ from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
 from salbench.pipeline.run import ensure_ray, run
-from salbench.pipeline.summary import plain, run_dataset
+from salbench.pipeline.summary import plain, run_dataset, scan_rows
 from salbench.registry import Registry
 
 ConfigLike = RunConfig | Mapping[str, Any] | str | os.PathLike
@@ -75,9 +75,7 @@ class Results:
              batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
         """The run's rows as DataFrames of at most ``batch_rows`` rows, one batch in memory
         at a time (shard order, not sorted); ``columns``: only these."""
-        for batch in run_dataset(self.run_dir).to_batches(columns=columns,
-                                                          batch_size=batch_rows):
-            yield plain(batch).to_pandas()
+        yield from scan_rows(self.run_dir, columns, batch_rows)
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Results:

@@ -201,6 +201,16 @@ def size(loc: Location) -> int:
     return -1 if s is None else int(s)
 
 
+def listed_size(root: Location, rel: str, listing: dict[str, int]) -> int:
+    """Size in bytes of file ``rel`` under ``root``: from disk for a local root, else from
+    the root's listing (``walk_files``); FileNotFoundError when it is not there."""
+    if isinstance(root, Path):
+        return (root / rel).stat().st_size
+    if rel not in listing:
+        raise FileNotFoundError(rel)
+    return listing[rel]
+
+
 def makedirs(loc: Location) -> None:
     """Create a local directory with its parents; nothing on object stores (no directories)."""
     base = normalize(loc)

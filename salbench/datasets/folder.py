@@ -284,11 +284,7 @@ class FolderDataset(Dataset):
 
     def _size(self, rel: str) -> int:
         """Size in bytes of a listed file (FileNotFoundError when it is not there)."""
-        if isinstance(self.root, Path):
-            return (self.root / rel).stat().st_size
-        if rel not in self._sizes:
-            raise FileNotFoundError(rel)
-        return self._sizes[rel]
+        return storage.listed_size(self.root, rel, self._sizes)
 
     def read(self, start: int, stop: int) -> Iterator[Row]:
         start, stop = check_range(start, stop, len(self.files))

@@ -434,11 +434,7 @@ class ImageNetDataset(Dataset):
 
     def _size(self, rel: str) -> int:
         """Size in bytes of a listed image (FileNotFoundError when it is not there)."""
-        if isinstance(self.images_dir, Path):
-            return (self.images_dir / rel).stat().st_size
-        if rel not in self._sizes:
-            raise FileNotFoundError(rel)
-        return self._sizes[rel]
+        return storage.listed_size(self.images_dir, rel, self._sizes)
 
     def read(self, start: int, stop: int) -> Iterator[Row]:
         start, stop = check_range(start, stop, len(self.files))

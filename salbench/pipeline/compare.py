@@ -52,7 +52,7 @@ from scipy import stats
 from salbench.errors import ConfigError
 from salbench.metrics.registry import direction
 from salbench.pipeline.samples import RunData, load_run
-from salbench.pipeline.summary import TARGET_STATUSES, t_interval
+from salbench.pipeline.summary import NOT_ERROR_STATUSES, TARGET_STATUSES, t_interval
 
 #: Columns of the table :func:`compare_runs` returns, in order.
 COLUMNS = [
@@ -309,7 +309,7 @@ def _errors(group: pd.DataFrame | None) -> int:
     """Rows without a result (an error status; degenerate maps are not errors)."""
     if group is None:
         return 0
-    return int((~group["status"].isin((*TARGET_STATUSES, "filtered"))).sum())
+    return int((~group["status"].isin(NOT_ERROR_STATUSES)).sum())
 
 
 def _change(significant: bool, delta: float, way: str) -> str:

@@ -34,7 +34,7 @@ from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
 from salbench.pipeline.progress import ProgressMonitor
 from salbench.pipeline.reuse import PreviousRun
-from salbench.pipeline.summary import plain, run_counts, run_dataset, summarize_dataset
+from salbench.pipeline.summary import run_counts, run_dataset, scan_rows, summarize_dataset
 
 log = logging.getLogger("salbench")
 
@@ -56,10 +56,9 @@ class RunResult:
 
     def scan(self, columns: list[str] | None = None,
              batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
-        """The run's rows in DataFrames of at most ``batch_rows`` rows (shard order)."""
-        for batch in run_dataset(self.run_dir).to_batches(columns=columns,
-                                                          batch_size=batch_rows):
-            yield plain(batch).to_pandas()
+        """The run's rows as DataFrames of at most ``batch_rows`` rows, one batch in memory
+        at a time (shard order, not sorted); ``columns``: only these."""
+        yield from scan_rows(self.run_dir, columns, batch_rows)
 
 
 def plan_shards(n: int, shard_size: int) -> list[dict[str, int]]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,8 @@ from salbench.runner import MAP_STATUSES, failed_metrics
 
 #: Statuses whose rows have a target and the method's diagnostics.
 TARGET_STATUSES = (*MAP_STATUSES, "degenerate_map")
+#: Statuses that are not errors: rows with a result, and those ``dataset.filter`` left out.
+NOT_ERROR_STATUSES = (*TARGET_STATUSES, "filtered")
 
 SUMMARY_COLUMNS = [
     "model", "method", "metric", "n", "n_rows", "n_error", "n_degenerate", "mean", "std",
@@ -70,7 +73,7 @@ class GroupCounts:
     @property
     def errors(self) -> int:
         """Rows without a result (error statuses; not those left out by dataset.filter)."""
-        return self.rows - sum(self.statuses.get(s, 0) for s in (*TARGET_STATUSES, "filtered"))
+        return self.rows - sum(self.statuses.get(s, 0) for s in NOT_ERROR_STATUSES)
 
 
 def count_groups(dataset: ds.Dataset,
@@ -181,6 +184,14 @@ def plain(data: pa.Table | pa.RecordBatch) -> pa.Table:
         if pa.types.is_dictionary(f.type):
             table = table.set_column(i, f.name, pc.cast(table.column(i), f.type.value_type))
     return table
+
+
+def scan_rows(run_dir: Any, columns: list[str] | None = None,
+              batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
+    """A run's rows as DataFrames of at most ``batch_rows`` rows, one batch in memory at a
+    time (shard order, not sorted); ``columns``: only these."""
+    for batch in run_dataset(run_dir).to_batches(columns=columns, batch_size=batch_rows):
+        yield plain(batch).to_pandas()
 
 
 def run_counts(counts: dict[tuple[str, str], GroupCounts]) -> dict[str, int]:
