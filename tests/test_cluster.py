@@ -32,6 +32,9 @@ def test_run_joins_an_existing_cluster(tmp_path):
     # a private cluster for this test: no token shared with other Ray sessions on the machine
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     env["RAY_AUTH_MODE"] = "disabled"
+    # On SIGTERM `ray start --block` (Ray >= 2.60) first asks the GCS to drain the node, for
+    # up to 30 s; the GCS, in the same process group, is already stopping: stop at once
+    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
     head = subprocess.Popen(
         [str(ray_bin), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--node-ip-address=127.0.0.1",
