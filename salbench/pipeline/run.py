@@ -34,7 +34,8 @@ from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
 from salbench.pipeline.progress import ProgressMonitor
 from salbench.pipeline.reuse import PreviousRun
-from salbench.pipeline.summary import run_counts, run_dataset, scan_rows, summarize_dataset
+from salbench.pipeline.scan import Shards
+from salbench.pipeline.summary import run_counts, summarize_run
 
 log = logging.getLogger("salbench")
 
@@ -58,7 +59,7 @@ class RunResult:
              batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
         """The run's rows as DataFrames of at most ``batch_rows`` rows, one batch in memory
         at a time (shard order, not sorted); ``columns``: only these."""
-        yield from scan_rows(self.run_dir, columns, batch_rows)
+        yield from Shards.of_run(self.run_dir).frames(columns, batch_rows)
 
 
 def plan_shards(n: int, shard_size: int) -> list[dict[str, int]]:
@@ -261,7 +262,7 @@ def run(
             timings = execute_local(config, writer, pending, geometries, previous)
         else:
             timings = _execute(config, writer, pending, geometries, ray_progress_bars, previous)
-        summary, counts = summarize_dataset(run_dataset(run_dir), config)
+        summary, counts = summarize_run(Shards.of_run(run_dir), config)
         tables.write_table(summary, storage.join(run_dir, "summary.parquet"))
         finished = _now()
         manifest["attempts"].append({

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -167,10 +166,11 @@ def read_samples(run_dir: storage.Location) -> pd.DataFrame:
 def summarize(samples: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
     """The summary of an in-memory samples table (see :mod:`salbench.pipeline.summary`,
     which a run uses on its shard files without loading them)."""
-    from salbench.pipeline.summary import summarize_dataset
+    from salbench.pipeline.scan import Shards
+    from salbench.pipeline.summary import summarize_run
 
     table = pa.Table.from_pandas(samples, preserve_index=False)
-    return summarize_dataset(ds.dataset(table), config)[0]
+    return summarize_run(Shards(table=table), config)[0]
 
 
 def write_table(frame: pd.DataFrame, path: storage.Location) -> None:
