@@ -90,6 +90,13 @@ def split_by_group(batch: pa.RecordBatch) -> Iterator[tuple[tuple[str, str], pa.
         yield key, grouped.slice(s, e - s)
 
 
+def _own_buffers(parts: list[pa.RecordBatch], names: list[str]) -> pa.Table:
+    """``names`` of ``parts`` copied into buffers of their own: a batch read from an IPC
+    file is a view of its whole message body, so a kept column would keep every column's
+    bytes (measured: 28.5 MB held for a 1.3 MB column of 80,000 rows)."""
+    return pa.Table.from_batches(parts).select(names).combine_chunks()
+
+
 def _plain_field(f: pa.Field) -> pa.Field:
     return f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
 
@@ -156,7 +163,7 @@ class Groups:
         return names
 
     def batches(self, model: str, method: str, columns: Sequence[str] | None = None,
-                batch_rows: int = 8192) -> Iterator[pa.Table]:
+                batch_rows: int = 2048) -> Iterator[pa.Table]:
         """One group's rows (``columns`` of those kept; default all) in scan order, as
         tables of about ``batch_rows`` rows (its file's small batches joined), one at a
         time; nothing when the group has no rows."""
@@ -173,16 +180,16 @@ class Groups:
                 parts.append(reader.get_batch(i))
                 rows += parts[-1].num_rows
                 if rows >= batch_rows:
-                    yield pa.Table.from_batches(parts).select(names)
+                    yield _own_buffers(parts, names)
                     parts, rows = [], 0
             if parts:
-                yield pa.Table.from_batches(parts).select(names)
+                yield _own_buffers(parts, names)
 
     def read(self, model: str, method: str, columns: Sequence[str] | None = None) -> pa.Table:
         """One group's rows (``columns`` of those kept; default all), in scan order; an
         empty table when the group has no rows."""
         names = self._names(columns)
-        parts = list(self.batches(model, method, names, batch_rows=1 << 62))
+        parts = list(self.batches(model, method, names))
         if not parts:
             return self.schema.empty_table().select(names)
         return pa.concat_tables(parts)

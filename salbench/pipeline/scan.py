@@ -13,6 +13,7 @@ dictionary columns (a code per row); :func:`plain` turns them back into strings.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -26,8 +27,18 @@ from salbench import storage
 #: Columns read as dictionaries: a run has a handful of distinct values in each.
 DICTIONARY_COLUMNS = ("model", "method", "status")
 
-#: Rows per record batch of a scan (a batch of a 5 M-row run's scalar columns is a few MB).
-BATCH_ROWS = 65536
+#: Rows per record batch of a scan: a few MB of a wide row (curves, strings), so that the
+#: scan's transient copies stay small next to one group's columns.
+BATCH_ROWS = 8192
+
+
+def use_system_allocator() -> None:
+    """Make the system allocator Arrow's default memory pool in this (driver) process,
+    unless ``ARROW_DEFAULT_MEMORY_POOL`` chooses one. Arrow's default, mimalloc, keeps freed
+    pages for reuse, so a driver that reads a run batch by batch holds more than the batch it
+    is on (both measured in BENCHMARKS.md, "Driver memory at scale")."""
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def plain(data: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -82,7 +93,10 @@ class Shards:
 
     def _open(self, path: str) -> pq.ParquetFile:
         fh = storage.retry(lambda: self.filesystem.open_input_file(path), path)
-        return pq.ParquetFile(fh, read_dictionary=list(DICTIONARY_COLUMNS))
+        meta = pq.read_metadata(fh)
+        names = set(meta.schema.names)
+        return pq.ParquetFile(fh, metadata=meta,
+                              read_dictionary=[c for c in DICTIONARY_COLUMNS if c in names])
 
     def batches(self, columns: Sequence[str] | None = None,
                 batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
