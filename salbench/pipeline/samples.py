@@ -38,8 +38,10 @@ from salbench.pipeline.tables import BASE_FIELDS
 NOT_VALUES = frozenset(name for name, _ in BASE_FIELDS if name != "target_prob") | {
     "map", "map_height", "map_width", "input_png"}
 
-#: Columns too large to split by group (each row's map or image); read by sample instead.
-UNGROUPED = frozenset({"map", "input_png"})
+#: Columns split by group besides the numeric ones: what the report's and compare's
+#: per-group questions use (sample identity and status). Text such as ``error`` and the
+#: rows' keys are read by streaming scans instead, maps and images by sample.
+GROUPED_TEXT = ("sample_id", "status")
 
 
 class RunSamples:
@@ -70,9 +72,14 @@ class RunSamples:
 
     @cached_property
     def groups(self) -> Groups:
-        """The run split by model x method (one scan, on first use): every column but
-        :data:`UNGROUPED`."""
-        return Groups(self.shards, [c for c in self.columns if c not in UNGROUPED])
+        """The run split by model x method (one scan, on first use): :data:`GROUPED_TEXT`
+        and every numeric or list-of-numbers column except the maps."""
+        def numeric(t: pa.DataType) -> bool:
+            return pa.types.is_integer(t) or pa.types.is_floating(t)
+
+        keep = [f.name for f in self.shards.schema if f.name not in ("map", "input_png") and (
+            numeric(f.type) or (pa.types.is_list(f.type) and numeric(f.type.value_type)))]
+        return Groups(self.shards, [*GROUPED_TEXT, *keep])
 
     @property
     def counts(self) -> dict[tuple[str, str], GroupCounts]:
