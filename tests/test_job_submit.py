@@ -107,9 +107,16 @@ def test_ray_job_submit_runs_salbench_on_a_head_node(tmp_path):
     try:
         _wait_until_up([f"{url}/api/gcs_healthz", f"http://127.0.0.1:{agent}/api/healthz"],
                        head, head_log, 180)
-        status = subprocess.run(["ray", "status", "--address", f"127.0.0.1:{gcs}"], cwd=ROOT,
-                                env=env, capture_output=True, text=True, timeout=120)
-        assert status.returncode == 0 and "2.0 CPU" in status.stdout, \
+        deadline = time.time() + 120
+        while True:  # "No cluster status" until the autoscaler's monitor first reports
+            status = subprocess.run(["ray", "status", "--address", f"127.0.0.1:{gcs}"],
+                                    cwd=ROOT, env=env, capture_output=True, text=True,
+                                    timeout=120)
+            if status.returncode != 0 or "No cluster status" not in status.stdout:
+                break
+            assert time.time() < deadline, status.stdout[-2000:]
+            time.sleep(1)
+        assert status.returncode == 0 and "/2.0 CPU" in status.stdout, \
             status.stdout[-2000:] + status.stderr[-2000:]
         submit = ["ray", "job", "submit", "--address", url, "--working-dir", ".", "--",
                   "salbench", "run", str(cfg), "--out", str(out)]
