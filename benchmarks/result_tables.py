@@ -2,10 +2,11 @@
 the way the pipeline writes one (for the driver-memory case, BENCHMARKS.md).
 
 A run of a :class:`Shape` (models x methods; the metrics insertion, deletion with 21-point
-curves and the pointing game) over ``rows / (models x methods)`` synthetic images. Each shard
-holds the rows of ``shard_size`` images (the pipeline's default 16), sorted by (index, model,
-method) and committed with :func:`salbench.pipeline.tables.write_shard` (the file whole under
-its final name, then its ``_done`` marker), as :class:`salbench.pipeline.run.ShardWriter`
+curves (profile ``paper``) and the pointing game) over ``rows / (models x methods)``
+synthetic images. Each shard holds the rows of ``shard_size`` images (the pipeline's
+default 16), sorted by (index, model, method) and committed with
+:func:`salbench.pipeline.tables.write_shard` (the file whole under its final name, then its
+``_done`` marker), as :class:`salbench.pipeline.run.ShardWriter`
 does. The fast path builds each shard's Arrow table column-wise in the schema of
 :func:`salbench.pipeline.tables.samples_schema`; ``via_rows=True`` instead feeds the same
 values as stage rows (JSON ``values``) to a ``ShardWriter`` (``tables.rows_to_table``), i.e.
@@ -36,7 +37,6 @@ import yaml
 from salbench.config import ResourceConfig, RunConfig
 
 METRICS = ("insertion", "deletion", "pointing_game")
-CURVE_POINTS = 21
 #: Above this many rows the generator's summary reads the rows' scalar columns kept in
 #: memory (see :func:`generate`).
 SUMMARY_IN_MEMORY_ABOVE = 200_000
@@ -71,13 +71,27 @@ PRODUCTION = Shape(("efficientnet_lite0", "inception_v3", "resnet101", "resnet50
 
 def config(shape: Shape, images: int, name: str = "mem") -> dict[str, Any]:
     """The run config of ``images`` synthetic 32 px images in ``shape`` (a real run of it
-    writes the same schema)."""
+    writes the same schema). Profile ``paper``: the metrics' protocol parameters, i.e.
+    insertion and deletion curves of 20 steps (21 points), as a production run has."""
     return {
-        "name": name, "seed": 0, "profile": "fast",
+        "name": name, "seed": 0, "profile": "paper",
         "dataset": {"kind": "synthetic", "n": images, "size": 32},
         "models": list(shape.models), "methods": list(shape.methods),
         "metrics": list(METRICS), "resources": {"shard_size": shape.shard_size},
     }
+
+
+def curve_points(cfg: RunConfig) -> dict[str, int]:
+    """Points of each curve column a run of ``cfg`` writes (its metric's ``steps`` + 1)."""
+    from salbench import metrics
+
+    out = {}
+    for comp in cfg.metrics:
+        spec = metrics.get(comp.name)
+        steps = cfg.params_for(comp, spec).get("steps")
+        out.update({col: int(steps) + 1 for col, kind in spec.columns.items()
+                    if kind == "curve" and steps is not None})
+    return out
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -128,14 +142,14 @@ class _Shard:
         self.base: dict[str, np.ndarray] = {
             "shard": np.full(n, shard, np.int32), "index": index, "label": label,
             "target": label, "pred": pred, "target_prob": rng.random(n)}
-        x = np.linspace(0.0, 1.0, CURVE_POINTS)
         ins = np.clip(rng.beta(2, 5, n) + shift, 0.0, 1.0)
         dele = rng.beta(2, 8, n)
+        x = {c: np.linspace(0.0, 1.0, k)[None, :] for c, k in curve_points(cfg).items()}
         metric_values = {
             "insertion_auc": ins, "insertion_ratio_auc": ins * 1.5,
-            "insertion_curve": x[None, :] ** (1 - ins[:, None]),
+            "insertion_curve": x["insertion_curve"] ** (1 - ins[:, None]),
             "deletion_auc": dele, "deletion_ratio_auc": dele * 1.5,
-            "deletion_curve": (1 - x[None, :]) ** (1 / np.maximum(dele, 1e-3))[:, None],
+            "deletion_curve": (1 - x["deletion_curve"]) ** (1 / np.maximum(dele, 1e-3))[:, None],
             "pointing_game_hit": (rng.random(n) < 0.6).astype(np.float64),
         }
         self.values: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
@@ -159,7 +173,8 @@ class _Shard:
         strings = {
             "run_id": pa.array([run_id]).take(np.zeros(n, np.int64)),
             "sample_id": pa.array(self.sample_ids).take(self.image_i),
-            "sample_key": _hex16(self.sample_keys), "cell_key": _hex16(self.cell_keys),
+            "sample_key": _hex16(self.sample_keys).take(self.image_i),
+            "cell_key": _hex16(self.cell_keys),
             "model": pa.array(self.models).take(self.model_i),
             "method": pa.array(self.methods).take(self.method_i),
             "status": pa.array(["ok"]).take(np.zeros(n, np.int64)),
@@ -172,9 +187,10 @@ class _Shard:
             elif f.name in self.base:
                 arrays.append(pa.array(self.base[f.name], type=f.type))
             elif pa.types.is_list(f.type):
-                flat = pa.array(self.values[f.name][0].ravel(), type=f.type.value_type)
-                offsets = pa.array(np.arange(0, CURVE_POINTS * (n + 1), CURVE_POINTS,
-                                             dtype=np.int32))
+                curves = self.values[f.name][0]
+                flat = pa.array(curves.ravel(), type=f.type.value_type)
+                k = curves.shape[1]
+                offsets = pa.array(np.arange(0, k * (n + 1), k, dtype=np.int32))
                 arrays.append(pa.ListArray.from_arrays(offsets, flat, type=f.type))
             else:
                 v, present = self.values[f.name]
@@ -193,7 +209,8 @@ class _Shard:
                     values[col] = v[i].tolist()
             out.append({
                 "shard": int(self.base["shard"][i]), "index": int(self.base["index"][i]),
-                "sample_id": self.sample_ids[self.image_i[i]], "sample_key": keys[0][i],
+                "sample_id": self.sample_ids[self.image_i[i]],
+                "sample_key": keys[0][self.image_i[i]],
                 "cell_key": keys[1][i], "model": self.models[self.model_i[i]],
                 "method": self.methods[self.method_i[i]], "status": "ok", "error": "",
                 "label": int(self.base["label"][i]), "target": int(self.base["target"][i]),

@@ -39,8 +39,8 @@ def test_generated_table_has_a_real_runs_schema_and_files(tmp_path):
     assert list(gen_rows.dtypes.astype(str)) == list(real_rows.dtypes.astype(str))
     key = ["index", "model", "method", "sample_id", "status"]
     assert gen_rows[key].equals(real_rows[key])
-    assert (gen_rows["insertion_curve"].map(len) == rt.CURVE_POINTS).all()
-    assert (real_rows["insertion_curve"].map(len) == rt.CURVE_POINTS).all()
+    for col in ("insertion_curve", "deletion_curve"):  # the paper protocol's 20 steps
+        assert (gen_rows[col].map(len) == 21).all() and (real_rows[col].map(len) == 21).all()
     real_summary = pq.read_table(real / "summary.parquet").to_pandas()
     gen_summary = pq.read_table(gen / "summary.parquet").to_pandas()
     assert list(gen_summary.columns) == list(real_summary.columns)
