@@ -87,6 +87,9 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
     p.add_argument("--run-rows", default=None,
                    help="driver_memory: comma-separated rows of the real runs "
                    f"(default {','.join(map(str, driver_memory.RUN_ROWS))})")
+    p.add_argument("--mem-timeout", type=int, default=None,
+                   help="driver_memory: seconds one measurement may take (default "
+                   f"{driver_memory.TIMEOUT_S}; a stopped one reports its peak so far)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     a = p.parse_args(argv)
     unknown = sorted(set(a.cases) - set(CASES))
@@ -104,6 +107,8 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
         p.error("--rows must be >= 2")
     if a.production_rows is not None and a.production_rows < 0:
         p.error("--production-rows must be >= 0")
+    if a.mem_timeout is not None and a.mem_timeout < 1:
+        p.error("--mem-timeout must be >= 1")
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible")
     settings = Settings(model=a.model, weights=a.weights, size=a.size, reps=a.reps, quick=a.quick,
@@ -113,7 +118,8 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
                         rows=a.rows, data_dir=a.data_dir,
                         mem_rows=_sizes(p, "--mem-rows", a.mem_rows),
                         production_rows=a.production_rows,
-                        run_rows=_sizes(p, "--run-rows", a.run_rows))
+                        run_rows=_sizes(p, "--run-rows", a.run_rows),
+                        mem_timeout_s=a.mem_timeout)
     return list(a.cases) or list(CASES), settings, a.out
 
 

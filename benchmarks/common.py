@@ -41,7 +41,8 @@ class Settings:
     case (None: its default). Driver-memory case: data_dir: where its generated tables are
     kept and reused (None: a temporary folder, removed after); mem_rows: sizes (rows) of its
     2-method tables, production_rows: of its production table (0: none), run_rows: of its
-    real runs (None: the case's defaults).
+    real runs (None: the case's defaults); mem_timeout_s: seconds one of its measurements
+    may take (None: the case's default).
     """
 
     model: str = "efficientnet_lite0"
@@ -60,6 +61,7 @@ class Settings:
     mem_rows: tuple[int, ...] | None = None
     production_rows: int | None = None
     run_rows: tuple[int, ...] | None = None
+    mem_timeout_s: int | None = None
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int,

@@ -55,12 +55,12 @@ TIMEOUT_S = 3600
 SHIFT_B = 0.05
 
 
-def _status(key: str) -> int:
-    """A field of /proc/self/status in KB (VmRSS, VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _status(key: str, pid: int | str = "self") -> int:
+    """A field of /proc/<pid>/status in KB (VmRSS, VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
+    raise RuntimeError(f"{key} not in /proc/{pid}/status")
 
 
 def _peak(op: Callable[[], Any]) -> dict[str, float]:
@@ -70,6 +70,7 @@ def _peak(op: Callable[[], Any]) -> dict[str, float]:
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")
     before = _status("VmRSS")
+    print(json.dumps({"rss_before_mb": round(before / 1024, 1)}), flush=True)  # see _subprocess
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         op()
@@ -142,20 +143,32 @@ def measure_run(rows: int, executor: str, out: Path) -> dict[str, float]:
 
 def _subprocess(args: list[str], timeout: float) -> dict[str, Any]:
     """``python -m benchmarks.driver_memory ARGS`` in a fresh process: its last JSON line,
-    or {"error": why} when it failed or timed out."""
+    or {"error": why} when it failed or timed out; a timed-out measurement also gets
+    ``peak_growth_mb_at_timeout`` (its peak-RSS mark when stopped, over its start)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     cmd = [sys.executable, "-m", "benchmarks.driver_memory", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    hwm = None
     try:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return {"error": f"exit {done.returncode}: {' | '.join(tail)}"}
-    return json.loads(lines[-1])
+        with contextlib.suppress(OSError, RuntimeError):
+            hwm = _status("VmHWM", proc.pid)
+        proc.kill()
+        out, err = proc.communicate()
+    lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    if hwm is not None:
+        rec: dict[str, Any] = {"error": f"timed out after {timeout:.0f} s",
+                               "timeout_s": timeout}
+        if lines and "rss_before_mb" in lines[0]:
+            rec["peak_growth_mb_at_timeout"] = round(hwm / 1024 - lines[0]["rss_before_mb"], 1)
+        return rec
+    if proc.returncode != 0 or not lines:
+        tail = (err or out).strip().splitlines()[-3:]
+        return {"error": f"exit {proc.returncode}: {' | '.join(tail)}"}
+    return lines[-1]
 
 
 def ensure_tables(shape: rt.Shape, name: str, rows: int,
@@ -192,7 +205,7 @@ def run_case(s: Settings) -> dict[str, Any]:
     production = s.production_rows if s.production_rows is not None else (
         QUICK_PRODUCTION_ROWS if s.quick else PRODUCTION_ROWS)
     run_rows = s.run_rows or (QUICK_RUN_ROWS if s.quick else RUN_ROWS)
-    timeout = 600 if s.quick else TIMEOUT_S
+    timeout = s.mem_timeout_s or (600 if s.quick else TIMEOUT_S)
     for rows, shape in [*((r, rt.TWO_METHOD) for r in (*table_rows, *run_rows)),
                         (production, rt.PRODUCTION)]:
         if rows < 0 or rows % shape.groups:
@@ -235,10 +248,14 @@ def run_case(s: Settings) -> dict[str, Any]:
 
 
 def _mb(r: dict[str, Any]) -> str:
+    if "peak_growth_mb_at_timeout" in r:
+        return f">= {r['peak_growth_mb_at_timeout']:.1f} MB (stopped)"
     return r["error"] if "error" in r else f"{r['peak_growth_mb']:.1f} MB"
 
 
 def _s(r: dict[str, Any]) -> str:
+    if "timeout_s" in r:
+        return f"> {r['timeout_s']:.0f}"
     return "" if "error" in r else f"{r['seconds']:.1f}"
 
 
@@ -263,7 +280,7 @@ def markdown(result: dict[str, Any]) -> str:
               "rows/s |", "|---:|---|---:|---:|---:|---:|"]
     for r in result["runs"]:
         if "error" in r:
-            lines.append(f"| {r['rows']:,} | {r['executor']} | {r['error']} | | | |")
+            lines.append(f"| {r['rows']:,} | {r['executor']} | {_mb(r)} | | {_s(r)} | |")
         else:
             lines.append(f"| {r['rows']:,} | {r['executor']} | {r['peak_growth_mb']:.1f} MB | "
                          f"{r['peak_mb']:.0f} MB | {r['seconds']:.1f} | "

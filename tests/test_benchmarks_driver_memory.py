@@ -131,3 +131,17 @@ def test_case_rejects_sizes_off_the_shape(tmp_path):
         driver_memory.run_case(Settings(data_dir=str(tmp_path), mem_rows=(4,),
                                         production_rows=150, run_rows=(4,)))
     assert not list(tmp_path.iterdir())
+
+
+def test_a_measurement_past_its_time_is_stopped_and_shown_as_such(tmp_path):
+    rt.generate(rt.TWO_METHOD, 8, tmp_path / "a")
+    r = driver_memory._subprocess(["measure", str(tmp_path / "a"), "--what", "summary"], 0.5)
+    assert r["error"] == "timed out after 0 s" and r["timeout_s"] == 0.5
+    row = {"shape": "2-method", "rows": 8, "groups": 2, "shards": 1,
+           "generation": {"rows_per_s": 1.0, "reused": True},
+           "summary": {"error": "timed out after 60 s", "timeout_s": 60,
+                       "peak_growth_mb_at_timeout": 12.34},
+           "report": {"error": "exit 1: boom"},
+           "compare": {"peak_growth_mb": 1.0, "seconds": 2.0}}
+    md = driver_memory.markdown({"tables": [row], "runs": []})
+    assert "| >= 12.3 MB (stopped) | > 60 | exit 1: boom |  | 1.0 MB | 2.0 |" in md
