@@ -33,7 +33,7 @@ from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
 from salbench.pipeline.run import ensure_ray, run
-from salbench.pipeline.summary import plain, run_dataset, scan_rows
+from salbench.pipeline.scan import Shards
 from salbench.registry import Registry
 
 ConfigLike = RunConfig | Mapping[str, Any] | str | os.PathLike
@@ -75,7 +75,7 @@ class Results:
              batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
         """The run's rows as DataFrames of at most ``batch_rows`` rows, one batch in memory
         at a time (shard order, not sorted); ``columns``: only these."""
-        yield from scan_rows(self.run_dir, columns, batch_rows)
+        yield from Shards.of_run(self.run_dir).frames(columns, batch_rows)
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike) -> Results:
@@ -90,7 +90,7 @@ class Results:
     @cached_property
     def samples_arrow(self) -> pa.Table:
         """The per-sample table as Arrow, in the files' schema (curves list<float32>)."""
-        table = plain(run_dataset(self.run_dir).to_table())
+        table = Shards.of_run(self.run_dir).read()
         return table.sort_by([(k, "ascending") for k in tables.SORT_KEYS])
 
     @cached_property

@@ -15,6 +15,7 @@ import pandas as pd
 
 from salbench.console import ray_output_to_run_log
 from salbench.errors import SalbenchError
+from salbench.pipeline.scan import use_system_allocator
 
 if TYPE_CHECKING:
     from salbench.config import RunConfig
@@ -339,6 +340,7 @@ def _terminated(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; a SalbenchError prints one clear line and exits with status 2."""
     args = build_parser().parse_args(argv)
+    use_system_allocator()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")

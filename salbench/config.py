@@ -61,8 +61,9 @@ class ResourceConfig:
     batch_size: images per model call (a shard is split into batches of this size).
     score_batch_size: images per forward pass when the ScoreActor scores PIC bokeh images.
     shard_size: images per shard, the unit of streaming, output files and resume.
-    torch_threads: threads of each model actor; None = on CPU, the node's cores divided
-    among the model actors (on a 2-core laptop the one model actor gets both).
+    torch_threads: threads of each model actor; None = on CPU, the CPUs Ray assigned to the
+    actor (at least 1; more would oversubscribe the other stages' cores), or in process the
+    node's cores divided among the models.
     internal_batch_size: images per forward/backward pass for every method whose own
     parameters do not set one; None = the method's default, capped on CPU at
     ``salbench.methods.engine.CPU_INTERNAL_BATCH_SIZE`` (16) by ``methods.attribute``.

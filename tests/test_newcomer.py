@@ -143,7 +143,7 @@ def test_a_run_that_fails_later_is_marked_failed(tmp_path, monkeypatch):
 
     import importlib
 
-    monkeypatch.setattr(importlib.import_module("salbench.pipeline.run"), "summarize_dataset",
+    monkeypatch.setattr(importlib.import_module("salbench.pipeline.run"), "summarize_run",
                         broken)
     with pytest.raises(RuntimeError, match="summary exploded"):
         run(parse_config(_cfg(tmp_path)), progress=None, in_process=True)

@@ -225,3 +225,47 @@ def test_elastic_pools_run_and_give_the_fixed_pools_tables(ray_session, tmp_path
     elastic = table({"attribute_actors": [1, 2], "cpu_actors": "auto"}, "elastic")
     assert len(elastic) == 6 and (elastic["status"] == "ok").all()
     pd.testing.assert_frame_equal(elastic, table({}, "fixed"))
+
+
+def _threads_in_actor(num_cpus: float, torch_threads: int | None) -> int:
+    import ray
+    import torch
+
+    from salbench.actors.attribute import set_threads
+
+    @ray.remote(num_cpus=num_cpus)
+    class Probe:
+        def threads(self, cfg: dict) -> int:
+            set_threads(parse_config(cfg), torch.device("cpu"))
+            return torch.get_num_threads()
+
+    cfg = _config(torch_threads=torch_threads).to_dict()
+    actor = Probe.remote()
+    try:
+        return ray.get(actor.threads.remote(cfg))
+    finally:
+        ray.kill(actor)
+
+
+def test_a_cpu_model_actor_uses_the_cpus_ray_gave_it(ray_session):
+    # Ray's local cluster in tests has 2 CPUs; the old rule (the node's cores divided among
+    # the model actors) gave a 1-CPU actor both, oversubscribing the other stages' core.
+    assert _threads_in_actor(1, None) == 1
+    assert _threads_in_actor(2, None) == 2
+    assert _threads_in_actor(0.5, None) == 1
+    assert _threads_in_actor(1, 3) == 3  # resources.torch_threads wins
+
+
+def test_in_process_the_model_stage_divides_the_cores_among_the_models(ray_session):
+    import os
+
+    import torch
+
+    from salbench.actors.attribute import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        set_threads(_config(n_models=2), torch.device("cpu"))
+        assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // 2)
+    finally:
+        torch.set_num_threads(before)

@@ -10,7 +10,6 @@ import re
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pytest
 from scipy import stats
 from test_report import CONFIG, make_run, md_rows, md_table
@@ -18,6 +17,7 @@ from test_report import CONFIG, make_run, md_rows, md_table
 from salbench.config import parse_config
 from salbench.pipeline import tables
 from salbench.pipeline.samples import RunSamples
+from salbench.pipeline.scan import Shards
 from salbench.report import write_report
 from salbench.report.intervals import bounded_summary, curve_band, wilson
 from salbench.report.tables import pair_aggregates, stage_rows
@@ -76,7 +76,7 @@ def test_bounded_intervals_stay_in_range():
     raw = old.set_index("metric")
     assert raw.loc["pointing_game_hit", "ci95_high"] > 1  # what the t interval gives
     assert raw.loc["insertion_auc", "ci95_low"] < 0
-    rows = RunSamples(ds.dataset(pa.Table.from_pandas(samples, preserve_index=False)))
+    rows = RunSamples(Shards(table=pa.Table.from_pandas(samples, preserve_index=False)))
     out = bounded_summary(old, rows).set_index("metric")
     assert (out.loc["pointing_game_hit", ["ci95_low", "ci95_high"]].tolist()
             == pytest.approx(list(wilson(9, 10))))

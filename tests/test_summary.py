@@ -9,13 +9,14 @@ import math
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 from salbench.metrics.localization import pointing_game_class_mean
 from salbench.pipeline import parse_config
-from salbench.pipeline.summary import PARQUET, interval, summarize_dataset
+from salbench.pipeline.scan import Shards
+from salbench.pipeline.summary import interval, summarize_run
 from salbench.pipeline.tables import rows_to_table
 
 CONFIG = parse_config({
@@ -67,12 +68,12 @@ def test_counts_per_metric_and_the_same_table_from_files_or_memory(tmp_path):
                              "completeness_error": 0.1}),
     ]
     table = rows_to_table(rows, CONFIG, "run")
-    whole, counts = summarize_dataset(ds.dataset(table), CONFIG)
+    whole, counts = summarize_run(Shards(table=table), CONFIG)
     files = []  # the same rows as two shard files, read as the pipeline reads them
     for i, part in enumerate((table.slice(0, 3), table.slice(3))):
         files.append(str(tmp_path / f"part-{i}.parquet"))
         pq.write_table(part, files[-1])
-    from_files = summarize_dataset(ds.dataset(files, format=PARQUET), CONFIG)[0]
+    from_files = summarize_run(Shards(files, pafs.LocalFileSystem()), CONFIG)[0]
     pd.testing.assert_frame_equal(whole, from_files)
     s = whole.set_index(["method", "metric"])
     assert s.loc[("vg", "insertion_auc"), ["n", "n_error", "n_rows"]].tolist() == [2, 2, 4]

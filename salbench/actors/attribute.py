@@ -51,16 +51,32 @@ def placement(model: str, device: torch.device) -> str:
 
 
 def set_threads(config: RunConfig, device: torch.device) -> None:
-    """torch threads of a model actor: ``resources.torch_threads``, or on CPU the node's
-    cores divided among the model actors (on a 2-core laptop the one model actor gets
-    both). Also keeps freed memory in the process (see ``salbench.actors.memory``)."""
+    """torch threads of a model actor: ``resources.torch_threads``; else on CPU, in a Ray
+    actor, the CPUs Ray assigned to it (its pool's ``num_cpus``, at least 1), and in this
+    process (the in-process executor) the node's cores divided among the models.
+
+    A Ray actor with more threads than its CPUs oversubscribes the cores that the other
+    stages' actors and read tasks run on, and torch's threads then wait for each other:
+    tiny_cnn on 2 cores took 2-5 ms per image with 2 threads against 0.5 ms with 1
+    (BENCHMARKS.md, case 6). Also keeps freed memory in the process
+    (``salbench.actors.memory``)."""
     keep_freed_memory()
     res = config.resources
     if res.torch_threads:
         torch.set_num_threads(res.torch_threads)
     elif device.type == "cpu":
-        actors = res.attribute_actors * len(config.models)
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // actors))
+        torch.set_num_threads(_actor_cpus() or max(1, (os.cpu_count() or 1)
+                                                   // len(config.models)))
+
+
+def _actor_cpus() -> int | None:
+    """The whole CPUs Ray assigned to this actor (at least 1); None outside a Ray actor."""
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return None
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return max(1, int(cpus))
 
 
 def _resolve(reuse: Any) -> Any:

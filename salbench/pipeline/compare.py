@@ -42,17 +42,22 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import stats
 
 from salbench.errors import ConfigError
 from salbench.metrics.registry import direction
+from salbench.pipeline.groups import TARGET_STATUSES
 from salbench.pipeline.samples import RunData, load_run
-from salbench.pipeline.summary import NOT_ERROR_STATUSES, TARGET_STATUSES, t_interval
+from salbench.pipeline.summary import t_interval
 
 #: Columns of the table :func:`compare_runs` returns, in order.
 COLUMNS = [
@@ -120,9 +125,26 @@ def _status_notes(run: RunData, label: str) -> list[str]:
             f"shards finished); only finished shards are compared"]
 
 
-def _finite_ok(group: pd.DataFrame, col: str) -> np.ndarray:
-    ok = group[group["status"].isin(TARGET_STATUSES)]
-    v = ok[col].to_numpy(dtype=np.float64)
+@dataclass(frozen=True)
+class _Side:
+    """One run's rows of one model x method, sorted by ``sample_id``, as Arrow (no Python
+    object per row; a column becomes numpy when a metric asks for it)."""
+
+    table: pa.Table  # sample_id, status and metric columns, sorted by sample_id
+
+    @cached_property
+    def target(self) -> np.ndarray:
+        """bool [rows]: the row has a target (its values count)."""
+        return pc.is_in(self.table.column("status"),
+                        value_set=pa.array(TARGET_STATUSES)).to_numpy(zero_copy_only=False)
+
+    def values(self, col: str) -> np.ndarray:
+        """float64 [rows]: ``col`` in the table's order."""
+        return self.table.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def _finite_ok(side: _Side, col: str) -> np.ndarray:
+    v = side.values(col)[side.target]
     return v[np.isfinite(v)]
 
 
@@ -146,26 +168,28 @@ def welch_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return delta - half, delta + half
 
 
-def _is_paired(ga: pd.DataFrame | None, gb: pd.DataFrame | None) -> bool:
+def _unique_sorted(ids: pa.ChunkedArray) -> bool:
+    return len(ids) < 2 or not pc.any(pc.equal(ids[1:], ids[:-1])).as_py()
+
+
+def _is_paired(ga: _Side | None, gb: _Side | None) -> bool:
+    """Both runs have exactly the same samples, each once (then, both sorted by sample_id,
+    row i of one is row i of the other)."""
     if ga is None or gb is None:
         return False
-    ids_a, ids_b = ga["sample_id"], gb["sample_id"]
-    return bool(ids_a.is_unique and ids_b.is_unique and set(ids_a) == set(ids_b))
+    ids_a, ids_b = ga.table.column("sample_id"), gb.table.column("sample_id")
+    return bool(len(ids_a) == len(ids_b) and _unique_sorted(ids_a) and _unique_sorted(ids_b)
+                and (len(ids_a) == 0 or pc.all(pc.equal(ids_a, ids_b)).as_py()))
 
 
-def _compare_metric(ga: pd.DataFrame, gb: pd.DataFrame, col: str,
+def _compare_metric(ga: _Side, gb: _Side, col: str,
                     paired: bool) -> dict[str, Any] | None:
     """One row for a metric both runs have in this model x method; None if neither has values."""
     if len(_finite_ok(ga, col)) == 0 and len(_finite_ok(gb, col)) == 0:
         return None
     if paired:
-        m = ga[["sample_id", "status", col]].merge(
-            gb[["sample_id", "status", col]], on="sample_id", suffixes=("_a", "_b"))
-        va = m[f"{col}_a"].to_numpy(dtype=np.float64)
-        vb = m[f"{col}_b"].to_numpy(dtype=np.float64)
-        ok = (m["status_a"].isin(TARGET_STATUSES)
-              & m["status_b"].isin(TARGET_STATUSES)).to_numpy(dtype=bool)
-        keep = ok & np.isfinite(va) & np.isfinite(vb)
+        va, vb = ga.values(col), gb.values(col)
+        keep = ga.target & gb.target & np.isfinite(va) & np.isfinite(vb)
         va, vb = va[keep], vb[keep]
         low, high = paired_interval(vb - va)
     else:
@@ -177,7 +201,7 @@ def _compare_metric(ga: pd.DataFrame, gb: pd.DataFrame, col: str,
             "ci95_low": low, "ci95_high": high, "n_a": len(va), "n_b": len(vb)}
 
 
-def _one_side(group: pd.DataFrame, col: str, side: str) -> dict[str, Any] | None:
+def _one_side(group: _Side, col: str, side: str) -> dict[str, Any] | None:
     v = _finite_ok(group, col)
     if len(v) == 0:
         return None
@@ -247,7 +271,7 @@ def compare_runs(run_a: Path, run_b: Path,
         gb = _group(b, key, [c for c in sample_cols if c in cols_b])
         paired = _is_paired(ga, gb)
         base = {"model": model, "method": method, "paired": paired,
-                "n_error_a": _errors(ga), "n_error_b": _errors(gb)}
+                "n_error_a": _errors(a, key), "n_error_b": _errors(b, key)}
         for col in sample_cols:
             in_a = ga is not None and col in cols_a
             in_b = gb is not None and col in cols_b
@@ -298,18 +322,19 @@ def compare_runs(run_a: Path, run_b: Path,
     return table
 
 
-def _group(run: RunData, key: tuple[str, str], columns: list[str]) -> pd.DataFrame | None:
+def _group(run: RunData, key: tuple[str, str], columns: list[str]) -> _Side | None:
     """One model x method's rows of ``run`` (sample_id, status and ``columns``), or None."""
     if key not in run.samples.counts:
         return None
-    return run.samples.group(*key, ["sample_id", "status", *columns])
+    table = run.samples.groups.read(*key, ["sample_id", "status", *columns])
+    return _Side(table.take(pc.sort_indices(table, [("sample_id", "ascending")])))
 
 
-def _errors(group: pd.DataFrame | None) -> int:
-    """Rows without a result (an error status; degenerate maps are not errors)."""
-    if group is None:
-        return 0
-    return int((~group["status"].isin(NOT_ERROR_STATUSES)).sum())
+def _errors(run: RunData, key: tuple[str, str]) -> int:
+    """Rows of model x method without a result (an error status; degenerate maps and
+    filtered rows are not errors)."""
+    count = run.samples.counts.get(key)
+    return 0 if count is None else count.errors
 
 
 def _change(significant: bool, delta: float, way: str) -> str:

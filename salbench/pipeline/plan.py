@@ -180,7 +180,7 @@ def make_plan(config: RunConfig, resources: Mapping[str, float]) -> Plan:
 
 def actor_config(config: RunConfig, plan: Plan) -> dict[str, Any]:
     """``config.to_dict()`` for the actors, with the pool sizes resolved to the plan's
-    largest (the actors divide a CPU node's cores by them: ``attribute.set_threads``)."""
+    largest (the config the actors are given; Ray holds the pools themselves)."""
     d = config.to_dict()
     models = [p for p in plan.pools if p.stage == "attribute"]
     bokeh = [p for p in plan.pools if p.stage == "bokeh"]

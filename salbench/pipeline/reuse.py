@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from salbench import storage
@@ -38,7 +40,7 @@ class PreviousRun:
         if not storage.is_file(storage.join(self.run_dir, "manifest.json")):
             raise ConfigError(f"--reuse {run_dir}: not a salbench run directory "
                               "(no manifest.json)")
-        keys, files, positions = [], [], []
+        keys, files, positions = [], [], []  # numpy arrays, one per shard file
         self.files: list[Path | str] = []
         for shard in sorted(tables.finished_shards(self.run_dir)):
             path = tables.shard_paths(self.run_dir, shard)[0]
@@ -48,16 +50,20 @@ class PreviousRun:
                     raise ConfigError(f"--reuse {run_dir}: its tables have no cell keys "
                                       "(written by a salbench without incremental reruns); "
                                       "run it afresh")
-                cols = pf.read(columns=["cell_key", "status"]).to_pydict()
-            ok = [i for i, s in enumerate(cols["status"]) if s == "ok"]
-            keys += [cols["cell_key"][i] for i in ok]
-            files += [len(self.files)] * len(ok)
-            positions += ok
+                cols = pf.read(columns=["cell_key", "status"])
+            ok = np.flatnonzero(pc.equal(cols.column("status"), "ok").to_numpy(
+                zero_copy_only=False))
+            keys.append(np.asarray(cols.column("cell_key").take(pa.array(ok)).to_numpy(
+                zero_copy_only=False), dtype=f"S{KEY_CHARS}"))
+            files.append(np.full(len(ok), len(self.files), dtype=np.int32))
+            positions.append(ok.astype(np.int32))
             self.files.append(path)
-        order = np.argsort(np.asarray(keys, dtype=f"S{KEY_CHARS}"), kind="stable")
-        self.keys = np.asarray(keys, dtype=f"S{KEY_CHARS}")[order]
-        self.file_of = np.asarray(files, dtype=np.int64)[order]
-        self.row_of = np.asarray(positions, dtype=np.int64)[order]
+        all_keys = np.concatenate(keys) if keys else np.empty(0, f"S{KEY_CHARS}")
+        order = np.argsort(all_keys, kind="stable")
+        # 24 bytes per reusable row: the sorted keys and where each row is
+        self.keys = all_keys[order]
+        self.file_of = (np.concatenate(files) if files else np.empty(0, np.int32))[order]
+        self.row_of = (np.concatenate(positions) if positions else np.empty(0, np.int32))[order]
         self._cache: tuple[int, list[dict[str, Any]]] | None = None
 
     def __len__(self) -> int:

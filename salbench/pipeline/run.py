@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
@@ -32,9 +33,11 @@ from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
+from salbench.pipeline.parts import ShardParts
 from salbench.pipeline.progress import ProgressMonitor
 from salbench.pipeline.reuse import PreviousRun
-from salbench.pipeline.summary import run_counts, run_dataset, scan_rows, summarize_dataset
+from salbench.pipeline.scan import Shards
+from salbench.pipeline.summary import run_counts, summarize_run
 
 log = logging.getLogger("salbench")
 
@@ -58,7 +61,7 @@ class RunResult:
              batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
         """The run's rows as DataFrames of at most ``batch_rows`` rows, one batch in memory
         at a time (shard order, not sorted); ``columns``: only these."""
-        yield from scan_rows(self.run_dir, columns, batch_rows)
+        yield from Shards.of_run(self.run_dir).frames(columns, batch_rows)
 
 
 def plan_shards(n: int, shard_size: int) -> list[dict[str, int]]:
@@ -261,7 +264,7 @@ def run(
             timings = execute_local(config, writer, pending, geometries, previous)
         else:
             timings = _execute(config, writer, pending, geometries, ray_progress_bars, previous)
-        summary, counts = summarize_dataset(run_dataset(run_dir), config)
+        summary, counts = summarize_run(Shards.of_run(run_dir), config)
         tables.write_table(summary, storage.join(run_dir, "summary.parquet"))
         finished = _now()
         manifest["attempts"].append({
@@ -308,7 +311,9 @@ class ShardWriter:
     """Collects output rows (any order, any batching) and writes each shard once complete.
 
     Both executors (the Ray graph and the in-process one) feed it; it owns the progress lines
-    and the per-method timing statistics.
+    and the per-method timing statistics. Rows of shards not complete yet wait as Arrow
+    parts on local disk (:class:`~salbench.pipeline.parts.ShardParts`), so the driver's
+    memory does not grow with how far one model's rows run ahead of another's.
     """
 
     def __init__(self, config: RunConfig, run_dir: Path | str, run_id: str,
@@ -320,8 +325,10 @@ class ShardWriter:
         per_row = len(config.models) * len(config.methods)
         self.expected = {s["shard"]: (s["stop"] - s["start"]) * per_row for s in pending}
         self.total_rows = sum(self.expected.values())
-        self.buffers: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        self.seconds: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self.received: dict[int, int] = defaultdict(int)  # rows in, per incomplete shard
+        self.parts = ShardParts()
+        #: per (model, method): [seconds summed, ok rows] (a running sum, not a row list)
+        self.seconds: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
         self.t0, self.written, self.rows_done = time.time(), 0, 0
         #: the live display; set by the executor while it runs (None: print shard lines)
         self.monitor: ProgressMonitor | None = None
@@ -338,24 +345,34 @@ class ShardWriter:
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         """Take output rows; write every shard whose rows are now all in."""
+        by_shard: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
-            shard = int(row["shard"])
-            self.buffers[shard].append(row)
+            by_shard[int(row["shard"])].append(self._filled(row))
             if row["status"] == "ok":
-                self.seconds[(row["model"], row["method"])].append(float(row["seconds"]))
-            if len(self.buffers[shard]) == self.expected[shard]:
-                self._write(shard)
+                acc = self.seconds[(row["model"], row["method"])]
+                acc[0] += float(row["seconds"])
+                acc[1] += 1
+        for shard, part in by_shard.items():
+            self.received[shard] += len(part)
+            table = tables.rows_to_table(part, self.config, self.run_id)
+            if self.received[shard] == self.expected[shard]:
+                self._write(shard, [*self.parts.pop(shard), table])
+            else:
+                self.parts.add(shard, table)
 
-    def _write(self, shard: int) -> None:
+    def _filled(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A "reused" row with the earlier run's results; other rows as they are."""
+        if row["status"] != "reused":
+            return row
+        if self.previous is None:
+            raise RuntimeError("a stage reused a cell but this run reuses no earlier run")
+        self.reused += 1
+        return self.previous.fill(row, self.value_columns)
+
+    def _write(self, shard: int, parts: list[pa.Table]) -> None:
         self.rows_done += self.expected[shard]
-        rows = self.buffers.pop(shard)
-        for i, row in enumerate(rows):
-            if row["status"] == "reused":
-                if self.previous is None:
-                    raise RuntimeError("a stage reused a cell but this run reuses no earlier run")
-                rows[i] = self.previous.fill(row, self.value_columns)
-                self.reused += 1
-        table = tables.rows_to_table(rows, self.config, self.run_id)
+        del self.received[shard]
+        table = tables.join_parts(parts, self.config)
         tables.write_shard(self.run_dir, shard, table)
         self.written += 1
         msg = progress_line(shard, self.written, len(self.expected), self.rows_done,
@@ -368,16 +385,18 @@ class ShardWriter:
 
     def finish(self) -> dict[str, Any]:
         """Check that every shard was written; the timings for the manifest."""
-        if self.buffers:
-            missing = {s: f"{len(r)}/{self.expected[s]}" for s, r in self.buffers.items()}
+        self.parts.close()
+        if self.received:
+            missing = {s: f"{n}/{self.expected[s]}" for s, n in self.received.items()}
             raise RuntimeError(f"pipeline ended with incomplete shards (rows seen): {missing}")
         return {
             "execute_seconds": round(time.time() - self.t0, 3),
             "method_seconds_per_image": {
-                f"{m}/{k}": round(sum(v) / len(v), 4)
-                for (m, k), v in sorted(self.seconds.items())
+                f"{m}/{k}": round(total / n, 4) for (m, k), (total, n) in sorted(
+                    self.seconds.items())
             },
-            "method_images": {f"{m}/{k}": len(v) for (m, k), v in sorted(self.seconds.items())},
+            "method_images": {f"{m}/{k}": int(n) for (m, k), (_, n) in sorted(
+                self.seconds.items())},
         }
 
 

@@ -1,18 +1,14 @@
 """The summary table, computed out of core from a run's Parquet shards (SPEC 6).
 
-The driver never holds a run's rows. :func:`summarize_dataset` scans a ``pyarrow.dataset``
-(the finished shard files, local or on object storage; or an in-memory table):
-1. the columns ``model, method, status, error`` in record batches, counting rows, statuses
-   and per-metric ``metric_error`` lines of every model x method (in Arrow);
-2. per model x method, its scalar columns (filtered in the scan, kept as Arrow and numpy,
-   never as Python objects per row), so that exact medians see one group's values and
-   nothing more; a metric's dataset-level figure (SIC's median curve, the pointing game's
-   class mean) reads that metric's columns of the group.
-Memory is bounded by one group's scalar values, not by the run; time is linear in rows
-(one scan per group). pyarrow.dataset was chosen over DuckDB because it is already a
-dependency, reads the same filesystems as the rest of salbench (local, S3, GCS), and the
-statistics need at most one group's values at a time; DuckDB's exact median would still
-hold a group's values.
+The driver never holds a run's rows. :func:`summarize_run` reads the run once, file by file,
+splitting the columns the statistics need by model x method
+(:class:`~salbench.pipeline.groups.Groups`: one local spill file per group, counts of rows,
+statuses and per-metric ``metric_error`` lines on the way), then computes each group's rows
+from its own file: exact medians and intervals over its values, and each metric's
+dataset-level figure (SIC's median curve, the pointing game's class mean) over its columns.
+Memory is bounded by one group (at most the dataset's images), time is linear in rows, and
+each shard is read once (see :mod:`salbench.pipeline.groups` for why not DuckDB or a scan
+per group).
 
 Which rows count: the method's diagnostics (``completeness_error``, ...) and ``target_prob``
 use every row with a target (``ok``, ``metric_error``, ``degenerate_map``); a metric uses the
@@ -24,76 +20,24 @@ that metric); ``n_degenerate`` the rows whose map was constant or non-finite.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from salbench import methods, metrics
 from salbench.config import RunConfig
 from salbench.metrics.registry import BINARY_COLUMNS, bounds
-from salbench.runner import MAP_STATUSES, failed_metrics
-
-#: Statuses whose rows have a target and the method's diagnostics.
-TARGET_STATUSES = (*MAP_STATUSES, "degenerate_map")
-#: Statuses that are not errors: rows with a result, and those ``dataset.filter`` left out.
-NOT_ERROR_STATUSES = (*TARGET_STATUSES, "filtered")
+from salbench.pipeline.groups import TARGET_STATUSES, GroupCounts, Groups
+from salbench.pipeline.scan import Shards
+from salbench.runner import MAP_STATUSES
 
 SUMMARY_COLUMNS = [
     "model", "method", "metric", "n", "n_rows", "n_error", "n_degenerate", "mean", "std",
     "median", "ci95_low", "ci95_high", "ci_method",
 ]
-
-#: Columns read by the counting scan; values beyond these are read per group.
-_COUNT_COLUMNS = ["model", "method", "status", "error"]
-
-#: Shards are read with their few distinct strings as dictionaries (a code per row).
-PARQUET = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(
-    dictionary_columns=["model", "method", "status"]))
-
-#: Scans read one file and one batch at a time, on this thread: the driver's memory stays
-#: that of the data asked for (parallel readahead held several files' buffers at once).
-SCAN = {"use_threads": False, "fragment_readahead": 1, "batch_readahead": 1}
-
-
-@dataclass
-class GroupCounts:
-    """Row counts of one model x method."""
-
-    rows: int = 0
-    statuses: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    metric_fails: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-
-    @property
-    def errors(self) -> int:
-        """Rows without a result (error statuses; not those left out by dataset.filter)."""
-        return self.rows - sum(self.statuses.get(s, 0) for s in NOT_ERROR_STATUSES)
-
-
-def count_groups(dataset: ds.Dataset,
-                 batch_rows: int = 16384) -> dict[tuple[str, str], GroupCounts]:
-    """Pass 1: per (model, method), rows, statuses and failing metrics' counts."""
-    counts: dict[tuple[str, str], GroupCounts] = defaultdict(GroupCounts)
-    for batch in dataset.to_batches(columns=_COUNT_COLUMNS, batch_size=batch_rows, **SCAN):
-        table = pa.Table.from_batches([batch])  # counted in Arrow: no Python string per row
-        agg = table.group_by(["model", "method", "status"]).aggregate([("status", "count")])
-        for model, method, status, n in zip(*(agg.column(c).to_pylist() for c in (
-                "model", "method", "status", "status_count")), strict=True):
-            g = counts[(model, method)]
-            g.rows += int(n)
-            g.statuses[status] += int(n)
-        bad = table.filter(pc.field("status") == "metric_error")
-        for model, method, error in zip(*(bad.column(c).to_pylist() for c in (
-                "model", "method", "error")), strict=True):
-            for label in failed_metrics(error):
-                counts[(model, method)].metric_fails[label] += 1
-    return dict(counts)
 
 
 def wilson(hits: float, n: int) -> tuple[float, float]:
@@ -166,32 +110,14 @@ class _Layout:
             if spec.summary is not None:
                 self.summaries.append((comp.label, spec.summary,
                                        [c for c in spec.columns if c in names]))
-def run_dataset(run_dir: Any) -> ds.Dataset:
-    """The finished shards of a run directory as one ``pyarrow.dataset`` (nothing read yet)."""
-    from salbench import storage
-    from salbench.pipeline import tables
 
-    files = [tables.shard_paths(run_dir, s)[0] for s in sorted(tables.finished_shards(run_dir))]
-    fs = storage.resolve(run_dir)[0]
-    return ds.dataset([storage.resolve(f)[1] for f in files], format=PARQUET, filesystem=fs)
-
-
-def plain(data: pa.Table | pa.RecordBatch) -> pa.Table:
-    """A table or batch read with :data:`PARQUET` with its dictionary columns decoded back
-    to the strings the shards hold (for callers that sort, join or hand rows to users)."""
-    table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
-    for i, f in enumerate(table.schema):
-        if pa.types.is_dictionary(f.type):
-            table = table.set_column(i, f.name, pc.cast(table.column(i), f.type.value_type))
-    return table
-
-
-def scan_rows(run_dir: Any, columns: list[str] | None = None,
-              batch_rows: int = 65536) -> Iterator[pd.DataFrame]:
-    """A run's rows as DataFrames of at most ``batch_rows`` rows, one batch in memory at a
-    time (shard order, not sorted); ``columns``: only these."""
-    for batch in run_dataset(run_dir).to_batches(columns=columns, batch_size=batch_rows):
-        yield plain(batch).to_pandas()
+    @property
+    def columns(self) -> list[str]:
+        """Every column the summary reads of a group."""
+        info = [c for cols in self.method_info.values() for c in cols]
+        extra = [c for _, _, cols in self.summaries for c in ("label", "target", *cols)]
+        return list(dict.fromkeys(["status", "target_prob", *info,
+                                   *(c for c, _ in self.metric_cols), *extra]))
 
 
 def run_counts(counts: dict[tuple[str, str], GroupCounts]) -> dict[str, int]:
@@ -205,39 +131,42 @@ def run_counts(counts: dict[tuple[str, str], GroupCounts]) -> dict[str, int]:
             "degenerate_maps": degenerate, "filtered": filtered}
 
 
-def summarize_dataset(dataset: ds.Dataset,
-                      config: RunConfig) -> tuple[pd.DataFrame, dict[tuple[str, str],
-                                                                  GroupCounts]]:
+def summarize_run(source: Shards | Groups, config: RunConfig
+                  ) -> tuple[pd.DataFrame, dict[tuple[str, str], GroupCounts]]:
     """model x method x metric statistics of a run's rows (see the module docstring).
 
+    ``source``: the run's shards (split by group here, the spill removed at the end), or
+    groups already split with every column :class:`_Layout` needs (the report's).
     Returns the summary (:data:`SUMMARY_COLUMNS`, plus ``<metric>_aggregate`` rows of the
     metrics with a dataset-level figure, whose ``mean`` holds it and ``n`` the rows it used)
     and the per-group counts.
     """
-    counts = count_groups(dataset)
-    layout = _Layout(config, dataset.schema)
+    if isinstance(source, Shards):
+        layout = _Layout(config, source.schema)
+        with Groups(source, layout.columns) as groups:
+            return _summarize(groups, layout)
+    return _summarize(source, _Layout(config, source.schema))
+
+
+def _summarize(groups: Groups, layout: _Layout
+               ) -> tuple[pd.DataFrame, dict[tuple[str, str], GroupCounts]]:
     out: list[dict[str, Any]] = []
-    for model, method in sorted(counts):
-        out += _group_rows(dataset, model, method, counts[(model, method)], layout)
-    return pd.DataFrame(out, columns=SUMMARY_COLUMNS), counts
+    for model, method in sorted(groups.counts):
+        out += _group_rows(groups, model, method, layout)
+    return pd.DataFrame(out, columns=SUMMARY_COLUMNS), groups.counts
 
 
 def _in(column: pa.ChunkedArray, statuses: tuple[str, ...]) -> np.ndarray:
     """bool [rows]: the status column's values in ``statuses``."""
-    plain = pc.cast(column, pa.string()) if pa.types.is_dictionary(column.type) else column
-    return pc.is_in(plain, value_set=pa.array(statuses)).to_numpy(zero_copy_only=False)
+    return pc.is_in(column, value_set=pa.array(statuses)).to_numpy(zero_copy_only=False)
 
 
-def _group_rows(dataset: ds.Dataset, model: str, method: str, count: GroupCounts,
+def _group_rows(groups: Groups, model: str, method: str,
                 layout: _Layout) -> list[dict[str, Any]]:
-    """The summary rows of one model x method: its scalar columns read in one scan (as
-    Arrow, then numpy views; nothing per row in Python), each dataset-level figure from a
-    scan of its own metric's columns."""
-    wanted = (pc.field("model") == model) & (pc.field("method") == method)
-    info = layout.method_info.get(method, [])
-    cols = list(dict.fromkeys(["status", "target_prob", *info,
-                               *(c for c, _ in layout.metric_cols)]))
-    table = dataset.to_table(columns=cols, filter=wanted, **SCAN)
+    """The summary rows of one model x method, from its group file (as Arrow, then numpy
+    views; nothing per row in Python)."""
+    count = groups.counts[(model, method)]
+    table = groups.read(model, method, [c for c in layout.columns if c in groups.columns])
     with_target = _in(table.column("status"), TARGET_STATUSES)
     with_map = _in(table.column("status"), MAP_STATUSES)
 
@@ -245,6 +174,7 @@ def _group_rows(dataset: ds.Dataset, model: str, method: str, count: GroupCounts
         return table.column(col).to_numpy(zero_copy_only=False).astype(np.float64)[rows]
 
     degenerate = count.statuses.get("degenerate_map", 0)
+    info = layout.method_info.get(method, [])
     out = [_stat_row(model, method, col, values(col, with_target), count.rows, count.errors,
                      0)
            for col in ["target_prob", *info]]
@@ -252,9 +182,8 @@ def _group_rows(dataset: ds.Dataset, model: str, method: str, count: GroupCounts
         out.append(_stat_row(model, method, col, values(col, with_map), count.rows,
                              count.errors + count.metric_fails.get(label, 0), degenerate))
     for label, summary, mcols in layout.summaries:
-        rows = dataset.to_table(
-            columns=list(dict.fromkeys(["label", "target", *mcols])),
-            filter=wanted & pc.field("status").isin(list(MAP_STATUSES)), **SCAN).to_pandas()
+        rows = table.select(list(dict.fromkeys(["label", "target", *mcols]))).filter(
+            pa.array(with_map)).to_pandas()
         for name, (value, n) in summary(rows).items():
             out.append({
                 "model": model, "method": method, "metric": name, "n": n,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
@@ -97,6 +97,27 @@ def rows_to_table(rows: list[dict[str, Any]], config: RunConfig, run_id: str) ->
     return pa.Table.from_pylist(records, schema=schema)
 
 
+def join_parts(parts: list[pa.Table], config: RunConfig) -> pa.Table:
+    """One shard's table from its parts (each made by :func:`rows_to_table` from some of
+    its rows): the rows in :func:`rows_to_table`'s order and, with ``save_maps``, the input
+    image on the first row of each sample x model that has one, as if the shard's rows had
+    come in one part."""
+    table = pa.concat_tables(parts).sort_by([(k, "ascending") for k in SORT_KEYS])
+    if not config.save_maps or len(parts) == 1:
+        return table
+    png = table.column("input_png")
+    index = table.column("index").to_numpy()
+    model = table.column("model").to_pylist()
+    keep = np.zeros(len(table), dtype=bool)
+    seen: set[tuple[int, str]] = set()
+    for i in np.flatnonzero(png.is_valid().to_numpy(zero_copy_only=False)).tolist():
+        if (int(index[i]), model[i]) not in seen:
+            seen.add((int(index[i]), model[i]))
+            keep[i] = True
+    kept = pc.if_else(pa.array(keep), png, pa.nulls(len(table), png.type))
+    return table.set_column(table.schema.get_field_index("input_png"), "input_png", kept)
+
+
 def stored_map(row: dict[str, Any]) -> bytes | None:
     """A stage row's map as stored with ``save_maps``: float16 bytes (for galleries; every
     metric was computed from the full-precision map before this point), or None."""
@@ -167,10 +188,11 @@ def read_samples(run_dir: storage.Location) -> pd.DataFrame:
 def summarize(samples: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
     """The summary of an in-memory samples table (see :mod:`salbench.pipeline.summary`,
     which a run uses on its shard files without loading them)."""
-    from salbench.pipeline.summary import summarize_dataset
+    from salbench.pipeline.scan import Shards
+    from salbench.pipeline.summary import summarize_run
 
     table = pa.Table.from_pandas(samples, preserve_index=False)
-    return summarize_dataset(ds.dataset(table), config)[0]
+    return summarize_run(Shards(table=table), config)[0]
 
 
 def write_table(frame: pd.DataFrame, path: storage.Location) -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from salbench import storage
 from salbench.pipeline.samples import RunSamples, load_run
-from salbench.pipeline.summary import summarize_dataset
+from salbench.pipeline.summary import summarize_run
 
 #: Headline metrics, in the order tables and galleries show them.
 HEADLINE = (
@@ -96,7 +96,7 @@ def read_run(run_dir: Path | str) -> RunTables:
     if summary is None:
         from salbench.config import parse_config
 
-        summary = summarize_dataset(run.samples.dataset, parse_config(run.manifest["config"]))[0]
+        summary = summarize_run(run.samples.groups, parse_config(run.manifest["config"]))[0]
     return RunTables(run.path, run.manifest, run.samples, summary)
 
 

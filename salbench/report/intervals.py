@@ -12,12 +12,13 @@ columns of ``salbench.metrics.registry``):
 
 :func:`bounded_summary` applies it to a summary written before summaries carried
 ``ci_method`` (a current summary is used as it is). Curve bands use the same rules per point
-(:func:`curve_band`; the ranges of curve columns are in :data:`CURVE_BOUNDS`).
+(:func:`curve_band`, :func:`moments_band`; the ranges of curve columns are in :data:`CURVE_BOUNDS`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -98,18 +99,52 @@ def bounded_summary(summary: pd.DataFrame, samples: RunSamples) -> pd.DataFrame:
     return out
 
 
+@dataclass
+class CurveMoments:
+    """Per-point count, mean and sum of squared deviations of curves added block by block
+    (Chan et al.'s pairwise update, stable for any number of blocks): the mean curve and
+    its band without holding the curves."""
+
+    n: int = 0
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    m2: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def add(self, block: np.ndarray) -> None:
+        """Add float64 [k, points] curves (the same ``points`` as earlier blocks)."""
+        k = len(block)
+        if k == 0:
+            return
+        mean = block.mean(axis=0)
+        m2 = ((block - mean) ** 2).sum(axis=0)
+        if self.n == 0:
+            self.n, self.mean, self.m2 = k, mean, m2
+            return
+        total = self.n + k
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (k / total)
+        self.m2 = self.m2 + m2 + delta ** 2 * (self.n * k / total)
+        self.n = total
+
+
 def curve_band(curves: np.ndarray, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, low, high) per point of ``curves`` [n, points]: Wilson for 0 / 1 curves (AIC),
-    the t interval clipped to the column's range when it has one, else plain t; low = high
-    = mean for one curve."""
-    mean = curves.mean(axis=0)
-    n = len(curves)
+    """(mean, low, high) per point of ``curves`` [n, points] (:func:`moments_band`)."""
+    acc = CurveMoments()
+    acc.add(np.asarray(curves, np.float64))
+    return moments_band(acc, column)
+
+
+def moments_band(acc: CurveMoments, column: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, low, high) per point of the curves summed in ``acc``: Wilson for 0 / 1 curves
+    (AIC), the t interval clipped to the column's range when it has one, else plain t;
+    low = high = mean for one curve."""
+    mean, n = acc.mean, acc.n
     if column in RATE_CURVES:
-        bands = [wilson(float(k), n) for k in curves.sum(axis=0)]
+        bands = [wilson(float(k), n) for k in mean * n]
         return mean, np.array([b[0] for b in bands]), np.array([b[1] for b in bands])
     if n < 2:
         return mean, mean, mean
-    half = stats.t.ppf(0.975, n - 1) * curves.std(axis=0, ddof=1) / math.sqrt(n)
+    half = stats.t.ppf(0.975, n - 1) * np.sqrt(acc.m2 / (n - 1)) / math.sqrt(n)
     low, high = mean - half, mean + half
     if column in CURVE_BOUNDS:
         lo, hi = CURVE_BOUNDS[column]

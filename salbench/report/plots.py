@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from salbench.pipeline.samples import RunSamples
 from salbench.report.data import RunTables
-from salbench.report.intervals import band_kind, curve_band
+from salbench.report.intervals import CurveMoments, band_kind, moments_band
 from salbench.runner import MAP_STATUSES
 
 #: Curve column -> (title, x label, y label). Unknown curve columns get generic labels.
@@ -80,20 +80,27 @@ def _skip_column(column: str) -> str | None:
     return column[: -len("_curve")] + "_skipped" if column.endswith("_curve") else None
 
 
-def method_curves(samples: RunSamples, model: str, method: str,
-                  column: str) -> np.ndarray:
-    """float64 [n, points]: the finite, not-skipped curves of model x method's rows that
-    have a map (status ok, or metric_error for another metric)."""
-    return samples.curves(model, method, column, MAP_STATUSES, _skip_column(column))
-
-
-def aggregate(curves: np.ndarray, column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(centre, low, high) per point: median and quartiles for SIC columns, else the mean
-    and its 95% band (:func:`salbench.report.intervals.curve_band`)."""
+def method_aggregate(samples: RunSamples, model: str, method: str, column: str
+                     ) -> tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+    """(curves, (centre, low, high) per point) of the finite, not-skipped curves of
+    model x method's rows that have a map (status ok, or metric_error for another metric),
+    of the longest length; None without curves. SIC columns: the median and quartiles
+    (exact, over the group's curves held at once); others: the mean and its 95% band
+    (:func:`salbench.report.intervals.moments_band`), summed block by block."""
+    skip = _skip_column(column)
     if "sic" in column:
+        curves = samples.curves(model, method, column, MAP_STATUSES, skip)
+        if not curves.size:
+            return None
         q = np.quantile(curves, [0.5, 0.25, 0.75], axis=0)
-        return q[0], q[1], q[2]
-    return curve_band(curves, column)
+        return len(curves), (q[0], q[1], q[2])
+    by_length: dict[int, CurveMoments] = {}
+    for block in samples.curve_blocks(model, method, column, MAP_STATUSES, skip):
+        by_length.setdefault(block.shape[1], CurveMoments()).add(block)
+    if not by_length:
+        return None
+    acc = by_length[max(by_length)]
+    return acc.n, moments_band(acc, column)
 
 
 def band_name(column: str) -> str:
@@ -107,29 +114,34 @@ def _slug(text: str) -> str:
 
 
 def curve_plot(run: RunTables, model: str, column: str, path: Path) -> Plot | None:
-    """One figure: a panel per method of ``model`` for ``column``; None without curves."""
-    data = {m: method_curves(run.samples, model, m, column) for m in run.methods}
-    data = {m: c for m, c in data.items() if c.size}
+    """One figure: a panel per method of ``model`` for ``column``; None without curves.
+    One method's curves are held at a time (reduced to their centre line and band)."""
+    data: dict[str, int] = {}  # method -> curves drawn
+    centres: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for m in run.methods:
+        got = method_aggregate(run.samples, model, m, column)
+        if got is not None:
+            data[m], centres[m] = got
     if not data:
         return None
     title, xlabel, ylabel = CURVES.get(column, (column, "point (evenly spaced)", "value"))
-    centres = {m: aggregate(c, column) for m, c in data.items()}
     ncols = min(COLUMNS_PER_ROW, len(data))
     nrows = math.ceil(len(data) / ncols)
     fig = Figure(figsize=(max(6.0, 2.6 * ncols + 0.4), 2.2 * nrows + 1.1), dpi=100)
     axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
     for ax in axes.ravel()[len(data):]:
         ax.set_visible(False)
-    for ax, (method, curves) in zip(axes.ravel(), data.items(), strict=False):
-        x = np.linspace(0.0, 1.0, curves.shape[1])
-        for other, (c, _, _) in centres.items():
-            if other != method:
-                ax.plot(np.linspace(0.0, 1.0, len(c)), c, color="0.82", lw=0.8, zorder=1)
+    for ax, (method, n) in zip(axes.ravel(), data.items(), strict=False):
         c, low, high = centres[method]
+        x = np.linspace(0.0, 1.0, len(c))
+        for other, (line, _, _) in centres.items():
+            if other != method:
+                ax.plot(np.linspace(0.0, 1.0, len(line)), line, color="0.82", lw=0.8,
+                        zorder=1)
         ax.fill_between(x, low, high, color="tab:blue", alpha=0.25, lw=0, zorder=2)
         ax.plot(x, c, color="tab:blue", lw=1.6, zorder=3)
         auc = float(np.trapezoid(c, x))
-        ax.set_title(f"{method} (n={len(curves)}, AUC {auc:.3f})", fontsize=8.5)
+        ax.set_title(f"{method} (n={n}, AUC {auc:.3f})", fontsize=8.5)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3, lw=0.5)
     for ax in axes[-1]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from salbench.pipeline.compare import paired_interval
-from salbench.pipeline.summary import GroupCounts
+from salbench.pipeline.groups import GroupCounts
 from salbench.report.data import (
     HEADLINE,
     RunTables,
