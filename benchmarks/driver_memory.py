@@ -81,20 +81,38 @@ def _peak(op: Callable[[], Any]) -> dict[str, float]:
             "peak_mb": round(hwm / 1024, 1), "seconds": round(wall, 2)}
 
 
+def _driver_allocator() -> None:
+    """Arrow's memory pool as the CLI's driver sets it (``salbench.cli.main``), for the
+    operations measured without the CLI; nothing in versions before that setting."""
+    try:
+        from salbench.pipeline.scan import use_system_allocator
+    except ImportError:
+        return
+    use_system_allocator()
+
+
 def _operation(what: str, run_a: Path, run_b: Path | None) -> Callable[[], Any]:
-    """The measured call, with every import done beforehand. Works with salbench versions
-    before the out-of-core summary too (then: read_samples + summarize)."""
+    """The measured call, with every import done beforehand. Works with the salbench
+    versions before the streaming summary (``summarize_dataset`` over a pyarrow dataset)
+    and before the out-of-core one (``read_samples`` + ``summarize``) too, so that this
+    harness gives before / after figures."""
     from salbench import cli
     from salbench.pipeline import manifest as mf
     from salbench.pipeline import parse_config, tables
 
     cfg = parse_config(mf.read_manifest(run_a)["config"])
     if what == "summary":
+        _driver_allocator()
         try:
-            from salbench.pipeline.summary import run_dataset, summarize_dataset
+            from salbench.pipeline.scan import Shards
+            from salbench.pipeline.summary import summarize_run
         except ImportError:
-            return lambda: tables.summarize(tables.read_samples(run_a), cfg)
-        return lambda: summarize_dataset(run_dataset(run_a), cfg)
+            try:
+                from salbench.pipeline.summary import run_dataset, summarize_dataset
+            except ImportError:
+                return lambda: tables.summarize(tables.read_samples(run_a), cfg)
+            return lambda: summarize_dataset(run_dataset(run_a), cfg)
+        return lambda: summarize_run(Shards.of_run(run_a), cfg)
     if what == "report":
         import salbench.report  # noqa: F401
         return lambda: cli.main(["report", str(run_a)])
@@ -121,6 +139,7 @@ def measure_run(rows: int, executor: str, out: Path) -> dict[str, float]:
         raise ValueError(f"rows must be a positive multiple of {rt.TWO_METHOD.groups}")
     cfg = parse_config({**rt.config(rt.TWO_METHOD, rows // rt.TWO_METHOD.groups,
                                     name=f"mem-run-{executor}"), "out": str(out)})
+    _driver_allocator()
     if executor == "ray":
         import ray
         import ray.data  # noqa: F401
@@ -171,6 +190,12 @@ def _subprocess(args: list[str], timeout: float) -> dict[str, Any]:
     return lines[-1]
 
 
+def _log(record: dict[str, Any]) -> None:
+    """One measurement as a JSON line on stderr as soon as it is taken (a long case that
+    is stopped keeps its figures in its log)."""
+    print(f"[driver_memory] {json.dumps(record)}", file=sys.stderr, flush=True)
+
+
 def ensure_tables(shape: rt.Shape, name: str, rows: int,
                   data_dir: Path) -> tuple[Path, Path, dict[str, Any]]:
     """Runs A and B of ``rows`` rows in ``shape`` under ``data_dir`` (``<name>-<rows>-a``,
@@ -192,6 +217,7 @@ def ensure_tables(shape: rt.Shape, name: str, rows: int,
                   flush=True)
             records.append({**rt.generate(shape, rows, path, seed=seed, shift=shift),
                             "reused": False})
+            _log({"generated": path.name, **records[-1]})
         paths.append(path)
     return paths[0], paths[1], records[0]
 
@@ -228,6 +254,7 @@ def run_case(s: Settings) -> dict[str, Any]:
                 extra = [str(run_b)] if what == "compare" else []
                 entry[what] = _subprocess(["measure", str(run_a), *extra, "--what", what],
                                           timeout)
+                _log({"table": run_a.name, "what": what, **entry[what]})
             tables.append(entry)
         runs = []
         for rows in (r for r in run_rows if r > 0):
@@ -240,6 +267,7 @@ def run_case(s: Settings) -> dict[str, Any]:
                 runs.append({"rows": rows, "executor": executor, **_subprocess(
                     ["run", "--rows", str(rows), "--executor", executor, "--out", str(out)],
                     timeout)})
+                _log(runs[-1])
     finally:
         if temp:
             shutil.rmtree(data_dir, ignore_errors=True)

@@ -297,13 +297,22 @@ def _scalars(table: pa.Table) -> pa.Table:
 def _summarize(run_dir: Path, cfg: RunConfig, rows: pa.Table | None) -> dict[str, int]:
     """Write ``summary.parquet`` as a run does (``pipeline.run``), from the shard files or
     from ``rows`` (their scalar columns); the manifest's counts."""
-    import pyarrow.dataset as ds
-
-    from salbench.pipeline.summary import run_counts, run_dataset, summarize_dataset
+    from salbench.pipeline.summary import run_counts
     from salbench.pipeline.tables import write_table
 
-    summary, counts = summarize_dataset(
-        run_dataset(run_dir) if rows is None else ds.dataset(rows), cfg)
+    try:
+        from salbench.pipeline.scan import Shards
+        from salbench.pipeline.summary import summarize_run
+    except ImportError:  # before the streaming summary (for before / after figures)
+        import pyarrow.dataset as ds
+
+        from salbench.pipeline.summary import run_dataset, summarize_dataset
+
+        summary, counts = summarize_dataset(
+            run_dataset(run_dir) if rows is None else ds.dataset(rows), cfg)
+    else:
+        summary, counts = summarize_run(
+            Shards.of_run(run_dir) if rows is None else Shards(table=rows), cfg)
     write_table(summary, run_dir / "summary.parquet")
     return run_counts(counts)
 
