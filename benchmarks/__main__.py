@@ -109,6 +109,11 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
         p.error("--production-rows must be >= 0")
     if a.mem_timeout is not None and a.mem_timeout < 1:
         p.error("--mem-timeout must be >= 1")
+    mem_rows, run_rows = _sizes(p, "--mem-rows", a.mem_rows), _sizes(p, "--run-rows", a.run_rows)
+    try:
+        driver_memory.check_sizes(mem_rows or (), a.production_rows or 0, run_rows or ())
+    except ValueError as exc:
+        p.error(str(exc))
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible")
     settings = Settings(model=a.model, weights=a.weights, size=a.size, reps=a.reps, quick=a.quick,
@@ -116,9 +121,8 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
                         channels_last=a.channels_last, compile=a.compile,
                         methods=tuple(a.methods.split(",")) if a.methods else None,
                         rows=a.rows, data_dir=a.data_dir,
-                        mem_rows=_sizes(p, "--mem-rows", a.mem_rows),
-                        production_rows=a.production_rows,
-                        run_rows=_sizes(p, "--run-rows", a.run_rows),
+                        mem_rows=mem_rows, production_rows=a.production_rows,
+                        run_rows=run_rows,
                         mem_timeout_s=a.mem_timeout)
     return list(a.cases) or list(CASES), settings, a.out
 

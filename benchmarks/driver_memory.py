@@ -222,6 +222,16 @@ def ensure_tables(shape: rt.Shape, name: str, rows: int,
     return paths[0], paths[1], records[0]
 
 
+def check_sizes(table_rows: tuple[int, ...], production: int,
+                run_rows: tuple[int, ...]) -> None:
+    """ValueError unless every size is >= 0 and a multiple of its shape's rows per image."""
+    for rows, shape in [*((r, rt.TWO_METHOD) for r in (*table_rows, *run_rows)),
+                        (production, rt.PRODUCTION)]:
+        if rows < 0 or rows % shape.groups:
+            raise ValueError(f"driver_memory: {rows} rows is not a multiple of "
+                             f"{shape.groups} (models x methods of its shape)")
+
+
 def run_case(s: Settings) -> dict[str, Any]:
     """Generate (or reuse, with ``s.data_dir``) the tables, then measure summary, report and
     compare on each and real runs with each executor, every one in a fresh process. Sizes:
@@ -232,11 +242,7 @@ def run_case(s: Settings) -> dict[str, Any]:
         QUICK_PRODUCTION_ROWS if s.quick else PRODUCTION_ROWS)
     run_rows = s.run_rows or (QUICK_RUN_ROWS if s.quick else RUN_ROWS)
     timeout = s.mem_timeout_s or (600 if s.quick else TIMEOUT_S)
-    for rows, shape in [*((r, rt.TWO_METHOD) for r in (*table_rows, *run_rows)),
-                        (production, rt.PRODUCTION)]:
-        if rows < 0 or rows % shape.groups:
-            raise ValueError(f"driver_memory: {rows} rows is not a multiple of "
-                             f"{shape.groups} (models x methods of its shape)")
+    check_sizes(table_rows, production, run_rows)
     temp = s.data_dir is None
     data_dir = Path(s.data_dir or tempfile.mkdtemp(prefix="salbench-memory-"))
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -126,7 +126,15 @@ def test_quick_case_measures_each_operation_and_run_and_reuses_tables(tmp_path):
     assert all(t["generation"]["reused"] for t in again["tables"])
 
 
-def test_case_rejects_sizes_off_the_shape(tmp_path):
+def test_case_rejects_sizes_off_the_shape(tmp_path, capsys):
+    from benchmarks import __main__ as harness
+
+    with pytest.raises(SystemExit):
+        harness.parse(["driver_memory", "--mem-rows", "4000,3"])
+    assert "3 rows is not a multiple of 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        harness.parse(["driver_memory", "--run-rows", "x"])
+    assert "--run-rows: comma-separated row counts" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not a multiple of 100"):
         driver_memory.run_case(Settings(data_dir=str(tmp_path), mem_rows=(4,),
                                         production_rows=150, run_rows=(4,)))
