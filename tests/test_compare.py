@@ -290,15 +290,8 @@ def test_cli_errors(paired_runs, tmp_path, capsys, extra):
     assert err.startswith("salbench: error: ") and "Traceback" not in err
 
 
-def test_compare_removes_its_group_files(paired_runs, tmp_path, monkeypatch):
-    import tempfile
-
-    spill = tmp_path / "tmp"
-    spill.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spill))
-    made = []
-    real = tempfile.mkdtemp
-    monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: made.append(real(**kw)) or made[-1])
+def test_compare_removes_its_group_files(paired_runs, temp_dirs):
+    spill, made = temp_dirs
     table = compare_runs(*paired_runs)
     assert len(table) and len(made) == 2  # each run split by group once
     assert not list(spill.iterdir())

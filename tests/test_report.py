@@ -442,15 +442,8 @@ def test_demo_stores_input_crops_and_ends_with_the_report(tmp_path, capsys):
     assert len(list((index.parent / "gallery").glob("*-input.png"))) == 3
 
 
-def test_report_removes_its_group_files(tmp_path, monkeypatch):
-    import tempfile
-
-    spill = tmp_path / "tmp"
-    spill.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(spill))
-    made = []
-    real = tempfile.mkdtemp
-    monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: made.append(real(**kw)) or made[-1])
+def test_report_removes_its_group_files(tmp_path, temp_dirs):
+    spill, made = temp_dirs
     run_dir = make_run(tmp_path, "r")
     made.clear()
     write_report(run_dir)
