@@ -1,6 +1,7 @@
 """The benchmark harness: ``python -m benchmarks [CASE ...] [options]``.
 
-Cases (SPEC 8, all by default): floor, refs, scaling, bokeh, pipeline, throughput. Each runs in this
+Cases (SPEC 8, all by default): floor, refs, scaling, bokeh, pipeline, throughput,
+driver_memory. Each runs in this
 process, one after another; run the harness alone on the machine (two torch-heavy
 processes on two cores slow each other down many times). Writes ``results.json`` (every
 timing) and ``results.md`` (one table per case, with the machine and date) into ``--out``.
@@ -10,6 +11,7 @@ timing) and ``results.md`` (one table per case, with the machine and date) into 
     python -m benchmarks --quick --model tiny_resnet   # seconds: checks the harness runs
     python -m benchmarks floor scaling --device cuda --autocast bf16 --channels-last
     python -m benchmarks throughput --rows 160000 --reps 1
+    python -m benchmarks driver_memory --data-dir /tmp/mem   # tables kept there, reused
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import bokeh, floor, pipeline, refs, scaling, throughput
+from benchmarks import bokeh, driver_memory, floor, pipeline, refs, scaling, throughput
 from benchmarks.common import Settings, machine
 from salbench.actors.memory import keep_freed_memory
 
@@ -36,7 +38,22 @@ CASES = {
     "pipeline": (pipeline.run_case, pipeline.markdown, "5. Pipeline vs bare loop"),
     "throughput": (throughput.run_case, throughput.markdown,
                    "6. Machinery throughput: Ray graph vs in-process executor"),
+    "driver_memory": (driver_memory.run_case, driver_memory.markdown,
+                      "7. Driver memory at scale: summary, report, compare and run"),
 }
+
+
+def _sizes(p: argparse.ArgumentParser, option: str, text: str | None) -> tuple[int, ...] | None:
+    """A comma-separated list of row counts (each >= 0), or None when not given."""
+    if text is None:
+        return None
+    try:
+        sizes = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        p.error(f"{option}: comma-separated row counts, got {text!r}")
+    if any(n < 0 for n in sizes):
+        p.error(f"{option}: row counts must be >= 0, got {text!r}")
+    return sizes
 
 
 def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
@@ -59,6 +76,20 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
                    help="comma-separated methods for the floor case (default: all)")
     p.add_argument("--rows", type=int, default=None,
                    help=f"output rows of the throughput case (default {throughput.ROWS})")
+    p.add_argument("--data-dir", default=None,
+                   help="driver_memory: keep its generated tables here and reuse them")
+    p.add_argument("--mem-rows", default=None,
+                   help="driver_memory: comma-separated rows of the 2-method tables "
+                   f"(default {','.join(map(str, driver_memory.TABLE_ROWS))})")
+    p.add_argument("--production-rows", type=int, default=None,
+                   help="driver_memory: rows of the production table (5 models x 20 methods; "
+                   f"0: none; default {driver_memory.PRODUCTION_ROWS})")
+    p.add_argument("--run-rows", default=None,
+                   help="driver_memory: comma-separated rows of the real runs "
+                   f"(default {','.join(map(str, driver_memory.RUN_ROWS))})")
+    p.add_argument("--mem-timeout", type=int, default=None,
+                   help="driver_memory: seconds one measurement may take (default "
+                   f"{driver_memory.TIMEOUT_S}; a stopped one reports its peak so far)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     a = p.parse_args(argv)
     unknown = sorted(set(a.cases) - set(CASES))
@@ -74,13 +105,25 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
         p.error("--reps must be >= 1")
     if a.rows is not None and a.rows < 2:
         p.error("--rows must be >= 2")
+    if a.production_rows is not None and a.production_rows < 0:
+        p.error("--production-rows must be >= 0")
+    if a.mem_timeout is not None and a.mem_timeout < 1:
+        p.error("--mem-timeout must be >= 1")
+    mem_rows, run_rows = _sizes(p, "--mem-rows", a.mem_rows), _sizes(p, "--run-rows", a.run_rows)
+    try:
+        driver_memory.check_sizes(mem_rows or (), a.production_rows or 0, run_rows or ())
+    except ValueError as exc:
+        p.error(str(exc))
     if a.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible")
     settings = Settings(model=a.model, weights=a.weights, size=a.size, reps=a.reps, quick=a.quick,
                         device=a.device, threads=a.threads, autocast=a.autocast,
                         channels_last=a.channels_last, compile=a.compile,
                         methods=tuple(a.methods.split(",")) if a.methods else None,
-                        rows=a.rows)
+                        rows=a.rows, data_dir=a.data_dir,
+                        mem_rows=mem_rows, production_rows=a.production_rows,
+                        run_rows=run_rows,
+                        mem_timeout_s=a.mem_timeout)
     return list(a.cases) or list(CASES), settings, a.out
 
 

@@ -38,7 +38,11 @@ class Settings:
     is meaningful; bf16 also runs on CPU); channels_last: move model and inputs to
     channels_last memory format; compile: ``torch.compile`` the model's network; methods:
     the methods the floor case times (None: all); rows: output rows of the throughput
-    case (None: its default).
+    case (None: its default). Driver-memory case: data_dir: where its generated tables are
+    kept and reused (None: a temporary folder, removed after); mem_rows: sizes (rows) of its
+    2-method tables, production_rows: of its production table (0: none), run_rows: of its
+    real runs (None: the case's defaults); mem_timeout_s: seconds one of its measurements
+    may take (None: the case's default).
     """
 
     model: str = "efficientnet_lite0"
@@ -53,6 +57,11 @@ class Settings:
     compile: bool = False
     methods: tuple[str, ...] | None = None
     rows: int | None = None
+    data_dir: str | None = None
+    mem_rows: tuple[int, ...] | None = None
+    production_rows: int | None = None
+    run_rows: tuple[int, ...] | None = None
+    mem_timeout_s: int | None = None
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int,

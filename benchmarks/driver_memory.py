@@ -1,16 +1,25 @@
-"""Driver memory at scale: peak RSS of the summary, ``salbench report`` and ``salbench
-compare`` on generated run tables of any size (SPEC 6, "Scale"; BENCHMARKS.md case 6).
+"""Case 7: driver memory at scale: the peak RSS of the summary, ``salbench report`` and
+``salbench compare`` on generated run tables of any size, and of a real ``salbench run``
+(SPEC 6, "Scale"; issue 20; BENCHMARKS.md "Driver memory at scale").
 
-No model runs: :func:`generate` writes a run directory of ``rows`` rows (``rows / methods``
-samples x ``methods`` methods of one model) through the pipeline's own writer
-(:class:`salbench.pipeline.run.ShardWriter`, i.e. ``tables.rows_to_table`` and the atomic
-shard commit), with seeded random values for insertion / deletion (AUCs and 21-point curves)
-and the pointing game, and the manifest and config a real run has. ``measure`` then runs one
-operation in this process after its imports and reports the growth of the kernel's peak-RSS
-mark over the resident set it started from (see :func:`measure`).
+Every figure comes from a fresh Python process that first imports what the operation needs
+(torch's ~0.7 GB of libraries would otherwise dominate), then resets the kernel's peak-RSS
+mark (VmHWM, via ``/proc/self/clear_refs``), runs the operation once and reports the mark's
+growth over the resident set it started from: the operation's own peak. With the Ray
+executor that is the driver's alone: the read, model and CPU-stage workers are other
+processes, not counted.
 
-    python -m benchmarks.driver_memory generate --rows 40000 --out /tmp/mem/r40k
-    python -m benchmarks.driver_memory measure /tmp/mem/r40k [/tmp/mem/r40k-b]
+Tables (:mod:`benchmarks.result_tables`, written the way the pipeline writes them): the
+2-method shape (tiny_cnn, vg + gxi; insertion, deletion with 21-point curves, pointing game;
+16 images per shard) and the production shape (5 models x 20 methods, 100 groups; 5 M rows
+are 50,000 images in 3,125 shards). Run B of each size (insertion AUCs shifted) is what
+compare compares run A with.
+
+    python -m benchmarks driver_memory --data-dir /tmp/mem          # the whole case
+    python -m benchmarks.driver_memory generate --rows 40000 --out /tmp/mem/two-40000-a
+    python -m benchmarks.driver_memory generate --shape production --rows 5000000 --out DIR
+    python -m benchmarks.driver_memory measure DIR [DIR_B] --what summary|report|compare
+    python -m benchmarks.driver_memory run --rows 4000 --executor ray --out /tmp/mem/runs
 """
 
 from __future__ import annotations
@@ -20,100 +29,90 @@ import contextlib
 import gc
 import io
 import json
+import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from benchmarks import result_tables as rt
+from benchmarks.common import ROOT, Settings
 
-CONFIG = {
-    "name": "mem", "seed": 0, "profile": "fast",
-    "dataset": {"kind": "synthetic", "n": 1, "size": 32},
-    "models": ["tiny_cnn"], "methods": ["vg", "gxi"],
-    "metrics": ["insertion", "deletion", "pointing_game"],
-    "resources": {"shard_size": 1000},
-}
-CURVE_POINTS = 21
-
-
-def generate(rows: int, out: Path, seed: int = 0, shift: float = 0.0) -> Path:
-    """Write a finished run directory of ``rows`` rows under ``out``; returns it.
-
-    ``shift`` is added to run B's insertion AUCs, so that compare has a change to find.
-    """
-    from salbench.pipeline import manifest as mf
-    from salbench.pipeline import parse_config
-    from salbench.pipeline.run import ShardWriter, plan_shards
-    from salbench.pipeline.summary import run_counts, run_dataset, summarize_dataset
-    from salbench.pipeline.tables import write_table
-
-    methods = CONFIG["methods"]
-    n = rows // len(methods)
-    cfg = parse_config({**CONFIG, "dataset": {**CONFIG["dataset"], "n": n}})
-    run_dir = out
-    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    shards = plan_shards(n, cfg.resources.shard_size)
-    writer = ShardWriter(cfg, run_dir, run_dir.name, shards, progress=None)
-    rng = np.random.default_rng(seed)
-    x = np.linspace(0.0, 1.0, CURVE_POINTS)
-    for s in shards:
-        batch: list[dict[str, Any]] = []
-        for index in range(s["start"], s["stop"]):
-            for method in methods:
-                ins = float(np.clip(rng.beta(2, 5) + shift, 0, 1))
-                dele = float(rng.beta(2, 8))
-                values = {
-                    "insertion_auc": ins, "insertion_ratio_auc": ins * 1.5,
-                    "insertion_curve": (x ** (1 - ins)).tolist(),
-                    "deletion_auc": dele, "deletion_ratio_auc": dele * 1.5,
-                    "deletion_curve": ((1 - x) ** (1 / max(dele, 1e-3))).tolist(),
-                    "pointing_game_hit": float(rng.random() < 0.6),
-                }
-                batch.append({
-                    "shard": s["shard"], "index": index, "sample_id": f"img-{index:08d}",
-                    "sample_key": f"{index:016x}", "cell_key": f"{index:08x}{method:>8}",
-                    "model": "tiny_cnn", "method": method, "status": "ok", "error": "",
-                    "label": index % 1000, "target": index % 1000, "pred": index % 1000,
-                    "target_prob": float(rng.random()), "values": json.dumps(values),
-                    "seconds": 0.0,
-                })
-        writer.add(batch)
-    summary, counts = summarize_dataset(run_dataset(run_dir), cfg)
-    write_table(summary, run_dir / "summary.parquet")
-    mf.write_manifest(run_dir, {
-        "run_id": run_dir.name, "status": "complete", "config": cfg.to_dict(),
-        "config_hash": cfg.hash(), "packages": mf.package_versions(),
-        "dataset": {"spec": cfg.dataset, "rows": n, "fingerprint": f"generated-{seed}"},
-        "seed": seed, "shards": len(shards), "counts": run_counts(counts), "timings": {},
-    })
-    return run_dir
+#: Sizes of the 2-method tables, of the production table, and of the real runs (rows).
+TABLE_ROWS = (4_000, 40_000, 160_000)
+PRODUCTION_ROWS = 5_000_000
+RUN_ROWS = (4_000, 40_000)
+QUICK_TABLE_ROWS, QUICK_PRODUCTION_ROWS, QUICK_RUN_ROWS = (40,), 100, (40,)
+OPERATIONS = ("summary", "report", "compare")
+EXECUTORS = ("in_process", "ray")
+#: Seconds one measured operation may take before it is recorded as timed out.
+TIMEOUT_S = 3600
+#: run B's insertion AUCs are this much higher (compare finds a change)
+SHIFT_B = 0.05
 
 
-def _status(key: str) -> int:
-    """A field of /proc/self/status in KB (VmRSS, VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def _status(key: str, pid: int | str = "self") -> int:
+    """A field of /proc/<pid>/status in KB (VmRSS, VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
+    raise RuntimeError(f"{key} not in /proc/{pid}/status")
+
+
+def _peak(op: Callable[[], Any]) -> dict[str, float]:
+    """Run ``op`` once with the peak-RSS mark reset just before it: {rss_before_mb,
+    peak_growth_mb (the mark's growth over the resident set before), peak_mb (the whole
+    process's mark), seconds}."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status("VmRSS")
+    print(json.dumps({"rss_before_mb": round(before / 1024, 1)}), flush=True)  # see _subprocess
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        op()
+    wall = time.perf_counter() - t0
+    hwm = _status("VmHWM")
+    return {"rss_before_mb": round(before / 1024, 1),
+            "peak_growth_mb": round((hwm - before) / 1024, 1),
+            "peak_mb": round(hwm / 1024, 1), "seconds": round(wall, 2)}
+
+
+def _driver_allocator() -> None:
+    """Arrow's memory pool as the CLI's driver sets it (``salbench.cli.main``), for the
+    operations measured without the CLI; nothing in versions before that setting."""
+    try:
+        from salbench.pipeline.scan import use_system_allocator
+    except ImportError:
+        return
+    use_system_allocator()
 
 
 def _operation(what: str, run_a: Path, run_b: Path | None) -> Callable[[], Any]:
-    """The measured call, with every import done beforehand (torch's ~1 GB of libraries
-    would otherwise dominate the peak). Works with salbench versions before the
-    out-of-core summary too (then: read_samples + summarize)."""
+    """The measured call, with every import done beforehand. Works with the salbench
+    versions before the streaming summary (``summarize_dataset`` over a pyarrow dataset)
+    and before the out-of-core one (``read_samples`` + ``summarize``) too, so that this
+    harness gives before / after figures."""
     from salbench import cli
     from salbench.pipeline import manifest as mf
     from salbench.pipeline import parse_config, tables
 
     cfg = parse_config(mf.read_manifest(run_a)["config"])
     if what == "summary":
+        _driver_allocator()
         try:
-            from salbench.pipeline.summary import run_dataset, summarize_dataset
+            from salbench.pipeline.scan import Shards
+            from salbench.pipeline.summary import summarize_run
         except ImportError:
-            return lambda: tables.summarize(tables.read_samples(run_a), cfg)
-        return lambda: summarize_dataset(run_dataset(run_a), cfg)
+            try:
+                from salbench.pipeline.summary import run_dataset, summarize_dataset
+            except ImportError:
+                return lambda: tables.summarize(tables.read_samples(run_a), cfg)
+            return lambda: summarize_dataset(run_dataset(run_a), cfg)
+        return lambda: summarize_run(Shards.of_run(run_a), cfg)
     if what == "report":
         import salbench.report  # noqa: F401
         return lambda: cli.main(["report", str(run_a)])
@@ -122,45 +121,245 @@ def _operation(what: str, run_a: Path, run_b: Path | None) -> Callable[[], Any]:
 
 
 def measure(run_a: Path, run_b: Path | None, what: str) -> dict[str, float]:
-    """Peak RSS growth of one operation (``what``: summary | report | compare) in this
-    process: the kernel's high-water mark (VmHWM) is reset after the imports
-    (``/proc/self/clear_refs``), so the figure is the operation's own peak over the resident
-    set it started from. Prints and returns {rss_before_mb, peak_growth_mb, seconds}."""
-    op = _operation(what, run_a, run_b)
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status("VmRSS")
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        op()
-    wall = time.perf_counter() - t0
-    out = {"rss_before_mb": round(before / 1024, 1),
-           "peak_growth_mb": round((_status("VmHWM") - before) / 1024, 1),
-           "seconds": round(wall, 2)}
+    """Peak RSS growth of one operation (``what``: summary | report | compare of ``run_a``,
+    compare with ``run_b``) in this process (see :func:`_peak`); prints it as a JSON line."""
+    out = _peak(_operation(what, run_a, run_b))
     print(json.dumps({"run": str(run_a), "what": what, **out}), flush=True)
     return out
 
 
+def measure_run(rows: int, executor: str, out: Path) -> dict[str, float]:
+    """Peak RSS growth of this process over a real run of ``rows`` rows (the 2-method shape
+    on the synthetic dataset, ``rows / 2`` images) with ``executor`` (in_process | ray; Ray
+    is started before the mark is reset, as a long-lived cluster would be); prints it as
+    a JSON line with rows/s over the run."""
+    from salbench.pipeline import local, parse_config, run, summary  # noqa: F401
+
+    if rows <= 0 or rows % rt.TWO_METHOD.groups:
+        raise ValueError(f"rows must be a positive multiple of {rt.TWO_METHOD.groups}")
+    cfg = parse_config({**rt.config(rt.TWO_METHOD, rows // rt.TWO_METHOD.groups,
+                                    name=f"mem-run-{executor}"), "out": str(out)})
+    _driver_allocator()
+    if executor == "ray":
+        import ray
+        import ray.data  # noqa: F401
+
+        from salbench.pipeline import graph  # noqa: F401
+
+        ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                 configure_logging=False)
+    result: dict[str, Any] = {}
+
+    def go() -> None:
+        result["run"] = run(cfg, progress=None, in_process=executor == "in_process")
+
+    took = _peak(go)
+    written = json.loads((result["run"].run_dir / "manifest.json").read_text())["counts"]
+    took.update(rows=int(written["rows"]), rows_per_s=round(written["rows"] / took["seconds"], 1))
+    print(json.dumps({"rows": rows, "executor": executor, **took}), flush=True)
+    return took
+
+
+def _subprocess(args: list[str], timeout: float) -> dict[str, Any]:
+    """``python -m benchmarks.driver_memory ARGS`` in a fresh process: its last JSON line,
+    or {"error": why} when it failed or timed out; a timed-out measurement also gets
+    ``peak_growth_mb_at_timeout`` (its peak-RSS mark when stopped, over its start)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    cmd = [sys.executable, "-m", "benchmarks.driver_memory", *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    hwm = None
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError, RuntimeError):
+            hwm = _status("VmHWM", proc.pid)
+        proc.kill()
+        out, err = proc.communicate()
+    lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    if hwm is not None:
+        rec: dict[str, Any] = {"error": f"timed out after {timeout:.0f} s",
+                               "timeout_s": timeout}
+        if lines and "rss_before_mb" in lines[0]:
+            rec["peak_growth_mb_at_timeout"] = round(hwm / 1024 - lines[0]["rss_before_mb"], 1)
+        return rec
+    if proc.returncode != 0 or not lines:
+        tail = (err or out).strip().splitlines()[-3:]
+        return {"error": f"exit {proc.returncode}: {' | '.join(tail)}"}
+    return lines[-1]
+
+
+def _log(record: dict[str, Any]) -> None:
+    """One measurement as a JSON line on stderr as soon as it is taken (a long case that
+    is stopped keeps its figures in its log)."""
+    print(f"[driver_memory] {json.dumps(record)}", file=sys.stderr, flush=True)
+
+
+def ensure_tables(shape: rt.Shape, name: str, rows: int,
+                  data_dir: Path) -> tuple[Path, Path, dict[str, Any]]:
+    """Runs A and B of ``rows`` rows in ``shape`` under ``data_dir`` (``<name>-<rows>-a``,
+    ``-b``), generated unless already there with the same parameters; returns their paths
+    and the generator's record of run A (``reused``: whether this call found it)."""
+    records = []
+    paths = []
+    for suffix, seed, shift in (("a", 0, 0.0), ("b", 1, SHIFT_B)):
+        path = data_dir / f"{name}-{rows}-{suffix}"
+        want = {"models": list(shape.models), "methods": list(shape.methods),
+                "shard_size": shape.shard_size, "seed": seed, "shift": shift, "rows": rows}
+        have = rt.generated(path)
+        if have is not None and all(have.get(k) == v for k, v in want.items()):
+            records.append({**have, "reused": True})
+        else:
+            if path.exists():
+                shutil.rmtree(path)
+            print(f"[driver_memory] generating {path} ({rows} rows)", file=sys.stderr,
+                  flush=True)
+            records.append({**rt.generate(shape, rows, path, seed=seed, shift=shift),
+                            "reused": False})
+            _log({"generated": path.name, **records[-1]})
+        paths.append(path)
+    return paths[0], paths[1], records[0]
+
+
+def check_sizes(table_rows: tuple[int, ...], production: int,
+                run_rows: tuple[int, ...]) -> None:
+    """ValueError unless every size is >= 0 and a multiple of its shape's rows per image."""
+    for rows, shape in [*((r, rt.TWO_METHOD) for r in (*table_rows, *run_rows)),
+                        (production, rt.PRODUCTION)]:
+        if rows < 0 or rows % shape.groups:
+            raise ValueError(f"driver_memory: {rows} rows is not a multiple of "
+                             f"{shape.groups} (models x methods of its shape)")
+
+
+def run_case(s: Settings) -> dict[str, Any]:
+    """Generate (or reuse, with ``s.data_dir``) the tables, then measure summary, report and
+    compare on each and real runs with each executor, every one in a fresh process. Sizes:
+    ``s.mem_rows``, ``s.production_rows``, ``s.run_rows`` (0: none), else the defaults
+    (tiny ones with ``s.quick``)."""
+    table_rows = s.mem_rows or (QUICK_TABLE_ROWS if s.quick else TABLE_ROWS)
+    production = s.production_rows if s.production_rows is not None else (
+        QUICK_PRODUCTION_ROWS if s.quick else PRODUCTION_ROWS)
+    run_rows = s.run_rows or (QUICK_RUN_ROWS if s.quick else RUN_ROWS)
+    timeout = s.mem_timeout_s or (600 if s.quick else TIMEOUT_S)
+    check_sizes(table_rows, production, run_rows)
+    temp = s.data_dir is None
+    data_dir = Path(s.data_dir or tempfile.mkdtemp(prefix="salbench-memory-"))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    sizes = [("2-method", rt.TWO_METHOD, "two", r) for r in table_rows if r > 0]
+    if production > 0:
+        sizes.append(("production", rt.PRODUCTION, "production", production))
+    tables = []
+    try:
+        for label, shape, name, rows in sizes:
+            run_a, run_b, gen = ensure_tables(shape, name, rows, data_dir)
+            entry: dict[str, Any] = {"shape": label, "rows": rows, "groups": shape.groups,
+                                     "shards": gen["shards"], "generation": gen}
+            for what in OPERATIONS:
+                print(f"[driver_memory] {what} of {run_a.name}", file=sys.stderr, flush=True)
+                extra = [str(run_b)] if what == "compare" else []
+                entry[what] = _subprocess(["measure", str(run_a), *extra, "--what", what],
+                                          timeout)
+                _log({"table": run_a.name, "what": what, **entry[what]})
+            tables.append(entry)
+        runs = []
+        for rows in (r for r in run_rows if r > 0):
+            for executor in EXECUTORS:
+                out = data_dir / "runs" / f"{executor}-{rows}"
+                if out.exists():
+                    shutil.rmtree(out)
+                print(f"[driver_memory] salbench run, {rows} rows, {executor}",
+                      file=sys.stderr, flush=True)
+                runs.append({"rows": rows, "executor": executor, **_subprocess(
+                    ["run", "--rows", str(rows), "--executor", executor, "--out", str(out)],
+                    timeout)})
+                _log(runs[-1])
+    finally:
+        if temp:
+            shutil.rmtree(data_dir, ignore_errors=True)
+    return {"case": "driver_memory", "data_dir": None if temp else str(data_dir),
+            "tables": tables, "runs": runs}
+
+
+def _mb(r: dict[str, Any]) -> str:
+    if "peak_growth_mb_at_timeout" in r:
+        return f">= {r['peak_growth_mb_at_timeout']:.1f} MB (stopped)"
+    return r["error"] if "error" in r else f"{r['peak_growth_mb']:.1f} MB"
+
+
+def _s(r: dict[str, Any]) -> str:
+    if "timeout_s" in r:
+        return f"> {r['timeout_s']:.0f}"
+    return "" if "error" in r else f"{r['seconds']:.1f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The case's tables: generation, the operations' peak-RSS growth and seconds per
+    table, and the real runs'."""
+    lines = [
+        "Peak-RSS growth of each operation over its process's resident set after the "
+        "imports (fresh process each; Ray: the driver process only).",
+        "",
+        "| shape | rows | groups | shards | generated rows/s | summary | s | report | s | "
+        "compare | s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in result["tables"]:
+        gen = t["generation"]
+        lines.append(
+            f"| {t['shape']} | {t['rows']:,} | {t['groups']} | {t['shards']:,} | "
+            f"{gen['rows_per_s']:,.0f}{' (reused)' if gen['reused'] else ''} | "
+            + " | ".join(f"{_mb(t[w])} | {_s(t[w])}" for w in OPERATIONS) + " |")
+    lines += ["", "| salbench run, rows | executor | driver peak growth | peak RSS | s | "
+              "rows/s |", "|---:|---|---:|---:|---:|---:|"]
+    for r in result["runs"]:
+        if "error" in r:
+            lines.append(f"| {r['rows']:,} | {r['executor']} | {_mb(r)} | | {_s(r)} | |")
+        else:
+            lines.append(f"| {r['rows']:,} | {r['executor']} | {r['peak_growth_mb']:.1f} MB | "
+                         f"{r['peak_mb']:.0f} MB | {r['seconds']:.1f} | "
+                         f"{r['rows_per_s']:,.0f} |")
+    return "\n".join(lines)
+
+
+def _shape(a: argparse.Namespace) -> rt.Shape:
+    base = rt.PRODUCTION if a.shape == "production" else rt.TWO_METHOD
+    return rt.Shape(tuple(a.models.split(",")) if a.models else base.models,
+                    tuple(a.methods.split(",")) if a.methods else base.methods,
+                    a.shard_size or base.shard_size)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``generate`` or ``measure`` (see the module docstring)."""
+    """``generate``, ``measure`` or ``run`` (see the module docstring)."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.driver_memory")
     sub = p.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate")
+    g = sub.add_parser("generate", help="write a finished run of generated rows")
     g.add_argument("--rows", type=int, required=True)
     g.add_argument("--out", type=Path, required=True)
+    g.add_argument("--shape", choices=["two-method", "production"], default="two-method")
+    g.add_argument("--models", default=None, help="comma-separated (default: the shape's)")
+    g.add_argument("--methods", default=None, help="comma-separated (default: the shape's)")
+    g.add_argument("--shard-size", type=int, default=None, help="images per shard")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--shift", type=float, default=0.0)
-    m = sub.add_parser("measure")
+    g.add_argument("--via-rows", action="store_true",
+                   help="feed the ShardWriter stage rows (slow; the fast path writes the same)")
+    m = sub.add_parser("measure", help="peak RSS of summary / report / compare of a run")
     m.add_argument("run_a", type=Path)
     m.add_argument("run_b", type=Path, nargs="?")
-    m.add_argument("--what", choices=["summary", "report", "compare"], required=True)
+    m.add_argument("--what", choices=OPERATIONS, required=True)
+    r = sub.add_parser("run", help="peak RSS of the driver over a real salbench run")
+    r.add_argument("--rows", type=int, required=True)
+    r.add_argument("--executor", choices=EXECUTORS, required=True)
+    r.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     if a.cmd == "generate":
-        t0 = time.perf_counter()
-        path = generate(a.rows, a.out, a.seed, a.shift)
-        print(f"{path}: {a.rows} rows in {time.perf_counter() - t0:.1f} s")
-    else:
+        took = rt.generate(_shape(a), a.rows, a.out, a.seed, a.shift, via_rows=a.via_rows)
+        print(json.dumps({"run": str(a.out), **took}), flush=True)
+    elif a.cmd == "measure":
         measure(a.run_a, a.run_b, a.what)
+    else:
+        measure_run(a.rows, a.executor, a.out)
     return 0
 
 

@@ -130,3 +130,18 @@ def images32():
     """float32 [4, 3, 32, 32] in [0, 1], seeded."""
     g = torch.Generator().manual_seed(0)
     return torch.rand(4, 3, 32, 32, generator=g)
+
+
+@pytest.fixture
+def temp_dirs(tmp_path, monkeypatch):
+    """TMPDIR moved to a fresh folder for the test: yields (that folder, the paths of the
+    folders ``tempfile.mkdtemp`` made there, in order)."""
+    import tempfile
+
+    spill = tmp_path / "tmp"
+    spill.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill))
+    made: list[str] = []
+    real = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: made.append(real(**kw)) or made[-1])
+    return spill, made

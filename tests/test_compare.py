@@ -288,3 +288,10 @@ def test_cli_errors(paired_runs, tmp_path, capsys, extra):
     assert main(["compare", run_a, run_b, *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("salbench: error: ") and "Traceback" not in err
+
+
+def test_compare_removes_its_group_files(paired_runs, temp_dirs):
+    spill, made = temp_dirs
+    table = compare_runs(*paired_runs)
+    assert len(table) and len(made) == 2  # each run split by group once
+    assert not list(spill.iterdir())

@@ -440,3 +440,12 @@ def test_demo_stores_input_crops_and_ends_with_the_report(tmp_path, capsys):
         stored = np.asarray(Image.open(io.BytesIO(r.input_png)))
         assert (stored == model.crop(rows[r.sample_id]["image"])).all()
     assert len(list((index.parent / "gallery").glob("*-input.png"))) == 3
+
+
+def test_report_removes_its_group_files(tmp_path, temp_dirs):
+    spill, made = temp_dirs
+    run_dir = make_run(tmp_path, "r")
+    made.clear()
+    write_report(run_dir)
+    assert [Path(m).name.startswith("salbench-groups-") for m in made] == [True]
+    assert not list(spill.iterdir())

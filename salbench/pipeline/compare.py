@@ -255,6 +255,14 @@ def compare_runs(run_a: Path, run_b: Path,
     ``metrics`` restricts the metrics (see :func:`resolve_metrics`).
     """
     a, b = load_run(run_a), load_run(run_b)
+    try:
+        return _compare(a, b, metrics)
+    finally:
+        a.samples.close()
+        b.samples.close()
+
+
+def _compare(a: RunData, b: RunData, metrics: Sequence[str] | None) -> pd.DataFrame:
     cols_a, cols_b = a.metric_columns(), b.metric_columns()
     agg_a, agg_b = a.aggregate_metrics(), b.aggregate_metrics()
     sample_cols = sorted(set(cols_a) | set(cols_b))

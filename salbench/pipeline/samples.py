@@ -81,6 +81,12 @@ class RunSamples:
             numeric(f.type) or (pa.types.is_list(f.type) and numeric(f.type.value_type)))]
         return Groups(self.shards, [*GROUPED_TEXT, *keep])
 
+    def close(self) -> None:
+        """Remove the group files, if the run was split (also done when collected or at
+        exit)."""
+        if "groups" in self.__dict__:
+            self.groups.close()
+
     @property
     def counts(self) -> dict[tuple[str, str], GroupCounts]:
         """Rows and statuses per (model, method)."""

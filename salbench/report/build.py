@@ -72,19 +72,20 @@ def write_report(run_dir: Path | str, max_samples: int = DEFAULT_MAX_SAMPLES) ->
 
     ``max_samples``: samples shown in the gallery (the first by dataset order).
     """
-    if storage.is_uri(run_dir):  # built in a temporary directory, then uploaded
-        run = read_run(run_dir)
-        with tempfile.TemporaryDirectory(prefix="salbench-report-") as tmp:
-            _write_report(run, Path(tmp), max_samples)
-            storage.upload_dir(Path(tmp), storage.join(run_dir, REPORT_DIR))
-        return storage.join(run_dir, REPORT_DIR, "index.html")
-    run_dir = Path(run_dir)
     run = read_run(run_dir)
-    run = RunTables(run.path, run.manifest, run.samples,
-                    bounded_summary(run.summary, run.samples))
-    out = run_dir / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
-    return _write_report(run, out, max_samples)
+    try:
+        if storage.is_uri(run_dir):  # built in a temporary directory, then uploaded
+            with tempfile.TemporaryDirectory(prefix="salbench-report-") as tmp:
+                _write_report(run, Path(tmp), max_samples)
+                storage.upload_dir(Path(tmp), storage.join(run_dir, REPORT_DIR))
+            return storage.join(run_dir, REPORT_DIR, "index.html")
+        run = RunTables(run.path, run.manifest, run.samples,
+                        bounded_summary(run.summary, run.samples))
+        out = Path(run_dir) / REPORT_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        return _write_report(run, out, max_samples)
+    finally:
+        run.samples.close()
 
 
 def _write_report(run: RunTables, out: Path, max_samples: int) -> Path:
