@@ -55,7 +55,7 @@ from scipy import stats
 
 from salbench.errors import ConfigError
 from salbench.metrics.registry import direction
-from salbench.pipeline.groups import TARGET_STATUSES
+from salbench.pipeline.groups import TARGET_STATUSES, status_in
 from salbench.pipeline.samples import RunData, load_run
 from salbench.pipeline.summary import t_interval
 
@@ -135,8 +135,7 @@ class _Side:
     @cached_property
     def target(self) -> np.ndarray:
         """bool [rows]: the row has a target (its values count)."""
-        return pc.is_in(self.table.column("status"),
-                        value_set=pa.array(TARGET_STATUSES)).to_numpy(zero_copy_only=False)
+        return status_in(self.table.column("status"), TARGET_STATUSES)
 
     def values(self, col: str) -> np.ndarray:
         """float64 [rows]: ``col`` in the table's order."""

@@ -42,6 +42,11 @@ NOT_ERROR_STATUSES = (*TARGET_STATUSES, "filtered")
 KEY_COLUMNS = ("model", "method", "status", "error")
 
 
+def status_in(status: pa.ChunkedArray | pa.Array, statuses: Sequence[str]) -> np.ndarray:
+    """bool [rows]: each row's ``status`` is one of ``statuses``."""
+    return pc.is_in(status, value_set=pa.array(list(statuses))).to_numpy(zero_copy_only=False)
+
+
 @dataclass
 class GroupCounts:
     """Row counts of one model x method."""

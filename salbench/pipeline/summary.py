@@ -25,12 +25,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from salbench import methods, metrics
 from salbench.config import RunConfig
 from salbench.metrics.registry import BINARY_COLUMNS, bounds
-from salbench.pipeline.groups import TARGET_STATUSES, GroupCounts, Groups
+from salbench.pipeline.groups import TARGET_STATUSES, GroupCounts, Groups, status_in
 from salbench.pipeline.scan import Shards
 from salbench.runner import MAP_STATUSES
 
@@ -156,19 +155,14 @@ def _summarize(groups: Groups, layout: _Layout
     return pd.DataFrame(out, columns=SUMMARY_COLUMNS), groups.counts
 
 
-def _in(column: pa.ChunkedArray, statuses: tuple[str, ...]) -> np.ndarray:
-    """bool [rows]: the status column's values in ``statuses``."""
-    return pc.is_in(column, value_set=pa.array(statuses)).to_numpy(zero_copy_only=False)
-
-
 def _group_rows(groups: Groups, model: str, method: str,
                 layout: _Layout) -> list[dict[str, Any]]:
     """The summary rows of one model x method, from its group file (as Arrow, then numpy
     views; nothing per row in Python)."""
     count = groups.counts[(model, method)]
     table = groups.read(model, method, [c for c in layout.columns if c in groups.columns])
-    with_target = _in(table.column("status"), TARGET_STATUSES)
-    with_map = _in(table.column("status"), MAP_STATUSES)
+    with_target = status_in(table.column("status"), TARGET_STATUSES)
+    with_map = status_in(table.column("status"), MAP_STATUSES)
 
     def values(col: str, rows: np.ndarray) -> np.ndarray:
         return table.column(col).to_numpy(zero_copy_only=False).astype(np.float64)[rows]
