@@ -85,7 +85,7 @@ def _driver_allocator() -> None:
     """Arrow's memory pool as the CLI's driver sets it (``salbench.cli.main``), for the
     operations measured without the CLI; nothing in versions before that setting."""
     try:
-        from salbench.pipeline.scan import use_system_allocator
+        from salbench.pipeline.memory import use_system_allocator
     except ImportError:
         return
     use_system_allocator()

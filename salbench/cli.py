@@ -15,7 +15,7 @@ import pandas as pd
 
 from salbench.console import ray_output_to_run_log
 from salbench.errors import SalbenchError
-from salbench.pipeline.scan import use_system_allocator
+from salbench.pipeline.memory import use_system_allocator
 
 if TYPE_CHECKING:
     from salbench.config import RunConfig

@@ -67,3 +67,50 @@ def test_tuned_for_this_thread(monkeypatch):
         for k, v in worker_env().items():
             monkeypatch.setenv(k, v)
         assert pool.submit(memory.tuned_for_this_thread).result() == bool(worker_env())
+
+
+_FRAGMENTED_HEAP = """
+import ctypes, json, sys
+from pathlib import Path
+from salbench.pipeline.memory import release_freed_memory
+
+def anon_kb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+blocks = [libc.malloc(16384) for _ in range(8000)]  # 125 MB below the mmap threshold
+for b in blocks:
+    ctypes.memset(b, 1, 16384)
+for i, b in enumerate(blocks):
+    if i % 64:  # keep one block in 64: the heap's top stays in use, its middle is free
+        libc.free(b)
+held = anon_kb()
+if sys.argv[1] == "tuned":
+    from salbench.actors.memory import keep_freed_memory
+    keep_freed_memory()
+released = release_freed_memory()
+print(json.dumps({"released": released, "held_kb": held, "after_kb": anon_kb()}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+@pytest.mark.parametrize("tuned", [False, True])
+def test_driver_gives_freed_heap_back_unless_the_process_keeps_it(tuned):
+    """A heap whose middle was freed (glibc keeps it: only its top is trimmed on free) goes
+    back to the system; not in a process whose model stage keeps freed memory on purpose."""
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _FRAGMENTED_HEAP, "tuned" if tuned else "-"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    r = json.loads(out.stdout)
+    assert r["released"] is not tuned
+    freed_mb = (r["held_kb"] - r["after_kb"]) / 1024
+    if tuned:
+        assert abs(freed_mb) < 5, r
+    else:
+        assert freed_mb > 100, r  # ~123 MB freed in the middle of the heap

@@ -33,6 +33,7 @@ from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
+from salbench.pipeline.memory import release_freed_memory
 from salbench.pipeline.parts import ShardParts
 from salbench.pipeline.progress import ProgressMonitor
 from salbench.pipeline.reuse import PreviousRun
@@ -307,6 +308,11 @@ def _mark_failed(run_dir: Path, manifest: dict[str, Any], exc: BaseException) ->
         log.error("could not mark the manifest failed: %s", write_exc)
 
 
+#: Seconds between two returns of the driver's freed memory to the system while shards are
+#: written (:func:`~salbench.pipeline.memory.release_freed_memory`: a few ms each).
+TRIM_INTERVAL_S = 1.0
+
+
 class ShardWriter:
     """Collects output rows (any order, any batching) and writes each shard once complete.
 
@@ -332,6 +338,7 @@ class ShardWriter:
         self.t0, self.written, self.rows_done = time.time(), 0, 0
         #: the live display; set by the executor while it runs (None: print shard lines)
         self.monitor: ProgressMonitor | None = None
+        self.trimmed_at = self.t0
 
     def start_progress(self, poll: Callable[[], dict[int, int]]) -> ProgressMonitor | None:
         """Start the live progress display polling ``poll`` (shard -> cells reported), or
@@ -382,6 +389,9 @@ class ShardWriter:
             self.monitor.shard_written(shard, msg)
         elif self.progress is not None:
             print(msg, file=self.progress, flush=True)
+        if time.time() - self.trimmed_at >= TRIM_INTERVAL_S:
+            release_freed_memory()
+            self.trimmed_at = time.time()
 
     def finish(self) -> dict[str, Any]:
         """Check that every shard was written; the timings for the manifest."""

@@ -14,7 +14,6 @@ dictionary columns (a code per row); :func:`plain` turns them back into strings.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -31,15 +30,6 @@ DICTIONARY_COLUMNS = ("model", "method", "status")
 #: Rows per record batch of a scan: a few MB of a wide row (curves, strings), so that the
 #: scan's transient copies stay small next to one group's columns.
 BATCH_ROWS = 8192
-
-
-def use_system_allocator() -> None:
-    """Make the system allocator Arrow's default memory pool in this (driver) process,
-    unless ``ARROW_DEFAULT_MEMORY_POOL`` chooses one. Arrow's default, mimalloc, keeps freed
-    pages for reuse, so a driver that reads a run batch by batch holds more than the batch it
-    is on (both measured in BENCHMARKS.md, "Driver memory at scale")."""
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        pa.set_memory_pool(pa.system_memory_pool())
 
 
 def plain(data: pa.Table | pa.RecordBatch) -> pa.Table:
