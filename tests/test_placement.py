@@ -16,7 +16,7 @@ import pytest
 
 from salbench.errors import ConfigError
 from salbench.pipeline import parse_config
-from salbench.pipeline.plan import Plan, actor_config, make_plan, min_gpus
+from salbench.pipeline.plan import GPU_ACTOR_CPUS, Plan, actor_config, make_plan, min_gpus
 
 SCRIPTS = Path(__file__).parent / "scripts"
 BASE = {"dataset": {"kind": "synthetic", "n": 4, "size": 32}, "methods": ["vg"]}
@@ -117,6 +117,33 @@ def test_cpu_plan_scales_requests_and_sizes_auto_pools():
     assert resolved["resources"]["cpu_actors"] == 4
 
 
+def test_cpu_model_actors_get_the_cpus_the_other_stages_leave():
+    """attribute_num_cpus auto, fixed pools, no GPUs: the cluster's CPUs less read + decode
+    (0.25 + 0.25) and one CPU-stage actor per pool (0.5 each), shared among the model
+    actors, capped at one node's CPUs less a CPU-stage actor's."""
+    def cpus(plan, stage="attribute", model="m0"):
+        return plan.pool(stage, model).num_cpus
+
+    assert cpus(make_plan(_config(), {"CPU": 8})) == 7.0  # 8 - 0.5 - 0.5
+    two = make_plan(_config(n_models=2), {"CPU": 8})  # (8 - 0.5 - 2 x 0.5) / 2
+    assert cpus(two) == cpus(two, model="m1") == 3.25
+    pic = make_plan(_config(metrics=["sic"]), {"CPU": 8})  # bokeh + finalize; attribute + score
+    assert cpus(pic) == cpus(pic, "score") == 3.25 and cpus(pic, "bokeh") == 0.5
+    assert cpus(make_plan(_config(attribute_actors=2), {"CPU": 8})) == 3.5
+    assert cpus(make_plan(_config(), {"CPU": 16}, node_cpus=4)) == 3.5  # one node: 4 - 0.5
+    # where little is left, 1 (then scaled with every request to fit, as before)
+    assert cpus(make_plan(_config(), {"CPU": 2})) == 1.0
+    assert cpus(make_plan(_config(), {"CPU": 16}, node_cpus=1)) == 1.0
+    # a number is kept; autoscaling pools grow in actors of 1 CPU instead
+    assert cpus(make_plan(_config(attribute_num_cpus=2), {"CPU": 8})) == 2.0
+    auto = make_plan(_config(attribute_actors="auto"), {"CPU": 8})
+    assert cpus(auto) == 1.0 and auto.pool("attribute", "m0").max_size == 7
+    for plan in (two, pic):
+        assert plan.cpu_scale == 1.0 and plan.demand()[0] == pytest.approx(8)  # all, no more
+    # GPU runs: a model actor asks for the GPU actors' own CPUs, not what is left
+    assert cpus(make_plan(_config(), {"CPU": 8, "GPU": 1})) == GPU_ACTOR_CPUS
+
+
 @pytest.mark.parametrize("key, value, match", [
     ("attribute_actors", 0, "must be positive"),
     ("attribute_actors", [3, 1], r"1 <= min <= max"),
@@ -126,6 +153,9 @@ def test_cpu_plan_scales_requests_and_sizes_auto_pools():
     ("attribute_num_gpus", 1.5, "whole GPUs"),
     ("attribute_num_gpus", -1, "positive number or auto"),
     ("attribute_num_gpus", "half", "positive number or auto"),
+    ("attribute_num_cpus", 0, "positive number or auto"),
+    ("attribute_num_cpus", "many", "positive number or auto"),
+    ("attribute_num_cpus", True, "positive number or auto"),
 ])
 def test_pool_keys_are_validated_by_name(key, value, match):
     with pytest.raises(ConfigError, match=rf"resources\.{key}: .*{match}"):

@@ -64,6 +64,12 @@ def pool_args(pool: Pool) -> dict[str, Any]:
     return args
 
 
+def largest_node_cpus() -> float:
+    """The most CPUs one alive node of the connected Ray cluster has (0 when none)."""
+    return max((float(n["Resources"].get("CPU", 0.0)) for n in ray.nodes() if n["Alive"]),
+               default=0.0)
+
+
 def build_graph(
     config: RunConfig,
     shard_items: list[dict[str, int]],
@@ -80,7 +86,8 @@ def build_graph(
     progress: the run's ProgressCounter (live progress), or None.
     """
     res = config.resources
-    plan = make_plan(config, ray.cluster_resources())  # ConfigError at once if it cannot fit
+    # ConfigError at once if it cannot fit
+    plan = make_plan(config, ray.cluster_resources(), largest_node_cpus())
     log.info("placement plan:\n%s", plan.describe())
     if plan.cpu_scale < 1:
         log.warning("actor CPU requests scaled by %.3f to fit the cluster's CPUs", plan.cpu_scale)

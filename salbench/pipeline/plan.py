@@ -25,6 +25,11 @@ Rules:
   ``ActorPoolStrategy(min_size, max_size)``), whose maximum may exceed the cluster of now
   (an autoscaler adds nodes); ``auto`` = ``(1, what the cluster holds now)``: on GPUs the
   slots that fit the GPUs, the model's share of them (2 models on 8 GPUs: 4 each).
+- CPUs without GPUs: a model actor asks for ``attribute_num_cpus``; ``auto`` with fixed
+  pools: the CPUs the read/decode tasks and one actor of each CPU stage leave, shared
+  equally among the model actors, at least 1 and at most one node's CPUs but a CPU-stage
+  actor's (a model actor's torch uses the whole CPUs it is given,
+  ``salbench.actors.attribute.set_threads``); with autoscaling pools 1 each.
 - CPUs: the read and decode tasks keep ``READ_NUM_CPUS + DECODE_NUM_CPUS``; every actor's
   CPU request is scaled by one factor (<= 1) so that all pools at their minimum sizes fit the
   rest (Ray schedules by request; the actors still use the cores they find).
@@ -153,9 +158,11 @@ def uses_gpu(config: RunConfig, resources: Mapping[str, float]) -> bool:
     return device == "cuda" or (device == "auto" and gpus > 0)
 
 
-def make_plan(config: RunConfig, resources: Mapping[str, float]) -> Plan:
+def make_plan(config: RunConfig, resources: Mapping[str, float],
+              node_cpus: float | None = None) -> Plan:
     """The pools of ``config``'s stages on a cluster with ``resources``; ConfigError (with
-    the numbers and the fix) when they cannot all run at once."""
+    the numbers and the fix) when they cannot all run at once. ``node_cpus``: the most CPUs
+    one node has (an actor runs on one node); None: one node holds them all."""
     cpus = float(resources.get("CPU", 0.0))
     room = cpus - READ_NUM_CPUS - DECODE_NUM_CPUS
     if room <= 0:
@@ -164,7 +171,7 @@ def make_plan(config: RunConfig, resources: Mapping[str, float]) -> Plan:
     use_gpu = uses_gpu(config, resources)
     split = is_split(config)
     model_pools = _gpu_model_pools(config, resources, split) if use_gpu else \
-        _cpu_model_pools(config, room, split)
+        _cpu_model_pools(config, room, split, cpus if node_cpus is None else node_cpus)
     cpu_pools = _cpu_stage_pools(config, room - _cpus(model_pools), split)
     pools = model_pools + cpu_pools
     scale = min(1.0, room / _cpus(pools))
@@ -298,14 +305,21 @@ def _gpus_needed(sizes: list[float]) -> int:
     return len(free)
 
 
-def _cpu_model_pools(config: RunConfig, room: float, split: bool) -> list[Pool]:
+def _cpu_model_pools(config: RunConfig, room: float, split: bool,
+                     node_cpus: float) -> list[Pool]:
     res = config.resources
     stages = 2 if split else 1
-    # auto: the model actors may take the CPUs but what one CPU-stage actor per pool needs
+    # what the model actors may take: all but one CPU-stage actor per pool at its request
     cpu_stage = (len(config.models) + (1 if split else 0)) * res.cpu_num_cpus
-    hi = math.floor((room - cpu_stage) / (len(config.models) * stages * res.attribute_num_cpus))
-    lo_hi = _size(res.attribute_actors, hi)
-    return [Pool(stage, comp.label, *lo_hi, res.attribute_num_cpus)
+    left, pools_n = room - cpu_stage, len(config.models) * stages
+    per_actor = res.attribute_num_cpus
+    if per_actor == "auto" and isinstance(res.attribute_actors, int):  # a fixed pool
+        share = min(left / (pools_n * res.attribute_actors), node_cpus - res.cpu_num_cpus)
+        per_actor = max(1.0, floor4(share))
+    elif per_actor == "auto":  # an autoscaling pool grows in actors instead
+        per_actor = 1.0
+    lo_hi = _size(res.attribute_actors, math.floor(left / (pools_n * per_actor)))
+    return [Pool(stage, comp.label, *lo_hi, per_actor)
             for comp in config.models for stage in ("attribute", "score")[:stages]]
 
 

@@ -224,10 +224,12 @@ def run(
     if pending and not in_process:
         import ray
 
+        from salbench.pipeline.graph import largest_node_cpus
         from salbench.pipeline.plan import make_plan
 
         ensure_ray(config.resources.address)
-        make_plan(config, ray.cluster_resources())  # a run that cannot fit stops here
+        # a run that cannot fit stops here
+        make_plan(config, ray.cluster_resources(), largest_node_cpus())
     run_id = storage.basename(run_dir)
     storage.makedirs(storage.join(run_dir, "samples"))
     handler = _file_logger(run_dir)
