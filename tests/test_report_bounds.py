@@ -148,3 +148,25 @@ def test_aggregate_auc_sits_next_to_its_per_sample_mean(built):
     header, _ = md_rows(md, "Overview: tiny_cnn")
     i = header.index("sic_aggregate_auc (↑)")
     assert header[i - 1] == "sic_auc (↑)"
+
+
+def test_binned_pic_counts_constant_maps_as_degenerate_not_as_errors():
+    """Paper 001's binned PIC uses the rows with a map and finite curves; its counts are the
+    summary's: a ``degenerate_map`` row is degenerate, a filtered row skipped, a failed
+    row an error (degenerate maps used to be counted among the errors)."""
+    from salbench.metrics.pic import aggregate_binned
+    from salbench.report.data import RunTables
+    from salbench.report.tables import stat
+
+    levels = [[0.0, 0.5, 1.0], [0.0, 0.2, 0.9], None, None, None, [0.0, 0.4, 1.0]]
+    ratios = [[0.1, 0.6, 1.0], [0.2, 0.3, 0.8], None, None, None, [0.0, float("nan"), 1.0]]
+    statuses = ["ok", "metric_error", "degenerate_map", "filtered", "model_error", "ok"]
+    samples = pa.table({
+        "model": ["m"] * 6, "method": ["vg"] * 6, "index": list(range(6)),
+        "status": statuses, "pic_blur_levels": levels, "pic_blur_prob_ratio": ratios})
+    run = RunTables("r", {}, RunSamples(Shards(table=samples)), pd.DataFrame())
+    got = stat(run, "m", "vg", "pic_blur_sic_binned_auc")
+    want = aggregate_binned(np.array(levels[:2]), np.array(ratios[:2]), kind="sic")[2]
+    assert got.mean == pytest.approx(want)
+    # n: the two finite curves; the NaN curve of row 5 is skipped with the filtered row
+    assert (got.n, got.errors, got.degenerate, got.skipped) == (2, 1, 1, 2)
