@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,29 +67,47 @@ def _status(key: str, pid: int | str = "self") -> int:
 def _peak(op: Callable[[], Any]) -> dict[str, float]:
     """Run ``op`` once with the peak-RSS mark reset just before it: {rss_before_mb,
     peak_growth_mb (the mark's growth over the resident set before), peak_mb (the whole
-    process's mark), seconds}."""
+    process's mark), seconds, private_growth_mb / shared_growth_mb}. The last two split
+    the resident set, sampled every 20 ms: private (anonymous) memory's peak growth, and
+    that of shared memory mapped into the process (Ray's object store, whose pages a Ray
+    driver that reads a block maps; they are the store's, counted once per node)."""
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")
     before = _status("VmRSS")
+    parts = {k: _status(k) for k in ("RssAnon", "RssShmem")}
+    peaks, done = dict(parts), threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            for k in peaks:
+                peaks[k] = max(peaks[k], _status(k))
+
+    sampler = threading.Thread(target=sample, daemon=True)
     print(json.dumps({"rss_before_mb": round(before / 1024, 1)}), flush=True)  # see _subprocess
     t0 = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):
-        op()
+    sampler.start()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            op()
+    finally:
+        done.set()
+        sampler.join()
     wall = time.perf_counter() - t0
     hwm = _status("VmHWM")
     return {"rss_before_mb": round(before / 1024, 1),
             "peak_growth_mb": round((hwm - before) / 1024, 1),
-            "peak_mb": round(hwm / 1024, 1), "seconds": round(wall, 2)}
+            "peak_mb": round(hwm / 1024, 1), "seconds": round(wall, 2),
+            "private_growth_mb": round((peaks["RssAnon"] - parts["RssAnon"]) / 1024, 1),
+            "shared_growth_mb": round((peaks["RssShmem"] - parts["RssShmem"]) / 1024, 1)}
 
 
 def _driver_allocator() -> None:
     """Arrow's memory pool as the CLI's driver sets it (``salbench.cli.main``), for the
     operations measured without the CLI; nothing in versions before that setting."""
-    try:
-        from salbench.pipeline.memory import use_system_allocator
-    except ImportError:
-        return
-    use_system_allocator()
+    for module in ("salbench.pipeline.memory", "salbench.pipeline.scan"):  # now, before
+        with contextlib.suppress(ImportError, AttributeError):
+            __import__(module, fromlist=["_"]).use_system_allocator()
+            return
 
 
 def _operation(what: str, run_a: Path, run_b: Path | None) -> Callable[[], Any]:
@@ -310,13 +329,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {t['shape']} | {t['rows']:,} | {t['groups']} | {t['shards']:,} | "
             f"{gen['rows_per_s']:,.0f}{' (reused)' if gen['reused'] else ''} | "
             + " | ".join(f"{_mb(t[w])} | {_s(t[w])}" for w in OPERATIONS) + " |")
-    lines += ["", "| salbench run, rows | executor | driver peak growth | peak RSS | s | "
-              "rows/s |", "|---:|---|---:|---:|---:|---:|"]
+    lines += ["", "| salbench run, rows | executor | driver peak growth | of it private / "
+              "shared | peak RSS | s | rows/s |", "|---:|---|---:|---:|---:|---:|---:|"]
     for r in result["runs"]:
         if "error" in r:
-            lines.append(f"| {r['rows']:,} | {r['executor']} | {_mb(r)} | | {_s(r)} | |")
+            lines.append(f"| {r['rows']:,} | {r['executor']} | {_mb(r)} | | | {_s(r)} | |")
         else:
             lines.append(f"| {r['rows']:,} | {r['executor']} | {r['peak_growth_mb']:.1f} MB | "
+                         f"{r['private_growth_mb']:.1f} / {r['shared_growth_mb']:.1f} MB | "
                          f"{r['peak_mb']:.0f} MB | {r['seconds']:.1f} | "
                          f"{r['rows_per_s']:,.0f} |")
     return "\n".join(lines)

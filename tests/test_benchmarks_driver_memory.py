@@ -120,6 +120,9 @@ def test_quick_case_measures_each_operation_and_run_and_reuses_tables(tmp_path):
     for r in res["runs"]:
         assert "error" not in r, r
         assert r["rows"] == driver_memory.QUICK_RUN_ROWS[0] and r["peak_growth_mb"] >= 0
+        # the resident set split: private memory's growth is part of the peak's growth
+        assert 0 <= r["private_growth_mb"] <= r["peak_growth_mb"] + 0.5, r
+        assert r["shared_growth_mb"] >= 0, r
     md = driver_memory.markdown(res)
     assert "| 2-method | 40 |" in md and "| production | 100 |" in md and "| ray |" in md
     again = driver_memory.run_case(Settings(quick=True, data_dir=str(tmp_path), run_rows=(0,)))
