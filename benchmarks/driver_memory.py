@@ -147,17 +147,20 @@ def measure(run_a: Path, run_b: Path | None, what: str) -> dict[str, float]:
     return out
 
 
-def measure_run(rows: int, executor: str, out: Path) -> dict[str, float]:
+def measure_run(rows: int, executor: str, out: Path,
+                window_images: int | None = None) -> dict[str, float]:
     """Peak RSS growth of this process over a real run of ``rows`` rows (the 2-method shape
     on the synthetic dataset, ``rows / 2`` images) with ``executor`` (in_process | ray; Ray
-    is started before the mark is reset, as a long-lived cluster would be); prints it as
-    a JSON line with rows/s over the run."""
+    is started before the mark is reset, as a long-lived cluster would be) and
+    ``resources.window_images``; prints it as a JSON line with rows/s over the run."""
     from salbench.pipeline import local, parse_config, run, summary  # noqa: F401
 
     if rows <= 0 or rows % rt.TWO_METHOD.groups:
         raise ValueError(f"rows must be a positive multiple of {rt.TWO_METHOD.groups}")
-    cfg = parse_config({**rt.config(rt.TWO_METHOD, rows // rt.TWO_METHOD.groups,
-                                    name=f"mem-run-{executor}"), "out": str(out)})
+    raw = rt.config(rt.TWO_METHOD, rows // rt.TWO_METHOD.groups, name=f"mem-run-{executor}")
+    if window_images is not None:
+        raw["resources"] = {**raw.get("resources", {}), "window_images": window_images}
+    cfg = parse_config({**raw, "out": str(out)})
     _driver_allocator()
     if executor == "ray":
         import ray
@@ -175,7 +178,8 @@ def measure_run(rows: int, executor: str, out: Path) -> dict[str, float]:
     took = _peak(go)
     written = json.loads((result["run"].run_dir / "manifest.json").read_text())["counts"]
     took.update(rows=int(written["rows"]), rows_per_s=round(written["rows"] / took["seconds"], 1))
-    print(json.dumps({"rows": rows, "executor": executor, **took}), flush=True)
+    print(json.dumps({"rows": rows, "executor": executor, "window_images": window_images,
+                      **took}), flush=True)
     return took
 
 
@@ -372,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--rows", type=int, required=True)
     r.add_argument("--executor", choices=EXECUTORS, required=True)
     r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--window-images", type=int, default=None,
+                   help="resources.window_images (default: none, one Ray Data execution)")
     a = p.parse_args(argv)
     if a.cmd == "generate":
         took = rt.generate(_shape(a), a.rows, a.out, a.seed, a.shift, via_rows=a.via_rows)
@@ -379,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "measure":
         measure(a.run_a, a.run_b, a.what)
     else:
-        measure_run(a.rows, a.executor, a.out)
+        measure_run(a.rows, a.executor, a.out, a.window_images)
     return 0
 
 

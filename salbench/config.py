@@ -69,6 +69,9 @@ class ResourceConfig:
     ``salbench.methods.engine.CPU_INTERNAL_BATCH_SIZE`` (16) by ``methods.attribute``.
     max_sample_crashes: how often a sample may kill its model actor's process (a crash in
     native code, the OS's OOM killer) before it becomes a ``worker_crash`` error row.
+    window_images: the Ray graph runs the pending shards in windows of at most this many
+    images, one Ray Data execution each (its actor pools start anew), so that the driver's
+    per-block bookkeeping stays bounded; None: the whole run in one.
 
     Placement (``salbench.pipeline.plan`` turns these into each stage's actor pools):
     attribute_actors / cpu_actors: actors per model of the model stage / of each CPU stage: a
@@ -96,6 +99,7 @@ class ResourceConfig:
     torch_threads: int | None = None
     internal_batch_size: int | None = None
     max_sample_crashes: int = 2
+    window_images: int | None = None
 
 
 @dataclass(frozen=True)
@@ -246,7 +250,7 @@ def _typed(raw: dict[str, Any], key: str, name: str, kind: type | tuple[type, ..
     return value
 
 
-_OPTIONAL = ("torch_threads", "internal_batch_size")
+_OPTIONAL = ("torch_threads", "internal_batch_size", "window_images")
 
 
 def _resources(raw: Any) -> ResourceConfig:

@@ -90,6 +90,22 @@ def test_same_config_twice_gives_identical_tables(tiny_run, tmp_path):
     pd.testing.assert_frame_equal(a[1], b[1])
 
 
+def test_a_run_in_windows_gives_the_one_graphs_tables(tiny_run, tmp_path):
+    """window_images: 3 runs the 3 shards (2 + 2 + 1 images) as 2 Ray Data executions,
+    shard 0, then shards 1 and 2 (2 + 2 > 3, 2 + 1 <= 3); the tables are the single graph's,
+    the stage statistics the windows' sums."""
+    cfg = _config(tmp_path, resources={**TINY["resources"], "window_images": 3})
+    windowed = run(parse_config(cfg), progress=None)
+    a, b = _tables(tiny_run.run_dir), _tables(windowed.run_dir)
+    pd.testing.assert_frame_equal(a[0], b[0])
+    pd.testing.assert_frame_equal(a[1], b[1])
+    stages = json.loads((windowed.run_dir / "manifest.json").read_text())["timings"]["stages"]
+    attribute = stages["MapBatches(AttributeActor)"]
+    assert attribute["rows"] == 10 and 0 <= attribute["start_s"] < attribute["end_s"]
+    log = (windowed.run_dir / "run.log").read_text()
+    assert log.count("placement plan") == 2, log  # each window plans its pools
+
+
 def test_resume_recomputes_only_missing_shards(tiny_run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_run.run_dir, copy)

@@ -156,6 +156,8 @@ def test_cpu_model_actors_get_the_cpus_the_other_stages_leave():
     ("attribute_num_cpus", 0, "positive number or auto"),
     ("attribute_num_cpus", "many", "positive number or auto"),
     ("attribute_num_cpus", True, "positive number or auto"),
+    ("window_images", 0, "must be positive"),
+    ("window_images", 1.5, "expected int"),
 ])
 def test_pool_keys_are_validated_by_name(key, value, match):
     with pytest.raises(ConfigError, match=rf"resources\.{key}: .*{match}"):

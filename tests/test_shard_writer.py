@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from salbench.pipeline import parse_config
-from salbench.pipeline.run import ShardWriter, plan_shards
+from salbench.pipeline.run import ShardWriter, merge_stage_stats, plan_shards, run_windows
 
 MODELS, METHODS, IMAGES, SHARD = ["fast", "slow"], ["vg", "gxi"], 12, 3
 
@@ -98,3 +98,28 @@ def test_one_model_far_ahead_waits_on_disk_and_gives_the_same_shards(tmp_path):
                        and r["model"] == first["model"] and r["method"] == first["method"])
             png = np.asarray(Image.open(io.BytesIO(first["input_png"])))
             assert png.tobytes() == row["crop"]
+
+
+def test_run_windows_take_whole_shards_up_to_the_window():
+    pending = [{"shard": s, "start": a, "stop": b} for s, a, b in
+               [(0, 0, 16), (2, 32, 48), (3, 48, 64), (4, 64, 70), (9, 144, 160)]]
+    assert list(run_windows(pending, None)) == [pending]
+    got = [[item["shard"] for item in w] for w in run_windows(pending, 32)]
+    assert got == [[0, 2], [3, 4], [9]]  # 16 + 16; 16 + 6 (+ 16 > 32); 16
+    # a shard larger than the window is a window of its own
+    assert [[i["shard"] for i in w] for w in run_windows(pending, 10)] == [[0], [2], [3], [4],
+                                                                           [9]]
+    assert list(run_windows([], 32)) == []
+
+
+def test_stage_statistics_of_windows_add_up():
+    first = {"Read": {"time_total_s": 1.5, "start_s": 100.0, "end_s": 104.0, "rows": 4,
+                      "bytes": 40},
+             "Attr": {"time_total_s": 3.0, "start_s": 101.0, "end_s": 105.0, "rows": 8}}
+    second = {"Read": {"time_total_s": 0.5, "start_s": 110.0, "end_s": 111.0, "rows": 2,
+                       "bytes": 20},
+              "Attr": {"time_total_s": 1.0, "start_s": 110.5, "end_s": 112.5, "rows": 4}}
+    assert merge_stage_stats([first, second]) == {
+        "Read": {"time_total_s": 2.0, "start_s": 0.0, "end_s": 11.0, "rows": 6, "bytes": 60},
+        "Attr": {"time_total_s": 4.0, "start_s": 1.0, "end_s": 12.5, "rows": 12}}
+    assert merge_stage_stats([]) == {}

@@ -432,26 +432,78 @@ def _execute(
     journal = start_journal(writer.run_id)
     counter = start_counter(writer.run_id) if writer.progress is not None else None
     monitor = None
+    windows: list[dict[str, dict[str, float]]] = []
     try:  # the plan in build_graph may stop the run (ConfigError): the actors go too
-        ds = build_graph(config, pending, geometries, reuse=reuse_ref, journal=journal,
-                         progress=counter)
-        monitor = (writer.start_progress(lambda: ray.get(counter.snapshot.remote(), timeout=10))
-                   if counter is not None else None)
-        for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-            writer.add(batch.to_dict("records"))
+        for items in run_windows(pending, config.resources.window_images):
+            ds = build_graph(config, items, geometries, reuse=reuse_ref, journal=journal,
+                             progress=counter)
+            if counter is not None and monitor is None:
+                monitor = writer.start_progress(
+                    lambda: ray.get(counter.snapshot.remote(), timeout=10))
+            for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+                writer.add(batch.to_dict("records"))
+            windows.append(stage_stats(ds, origin=0.0))
+            del ds  # Ray Data's bookkeeping of the window's blocks goes with it
     finally:
         if monitor is not None:
             monitor.stop()
         for actor in (journal, counter):
             if actor is not None:
                 ray.kill(actor)
-    return {**writer.finish(), "stages": stage_stats(ds)}
+    return {**writer.finish(), "stages": merge_stage_stats(windows)}
 
 
-def stage_stats(ds: Any) -> dict[str, dict[str, float]]:
+def run_windows(pending: list[dict[str, int]],
+                window_images: int | None) -> Iterator[list[dict[str, int]]]:
+    """The pending shards in consecutive windows of at most ``window_images`` images (at
+    least one shard each); all in one when ``window_images`` is None. Each window is one
+    Ray Data execution: the driver's per-block bookkeeping (some KB a block, kept while a
+    dataset lives) is then bounded by the window, not the run (BENCHMARKS.md, "Driver
+    memory at scale")."""
+    if window_images is None:
+        yield pending
+        return
+    window: list[dict[str, int]] = []
+    images = 0
+    for item in pending:
+        size = item["stop"] - item["start"]
+        if window and images + size > window_images:
+            yield window
+            window, images = [], 0
+        window.append(item)
+        images += size
+    if window:
+        yield window
+
+
+def merge_stage_stats(windows: list[dict[str, dict[str, float]]]
+                      ) -> dict[str, dict[str, float]]:
+    """One run's stage statistics from its windows' (:func:`stage_stats` with absolute
+    times): work, rows and bytes summed; start / end the earliest / latest, in seconds
+    after the first operator started."""
+    out: dict[str, dict[str, float]] = {}
+    for stats in windows:
+        for op, entry in stats.items():
+            acc = out.setdefault(op, {})
+            for key, value in entry.items():
+                pick = {"start_s": min, "end_s": max}.get(key)
+                acc[key] = value if key not in acc else (
+                    pick(acc[key], value) if pick else acc[key] + value)
+    starts = [e["start_s"] for e in out.values() if "start_s" in e]
+    origin = min(starts) if starts else 0.0
+    for entry in out.values():
+        for key in ("start_s", "end_s"):
+            if key in entry:
+                entry[key] = entry[key] - origin
+        for key, value in entry.items():
+            entry[key] = round(value, 4) if isinstance(value, float) else value
+    return out
+
+
+def stage_stats(ds: Any, origin: float | None = None) -> dict[str, dict[str, float]]:
     """Per Ray Data operator: ``time_total_s`` (seconds of work), ``start_s`` / ``end_s``
-    (its first start and last end, in seconds after the first operator started), ``rows``
-    and ``bytes`` it produced (from Ray's stats).
+    (its first start and last end, in seconds after ``origin``, a clock reading; None: the
+    first operator's start), ``rows`` and ``bytes`` it produced (from Ray's stats).
 
     Ray's stats API is internal and changes between releases; anything it does not provide
     is left out rather than guessed.
@@ -465,7 +517,8 @@ def stage_stats(ds: Any) -> dict[str, dict[str, float]]:
         return out
     starts = [float(v) for op in ops
               if isinstance(v := getattr(op, "earliest_start_time", None), (int, float))]
-    origin = min(starts) if starts else 0.0
+    if origin is None:
+        origin = min(starts) if starts else 0.0
     for op in ops:
         entry: dict[str, float] = {}
         if isinstance(getattr(op, "time_total_s", None), (int, float)):
