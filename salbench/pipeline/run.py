@@ -442,7 +442,7 @@ def _execute(
                     lambda: ray.get(counter.snapshot.remote(), timeout=10))
             for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
                 writer.add(batch.to_dict("records"))
-            windows.append(stage_stats(ds, origin=0.0))
+            windows.append(stage_stats(ds))
             del ds  # Ray Data's bookkeeping of the window's blocks goes with it
     finally:
         if monitor is not None:
@@ -478,9 +478,9 @@ def run_windows(pending: list[dict[str, int]],
 
 def merge_stage_stats(windows: list[dict[str, dict[str, float]]]
                       ) -> dict[str, dict[str, float]]:
-    """One run's stage statistics from its windows' (:func:`stage_stats` with absolute
-    times): work, rows and bytes summed; start / end the earliest / latest, in seconds
-    after the first operator started."""
+    """One run's stage statistics from its windows' (:func:`stage_stats`): work, rows and
+    bytes summed; start / end the earliest / latest, in seconds after the first operator
+    started."""
     out: dict[str, dict[str, float]] = {}
     for stats in windows:
         for op, entry in stats.items():
@@ -500,10 +500,10 @@ def merge_stage_stats(windows: list[dict[str, dict[str, float]]]
     return out
 
 
-def stage_stats(ds: Any, origin: float | None = None) -> dict[str, dict[str, float]]:
+def stage_stats(ds: Any) -> dict[str, dict[str, float]]:
     """Per Ray Data operator: ``time_total_s`` (seconds of work), ``start_s`` / ``end_s``
-    (its first start and last end, in seconds after ``origin``, a clock reading; None: the
-    first operator's start), ``rows`` and ``bytes`` it produced (from Ray's stats).
+    (its first start and last end, Ray's clock readings; :func:`merge_stage_stats` makes
+    them relative), ``rows`` and ``bytes`` it produced (from Ray's stats).
 
     Ray's stats API is internal and changes between releases; anything it does not provide
     is left out rather than guessed.
@@ -515,19 +515,13 @@ def stage_stats(ds: Any, origin: float | None = None) -> dict[str, dict[str, flo
     except Exception as exc:  # stats are diagnostics; never fail a finished run for them
         log.info("Ray Data stats unavailable: %s", exc)
         return out
-    starts = [float(v) for op in ops
-              if isinstance(v := getattr(op, "earliest_start_time", None), (int, float))]
-    if origin is None:
-        origin = min(starts) if starts else 0.0
     for op in ops:
         entry: dict[str, float] = {}
         if isinstance(getattr(op, "time_total_s", None), (int, float)):
             entry["time_total_s"] = round(float(op.time_total_s), 4)
-        # Ray's start / end stamps are raw clock readings: kept as seconds after the
-        # first operator started
         for key, name in (("earliest_start_time", "start_s"), ("latest_end_time", "end_s")):
             if isinstance(getattr(op, key, None), (int, float)):
-                entry[name] = round(float(getattr(op, key)) - origin, 4)
+                entry[name] = float(getattr(op, key))
         rows = getattr(getattr(op, "output_num_rows", None), "sum", None)
         size = getattr(getattr(op, "output_size_bytes", None), "sum", None)
         if rows is not None:
