@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from salbench.pipeline.compare import paired_interval
-from salbench.pipeline.groups import NOT_ERROR_STATUSES, GroupCounts
+from salbench.pipeline.groups import GroupCounts
 from salbench.report.data import (
     HEADLINE,
     RunTables,
@@ -128,15 +128,16 @@ def _binned(run: RunTables, model: str, method: str, metric: str) -> Stat | None
     pairs = [(np.asarray(lv, np.float64), np.asarray(v, np.float64))
              for lv, v in zip(ok["pic_blur_levels"], ok[values_col], strict=True)
              if v is not None and np.isfinite(lv).all() and np.isfinite(v).all()]
-    # the summary's counts (``skipped`` / ``degenerate``): constant maps are not errors
-    errors = int((~g["status"].isin(NOT_ERROR_STATUSES)).sum())
-    degenerate_maps = int((g["status"] == "degenerate_map").sum())
     if not pairs:
         return None
     _, _, auc = aggregate_binned(np.stack([p[0] for p in pairs]),
                                  np.stack([p[1] for p in pairs]), kind=kind)
+    # the group's counts, as the summary's: constant maps are degenerate, not errors
+    counts = s.counts[(model, method)]
+    degenerate_maps = counts.statuses.get("degenerate_map", 0)
     return Stat(auc, math.nan, math.nan, len(pairs),
-                len(g) - errors - degenerate_maps - len(pairs), errors, degenerate_maps)
+                counts.rows - counts.errors - degenerate_maps - len(pairs), counts.errors,
+                degenerate_maps)
 
 
 def paired_delta(run: RunTables, model: str, base: str, other: str,
