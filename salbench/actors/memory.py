@@ -25,10 +25,12 @@ process keeps its peak heap, which a chunked method bounds through
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import sys
 import threading
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,16 @@ def tuned_for_this_thread() -> bool:
     return _tuned and threading.current_thread() is threading.main_thread()
 
 
+@functools.cache
+def glibc_function(name: str) -> Any:
+    """glibc's function ``name`` (``mallopt``, ``malloc_trim``), or None where the C library
+    is not glibc or has no such function."""
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+
+
 def keep_freed_memory() -> bool:
     """glibc only: no per-block mmap, no heap trimming (``mallopt``); once per process.
 
@@ -74,10 +86,8 @@ def keep_freed_memory() -> bool:
         return True
     if not _enabled():
         return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = glibc_function("mallopt")
+    if mallopt is None:
         return False
     _tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     if not _tuned:

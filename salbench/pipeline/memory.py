@@ -10,13 +10,11 @@ rows while its free-but-kept memory grew from 12 to 19 MB; ``malloc_trim`` gave 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import functools
 import os
 
 import pyarrow as pa
 
-from salbench.actors.memory import tuned_for_this_thread
+from salbench.actors.memory import glibc_function, tuned_for_this_thread
 
 
 def use_system_allocator() -> None:
@@ -28,18 +26,6 @@ def use_system_allocator() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
 
 
-@functools.cache
-def _malloc_trim() -> ctypes._CFuncPtr | None:
-    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
-    if trim is not None:
-        trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
 def release_freed_memory() -> bool:
     """Give the memory this process has freed back to the operating system (glibc's
     ``malloc_trim(0)``: every arena's free pages, not only the heap's top). Takes a few
@@ -47,8 +33,8 @@ def release_freed_memory() -> bool:
     and where this process keeps its freed memory on purpose: an in-process run's model
     stage tunes glibc so that torch does not fault in fresh pages on every pass
     (:mod:`salbench.actors.memory`)."""
-    trim = _malloc_trim()
+    trim = glibc_function("malloc_trim")
     if trim is None or tuned_for_this_thread():
         return False
-    trim(0)
+    trim(ctypes.c_size_t(0))
     return True
