@@ -72,6 +72,12 @@ class ResourceConfig:
     window_images: the Ray graph runs the pending shards in windows of at most this many
     images, one Ray Data execution each (its actor pools start anew), so that the driver's
     per-block bookkeeping stays bounded; None: the whole run in one.
+    block_images: images per Ray Data block from reading on (whole shards, at least one): a
+    number, or ``"auto"`` (:func:`salbench.pipeline.plan.block_shards`: one shard per block
+    with split (PIC) metrics, whose bokeh images make blocks large, and in runs of under
+    256 shards; else up to 64 images). Fewer, larger blocks cost the driver and Ray's
+    scheduler less per image; results do not depend on it (the model stage batches each
+    shard on its own).
 
     Placement (``salbench.pipeline.plan`` turns these into each stage's actor pools):
     attribute_actors / cpu_actors: actors per model of the model stage / of each CPU stage: a
@@ -100,6 +106,7 @@ class ResourceConfig:
     internal_batch_size: int | None = None
     max_sample_crashes: int = 2
     window_images: int | None = None
+    block_images: int | str = "auto"
 
 
 @dataclass(frozen=True)
@@ -277,10 +284,16 @@ def _resources(raw: Any) -> ResourceConfig:
         if name == "attribute_num_cpus":
             values[name] = _cpu_share(raw[name], f"resources.{name}")
             continue
+        if name == "block_images" and isinstance(raw[name], str):
+            if raw[name] != "auto":
+                raise ConfigError(f"resources.block_images: expected a number of images or "
+                                  f"auto, got {raw[name]!r}")
+            values[name] = "auto"
+            continue
         kind = {"address": str, "device": str}.get(name)
         if kind is None:
-            kind = int if isinstance(getattr(defaults, name), int) or name in _OPTIONAL \
-                else (int, float)
+            kind = int if isinstance(getattr(defaults, name), int) or name in (
+                *_OPTIONAL, "block_images") else (int, float)
         values[name] = _typed(raw, "resources.", name, kind)
         if kind is not str and values[name] <= 0:
             raise ConfigError(f"resources.{name}: must be positive, got {values[name]}")

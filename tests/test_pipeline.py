@@ -106,6 +106,22 @@ def test_a_run_in_windows_gives_the_one_graphs_tables(tiny_run, tmp_path):
     assert log.count("placement plan") == 2, log  # each window plans its pools
 
 
+def test_blocks_of_several_shards_give_the_one_shard_blocks_tables(tiny_run, tmp_path):
+    """block_images: 4 reads the 3 shards (2 + 2 + 1 images) as 2 Ray Data blocks (shards 0
+    and 1, then 2); the model stage still batches each shard on its own, so the tables are
+    those of one shard per block."""
+    cfg = _config(tmp_path, resources={**TINY["resources"], "block_images": 4})
+    blocked = run(parse_config(cfg), progress=None)
+    a, b = _tables(tiny_run.run_dir), _tables(blocked.run_dir)
+    pd.testing.assert_frame_equal(a[0], b[0])
+    pd.testing.assert_frame_equal(a[1], b[1])
+    stages = json.loads((blocked.run_dir / "manifest.json").read_text())["timings"]["stages"]
+    assert stages["FromItems"]["rows"] == 2  # one item per block
+    single = json.loads((tiny_run.run_dir / "manifest.json").read_text())["timings"]["stages"]
+    assert single["FromItems"]["rows"] == 3
+    assert "2 shards per Ray Data block" in (blocked.run_dir / "run.log").read_text()
+
+
 def test_resume_recomputes_only_missing_shards(tiny_run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_run.run_dir, copy)

@@ -14,9 +14,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from salbench.datasets.shards import block_items
 from salbench.errors import ConfigError
 from salbench.pipeline import parse_config
-from salbench.pipeline.plan import GPU_ACTOR_CPUS, Plan, actor_config, make_plan, min_gpus
+from salbench.pipeline.plan import (
+    GPU_ACTOR_CPUS,
+    Plan,
+    actor_config,
+    block_shards,
+    make_plan,
+    min_gpus,
+)
 
 SCRIPTS = Path(__file__).parent / "scripts"
 BASE = {"dataset": {"kind": "synthetic", "n": 4, "size": 32}, "methods": ["vg"]}
@@ -101,6 +109,22 @@ def test_model_num_gpus_overrides_and_min_gpus():
     assert min_gpus(_config(n_models=2, attribute_num_gpus=0.5, attribute_actors=[2, 4])) == 2.0
 
 
+def test_blocks_gather_small_shards_only_where_it_pays():
+    """block_images auto: 64 images a block (4 shards of 16) in runs that keep 256 blocks,
+    fewer shards a block below that, one in small runs and with PIC metrics (large bokeh
+    blocks); a number: whole shards up to it, at least one."""
+    auto = _config(shard_size=16)
+    assert block_shards(auto, 3125) == 4  # 50,000 images: 782 blocks of 64
+    assert block_shards(auto, 600) == 2 and block_shards(auto, 255) == 1
+    assert block_shards(_config(shard_size=64), 10_000) == 1
+    assert block_shards(_config(metrics=["sic"], shard_size=16), 3125) == 1
+    assert block_shards(_config(shard_size=16, block_images=100), 10) == 6
+    assert block_shards(_config(shard_size=16, block_images=8), 10) == 1
+    items = [{"shard": i, "start": 2 * i, "stop": 2 * i + 2} for i in range(5)]
+    blocks = block_items(items, 2)
+    assert [json.loads(b["shards"]) for b in blocks] == [items[:2], items[2:4], items[4:]]
+
+
 def test_cpu_plan_scales_requests_and_sizes_auto_pools():
     plan = make_plan(_config(n_models=2, metrics=["sic"]), {"CPU": 2})
     assert not plan.use_gpu and plan.cpu_scale < 1
@@ -158,6 +182,9 @@ def test_cpu_model_actors_get_the_cpus_the_other_stages_leave():
     ("attribute_num_cpus", True, "positive number or auto"),
     ("window_images", 0, "must be positive"),
     ("window_images", 1.5, "expected int"),
+    ("block_images", 0, "must be positive"),
+    ("block_images", "big", "number of images or auto"),
+    ("block_images", 2.5, "expected int"),
 ])
 def test_pool_keys_are_validated_by_name(key, value, match):
     with pytest.raises(ConfigError, match=rf"resources\.{key}: .*{match}"):

@@ -29,6 +29,20 @@ def _dataset(spec_json: str) -> Dataset:
     return open_dataset(json.loads(spec_json))
 
 
+def block_items(shard_items: list[dict[str, int]], per_block: int) -> list[dict[str, str]]:
+    """Consecutive shard items ({shard, start, stop}) in groups of ``per_block``: one item
+    per Ray Data block, ``{"shards": <the group as JSON>}`` (:func:`read_block` reads it)."""
+    return [{"shards": json.dumps(shard_items[i:i + per_block])}
+            for i in range(0, len(shard_items), per_block)]
+
+
+def read_block(item: dict[str, Any], *, dataset_json: str) -> Iterator[dict[str, Any]]:
+    """A block item of :func:`block_items` -> the rows of its shards, shard after shard
+    (:func:`read_shard` each)."""
+    for shard in json.loads(item["shards"]):
+        yield from read_shard(shard, dataset_json=dataset_json)
+
+
 def read_shard(item: dict[str, Any], *, dataset_json: str) -> Iterator[dict[str, Any]]:
     """Shard item {shard, start, stop} -> its dataset rows with bytes images, boxes as JSON.
 

@@ -11,10 +11,11 @@ images go from the BokehActor to the ScoreActor as uint8 arrays (2 + T per PIC p
 set) and are dropped once scored, so only the scores reach the FinalizeActor. Rebuilding them
 on the model side instead would put the griddata work (~1 s per bokeh set) on the GPU actor.
 
-Each shard is one block from reading on, and the model stages take whole blocks
-(``batch_size=None``; on GPU stages, where Ray Data requires a batch size, ``shard_size``),
-and the AttributeActor batches each shard's images on their own, so results do not depend
-on how Ray schedules or bundles work.
+Each block holds whole shards from reading on (one, or several small ones:
+``resources.block_images``, :func:`salbench.pipeline.plan.block_shards`), the model stages
+take whole blocks (``batch_size=None``; on GPU stages, where Ray Data requires a batch size,
+the block's images), and the AttributeActor batches each shard's images on their own, so
+results do not depend on how Ray schedules or bundles work.
 
 Each stage's actor pool (actors, GPUs and CPUs per actor) comes from the placement plan
 (:mod:`salbench.pipeline.plan`), made and checked against the cluster before any work starts.
@@ -33,8 +34,15 @@ import ray.data
 from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
 from salbench.actors.memory import worker_env
 from salbench.config import RunConfig
-from salbench.datasets.shards import decode_batch, read_shard
-from salbench.pipeline.plan import DECODE_NUM_CPUS, READ_NUM_CPUS, Pool, actor_config, make_plan
+from salbench.datasets.shards import block_items, decode_batch, read_block
+from salbench.pipeline.plan import (
+    DECODE_NUM_CPUS,
+    READ_NUM_CPUS,
+    Pool,
+    actor_config,
+    block_shards,
+    make_plan,
+)
 
 log = logging.getLogger("salbench")
 
@@ -100,13 +108,18 @@ def build_graph(
                 "compute": ray.data.ActorPoolStrategy(**pool.strategy_args()),
                 **pool_args(pool)}
 
-    # Ray Data needs a batch size for GPU stages; a shard's rows are at most shard_size, and
-    # the AttributeActor batches each shard on its own, so results do not depend on bundling.
-    model_batch = res.shard_size if use_gpu else None
+    per_block = block_shards(config, len(shard_items))
+    if per_block > 1:
+        log.info("%d shards per Ray Data block (resources.block_images)", per_block)
+    # Ray Data needs a batch size for GPU stages; a block's rows are at most per_block x
+    # shard_size, and the AttributeActor batches each shard on its own, so results do not
+    # depend on bundling.
+    model_batch = res.shard_size * per_block if use_gpu else None
     env = worker_env()
-    items = ray.data.from_items(shard_items, override_num_blocks=len(shard_items))
+    blocks = block_items(shard_items, per_block)
+    items = ray.data.from_items(blocks, override_num_blocks=len(blocks))
     rows = items.flat_map(
-        read_shard, fn_kwargs={"dataset_json": json.dumps(config.dataset, sort_keys=True)},
+        read_block, fn_kwargs={"dataset_json": json.dumps(config.dataset, sort_keys=True)},
         num_cpus=READ_NUM_CPUS,
     )
     branches = []

@@ -142,6 +142,31 @@ def is_split(config: RunConfig) -> bool:
     return any(metrics.get(m.name).prepare is not None for m in config.metrics)
 
 
+#: ``block_images: auto``: the most images a block gathers, and the fewest blocks a run keeps
+#: (so that every actor of a pool still gets work and progress stays fine-grained).
+AUTO_BLOCK_IMAGES = 64
+AUTO_MIN_BLOCKS = 256
+
+
+def block_shards(config: RunConfig, shards: int) -> int:
+    """Whole shards per Ray Data block of a run of ``shards`` pending shards
+    (``resources.block_images``; at least 1).
+
+    Each block costs the driver and Ray's scheduler the same whatever it holds (its tasks,
+    references and statistics; measured in BENCHMARKS.md, "Driver memory at scale"), so
+    blocks of several small shards cost less per image. ``auto``: one shard per block with
+    split (PIC) metrics, whose bokeh images (2.26 MB per sample and method) already make a
+    shard's block large, and in runs of fewer than ``AUTO_MIN_BLOCKS`` shards; else as many
+    as fit ``AUTO_BLOCK_IMAGES`` images while the run keeps ``AUTO_MIN_BLOCKS`` blocks.
+    """
+    res = config.resources
+    if res.block_images != "auto":
+        return max(1, int(res.block_images) // res.shard_size)
+    if is_split(config):
+        return 1
+    return max(1, min(AUTO_BLOCK_IMAGES // res.shard_size, shards // AUTO_MIN_BLOCKS))
+
+
 def uses_gpu(config: RunConfig, resources: Mapping[str, float]) -> bool:
     """Whether the model stages request GPUs: device "cuda", or "auto" on a cluster with GPUs.
 
