@@ -6,7 +6,7 @@ curves (profile ``paper``) and the pointing game) over ``rows / (models x method
 synthetic images. Each shard holds the rows of ``shard_size`` images (the pipeline's
 default 16), sorted by (index, model, method) and committed with
 :func:`salbench.pipeline.tables.write_shard` (the file whole under its final name, then its
-``_done`` marker), as :class:`salbench.pipeline.run.ShardWriter`
+``_done`` marker), as :class:`salbench.pipeline.writer.ShardWriter`
 does. The fast path builds each shard's Arrow table column-wise in the schema of
 :func:`salbench.pipeline.tables.samples_schema`; ``via_rows=True`` instead feeds the same
 values as stage rows (JSON ``values``) to a ``ShardWriter`` (``tables.rows_to_table``), i.e.
@@ -238,7 +238,8 @@ def generate(shape: Shape, rows: int, out: Path, seed: int = 0, shift: float = 0
     """
     from salbench.pipeline import manifest as mf
     from salbench.pipeline import parse_config, tables
-    from salbench.pipeline.run import ShardWriter, plan_shards
+    from salbench.pipeline.run import plan_shards
+    from salbench.pipeline.writer import ShardWriter
 
     if rows <= 0 or rows % shape.groups:
         raise ValueError(f"rows must be a positive multiple of {shape.groups} "

@@ -235,7 +235,7 @@ def test_cli_list_run_and_errors(tmp_path, capsys):
 
 
 def test_progress_line():
-    from salbench.pipeline.run import progress_line
+    from salbench.pipeline.writer import progress_line
 
     line = progress_line(3, 2, 4, 10, 40, 5.0)
     assert line == ("[salbench] shard 3 written: 2/4 shards, 10/40 rows, 2.00 rows/s, 5.0 s "

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from salbench.pipeline import parse_config
-from salbench.pipeline.run import ShardWriter, merge_stage_stats, plan_shards, run_windows
+from salbench.pipeline.run import merge_stage_stats, plan_shards, run_windows
+from salbench.pipeline.writer import ShardWriter
 
 MODELS, METHODS, IMAGES, SHARD = ["fast", "slow"], ["vg", "gxi"], 12, 3
 

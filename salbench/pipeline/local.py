@@ -32,7 +32,7 @@ from salbench.pipeline.plan import in_process_config
 
 if TYPE_CHECKING:
     from salbench.pipeline.reuse import PreviousRun
-    from salbench.pipeline.run import ShardWriter
+    from salbench.pipeline.writer import ShardWriter
 
 
 def execute_local(

@@ -16,14 +16,12 @@ import os
 import sys
 import tempfile
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
@@ -33,12 +31,10 @@ from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
-from salbench.pipeline.memory import release_freed_memory
-from salbench.pipeline.parts import ShardParts
-from salbench.pipeline.progress import ProgressMonitor
 from salbench.pipeline.reuse import PreviousRun
 from salbench.pipeline.scan import Shards
 from salbench.pipeline.summary import run_counts, summarize_run
+from salbench.pipeline.writer import ShardWriter
 
 log = logging.getLogger("salbench")
 
@@ -310,108 +306,6 @@ def _mark_failed(run_dir: Path, manifest: dict[str, Any], exc: BaseException) ->
         log.error("could not mark the manifest failed: %s", write_exc)
 
 
-#: Seconds between two returns of the driver's freed memory to the system while shards are
-#: written (:func:`~salbench.pipeline.memory.release_freed_memory`: a few ms each).
-TRIM_INTERVAL_S = 1.0
-
-
-class ShardWriter:
-    """Collects output rows (any order, any batching) and writes each shard once complete.
-
-    Both executors (the Ray graph and the in-process one) feed it; it owns the progress lines
-    and the per-method timing statistics. Rows of shards not complete yet wait as Arrow
-    parts on local disk (:class:`~salbench.pipeline.parts.ShardParts`), so the driver's
-    memory does not grow with how far one model's rows run ahead of another's.
-    """
-
-    def __init__(self, config: RunConfig, run_dir: Path | str, run_id: str,
-                 pending: list[dict[str, int]], progress: TextIO | None,
-                 previous: PreviousRun | None = None) -> None:
-        self.config, self.run_dir, self.run_id, self.progress = config, run_dir, run_id, progress
-        self.previous, self.reused = previous, 0
-        self.value_columns = tables.value_columns(config)
-        per_row = len(config.models) * len(config.methods)
-        self.expected = {s["shard"]: (s["stop"] - s["start"]) * per_row for s in pending}
-        self.total_rows = sum(self.expected.values())
-        self.received: dict[int, int] = defaultdict(int)  # rows in, per incomplete shard
-        self.parts = ShardParts()
-        #: per (model, method): [seconds summed, ok rows] (a running sum, not a row list)
-        self.seconds: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
-        self.t0, self.written, self.rows_done = time.time(), 0, 0
-        #: the live display; set by the executor while it runs (None: print shard lines)
-        self.monitor: ProgressMonitor | None = None
-        self.trimmed_at = self.t0
-
-    def start_progress(self, poll: Callable[[], dict[int, int]]) -> ProgressMonitor | None:
-        """Start the live progress display polling ``poll`` (shard -> cells reported), or
-        None when this run shows no progress. The executor stops it when done."""
-        if self.progress is None:
-            return None
-        interactive = bool(getattr(self.progress, "isatty", lambda: False)())
-        self.monitor = ProgressMonitor(self.progress, self.expected, poll, interactive)
-        self.monitor.start()
-        return self.monitor
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        """Take output rows; write every shard whose rows are now all in."""
-        by_shard: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for row in rows:
-            by_shard[int(row["shard"])].append(self._filled(row))
-            if row["status"] == "ok":
-                acc = self.seconds[(row["model"], row["method"])]
-                acc[0] += float(row["seconds"])
-                acc[1] += 1
-        for shard, part in by_shard.items():
-            self.received[shard] += len(part)
-            table = tables.rows_to_table(part, self.config, self.run_id)
-            if self.received[shard] == self.expected[shard]:
-                self._write(shard, [*self.parts.pop(shard), table])
-            else:
-                self.parts.add(shard, table)
-
-    def _filled(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A "reused" row with the earlier run's results; other rows as they are."""
-        if row["status"] != "reused":
-            return row
-        if self.previous is None:
-            raise RuntimeError("a stage reused a cell but this run reuses no earlier run")
-        self.reused += 1
-        return self.previous.fill(row, self.value_columns)
-
-    def _write(self, shard: int, parts: list[pa.Table]) -> None:
-        self.rows_done += self.expected[shard]
-        del self.received[shard]
-        table = tables.join_parts(parts, self.config)
-        tables.write_shard(self.run_dir, shard, table)
-        self.written += 1
-        msg = progress_line(shard, self.written, len(self.expected), self.rows_done,
-                            self.total_rows, time.time() - self.t0)
-        log.info(msg)
-        if self.monitor is not None:
-            self.monitor.shard_written(shard, msg)
-        elif self.progress is not None:
-            print(msg, file=self.progress, flush=True)
-        if time.time() - self.trimmed_at >= TRIM_INTERVAL_S:
-            release_freed_memory()
-            self.trimmed_at = time.time()
-
-    def finish(self) -> dict[str, Any]:
-        """Check that every shard was written; the timings for the manifest."""
-        self.parts.close()
-        if self.received:
-            missing = {s: f"{n}/{self.expected[s]}" for s, n in self.received.items()}
-            raise RuntimeError(f"pipeline ended with incomplete shards (rows seen): {missing}")
-        return {
-            "execute_seconds": round(time.time() - self.t0, 3),
-            "method_seconds_per_image": {
-                f"{m}/{k}": round(total / n, 4) for (m, k), (total, n) in sorted(
-                    self.seconds.items())
-            },
-            "method_images": {f"{m}/{k}": int(n) for (m, k), (_, n) in sorted(
-                self.seconds.items())},
-        }
-
-
 def _execute(
     config: RunConfig,
     writer: ShardWriter,
@@ -425,12 +319,14 @@ def _execute(
     from salbench.actors.journal import start_journal
     from salbench.actors.progress import start_counter
     from salbench.pipeline.graph import build_graph
+    from salbench.pipeline.writer_actor import start_writer, write_dataset
 
     ensure_ray(config.resources.address)
     _configure_ray_data(ray_progress_bars)
     reuse_ref = ray.put(previous.cell_keys()) if previous is not None else None
     journal = start_journal(writer.run_id)
     counter = start_counter(writer.run_id) if writer.progress is not None else None
+    remote = start_writer(writer, pending)
     monitor = None
     windows: list[dict[str, dict[str, float]]] = []
     try:  # the plan in build_graph may stop the run (ConfigError): the actors go too
@@ -440,17 +336,18 @@ def _execute(
             if counter is not None and monitor is None:
                 monitor = writer.start_progress(
                     lambda: ray.get(counter.snapshot.remote(), timeout=10))
-            for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
-                writer.add(batch.to_dict("records"))
+            write_dataset(ds, remote, writer)
             windows.append(stage_stats(ds))
             del ds  # Ray Data's bookkeeping of the window's blocks goes with it
+        timings, writer.reused = ray.get(remote.finish.remote())
     finally:
         if monitor is not None:
             monitor.stop()
-        for actor in (journal, counter):
+        for actor in (journal, counter, remote):
             if actor is not None:
                 ray.kill(actor)
-    return {**writer.finish(), "stages": merge_stage_stats(windows)}
+        writer.parts.close()
+    return {**timings, "stages": merge_stage_stats(windows)}
 
 
 def run_windows(pending: list[dict[str, int]],
@@ -537,16 +434,6 @@ def _flatten(summary: Any) -> list[Any]:
     for parent in getattr(summary, "parents", []):
         ops = _flatten(parent) + ops
     return ops
-
-
-def progress_line(shard: int, written: int, shards: int, rows: int, total_rows: int,
-                  elapsed: float) -> str:
-    """One progress line: shards and rows done, rows/s (sample x model x method) and ETA."""
-    rate = rows / elapsed if elapsed > 0 else 0.0
-    eta = (total_rows - rows) / rate if rate > 0 else float("inf")
-    eta_text = f"{eta:.0f} s" if eta != float("inf") else "?"
-    return (f"[salbench] shard {shard} written: {written}/{shards} shards, {rows}/{total_rows}"
-            f" rows, {rate:.2f} rows/s, {elapsed:.1f} s elapsed, ETA {eta_text}")
 
 
 def resume(run_dir: str | Path, **kwargs: Any) -> RunResult:

@@ -1,0 +1,84 @@
+"""The Ray graph's :class:`~salbench.pipeline.writer.ShardWriter`, in an actor of its own on
+the driver's node.
+
+The driver only moves references: it takes each output block's ``ObjectRef`` from Ray Data
+(``iter_internal_ref_bundles``, which fetches nothing) and hands it to the writer actor,
+which reads the block, writes the shards it completes and returns their progress lines. So
+the driver neither maps the blocks' object-store pages nor allocates and frees rows: what
+the driver still grows by over a run is Ray Data's own per-block cost (BENCHMARKS.md,
+"Driver memory at scale"), and its CPU stays free for scheduling. At most
+``MAX_IN_FLIGHT`` blocks wait for the writer; the driver then waits (back-pressure).
+
+The actor writes where the driver would have: the run directory (local on the driver's
+node, which the actor is pinned to, or a URI) and its parts on local disk. Object-store
+credentials must be in the cluster's environment, as for reading a dataset from a store.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from salbench.config import parse_config
+from salbench.pipeline.memory import use_system_allocator
+from salbench.pipeline.reuse import PreviousRun
+from salbench.pipeline.writer import ShardWriter
+
+#: Blocks handed to the writer actor and not yet written before the driver waits.
+MAX_IN_FLIGHT = 4
+
+
+@ray.remote(num_cpus=0)
+class WriterActor:
+    """A ShardWriter that takes blocks by reference and returns its progress lines."""
+
+    def __init__(self, config: dict[str, Any], run_dir: Path | str, run_id: str,
+                 pending: list[dict[str, int]], previous: PreviousRun | None) -> None:
+        use_system_allocator()
+        self.lines: list[tuple[int, str]] = []
+        self.writer = ShardWriter(parse_config(config), run_dir, run_id, pending, None,
+                                  previous, announce=lambda shard, msg: self.lines.append(
+                                      (shard, msg)))
+
+    def add_blocks(self, *blocks: Any) -> list[tuple[int, str]]:
+        """Write the rows of ``blocks`` (Ray resolves the references); the (shard, progress
+        line) of every shard this completed."""
+        for block in blocks:
+            self.writer.add_block(block)
+        lines, self.lines = self.lines, []
+        return lines
+
+    def finish(self) -> tuple[dict[str, Any], int]:
+        """:meth:`ShardWriter.finish`'s timings, and the cells reused."""
+        return self.writer.finish(), self.writer.reused
+
+
+def start_writer(writer: ShardWriter, pending: list[dict[str, int]]) -> Any:
+    """A WriterActor with ``writer``'s run, on this (the driver's) node."""
+    node = ray.get_runtime_context().get_node_id()
+    return WriterActor.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+    ).remote(writer.config.to_dict(), writer.run_dir, writer.run_id, pending, writer.previous)
+
+
+def write_dataset(ds: Any, actor: Any, writer: ShardWriter) -> None:
+    """Stream ``ds``'s output blocks through ``actor`` by reference; each shard it writes is
+    announced on ``writer`` (:meth:`ShardWriter.shard_written`: the run's log, the live
+    display)."""
+    in_flight: deque[Any] = deque()
+
+    def settle() -> None:
+        for shard, msg in ray.get(in_flight.popleft()):
+            writer.shard_written(shard, msg)
+
+    for bundle in ds.iter_internal_ref_bundles():
+        in_flight.append(actor.add_blocks.remote(*bundle.block_refs))
+        del bundle
+        if len(in_flight) > MAX_IN_FLIGHT:
+            settle()
+    while in_flight:
+        settle()
