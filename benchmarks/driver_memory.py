@@ -101,6 +101,20 @@ def _peak(op: Callable[[], Any]) -> dict[str, float]:
             "shared_growth_mb": round((peaks["RssShmem"] - parts["RssShmem"]) / 1024, 1)}
 
 
+def _writer_actor_peak(done: threading.Event, out: dict[str, float]) -> None:
+    """Until ``done``: the peak resident set (VmHWM, MB) of the run's writer actor process
+    (``ray::WriterActor``, the Ray graph's ShardWriter), read every 0.5 s into
+    ``out["writer_actor_peak_mb"]``: its whole life's peak, imports included."""
+    while not done.wait(0.5):
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, RuntimeError):
+                if (proc / "cmdline").read_bytes().startswith(b"ray::WriterActor"):
+                    mb = round(_status("VmHWM", proc.name) / 1024, 1)
+                    out["writer_actor_peak_mb"] = max(out.get("writer_actor_peak_mb", 0), mb)
+
+
 def _driver_allocator() -> None:
     """Arrow's memory pool as the CLI's driver sets it (``salbench.cli.main``), for the
     operations measured without the CLI; nothing in versions before that setting."""
@@ -152,7 +166,8 @@ def measure_run(rows: int, executor: str, out: Path,
     """Peak RSS growth of this process over a real run of ``rows`` rows (the 2-method shape
     on the synthetic dataset, ``rows / 2`` images) with ``executor`` (in_process | ray; Ray
     is started before the mark is reset, as a long-lived cluster would be) and
-    ``resources.window_images``; prints it as a JSON line with rows/s over the run."""
+    ``resources.window_images``; prints it as a JSON line with rows/s over the run and,
+    with Ray, the writer actor's peak resident set (``writer_actor_peak_mb``)."""
     from salbench.pipeline import local, parse_config, run, summary  # noqa: F401
 
     if rows <= 0 or rows % rt.TWO_METHOD.groups:
@@ -171,11 +186,20 @@ def measure_run(rows: int, executor: str, out: Path,
         ray.init(address="local", include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     result: dict[str, Any] = {}
+    writer: dict[str, float] = {}
+    done = threading.Event()
+    watcher = threading.Thread(target=_writer_actor_peak, args=(done, writer), daemon=True)
 
     def go() -> None:
         result["run"] = run(cfg, progress=None, in_process=executor == "in_process")
 
-    took = _peak(go)
+    if executor == "ray":
+        watcher.start()
+    try:
+        took = _peak(go)
+    finally:
+        done.set()
+    took.update(writer)
     written = json.loads((result["run"].run_dir / "manifest.json").read_text())["counts"]
     took.update(rows=int(written["rows"]), rows_per_s=round(written["rows"] / took["seconds"], 1))
     print(json.dumps({"rows": rows, "executor": executor, "window_images": window_images,
