@@ -141,6 +141,23 @@ def test_resume_recomputes_only_missing_shards(tiny_run, tmp_path):
     assert len(res.samples) == 10 and not res.samples.duplicated(["index", "method"]).any()
 
 
+def test_a_shard_that_cannot_be_written_fails_the_run_with_its_cause(tiny_run, tmp_path):
+    """The writer actor's failure reaches the driver as the writer's own exception (not
+    Ray's wrapper): the run raises it and the manifest records it, resumably."""
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run.run_dir, copy)
+    for p in shard_paths(copy, 1):
+        p.unlink()
+    shard_paths(copy, 1)[0].mkdir()  # a directory where shard 1's file must go
+    with pytest.raises(OSError) as info:
+        resume(copy, progress=None)
+    assert "RayTaskError" not in type(info.value).__name__
+    man = json.loads((copy / "manifest.json").read_text())
+    assert man["status"] == "failed" and man["resume"] == f"salbench resume {copy}"
+    assert man["error"].startswith(type(info.value).__name__), man["error"]
+    assert finished_shards(copy) == {0, 2}
+
+
 def _png(rng: np.random.Generator, size=(40, 48)) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(buf, "PNG")

@@ -319,7 +319,7 @@ def _execute(
     from salbench.actors.journal import start_journal
     from salbench.actors.progress import start_counter
     from salbench.pipeline.graph import build_graph
-    from salbench.pipeline.writer_actor import start_writer, write_dataset
+    from salbench.pipeline.writer_actor import remote_call, start_writer, write_dataset
 
     ensure_ray(config.resources.address)
     _configure_ray_data(ray_progress_bars)
@@ -339,7 +339,7 @@ def _execute(
             write_dataset(ds, remote, writer)
             windows.append(stage_stats(ds))
             del ds  # Ray Data's bookkeeping of the window's blocks goes with it
-        timings, writer.reused = ray.get(remote.finish.remote())
+        timings, writer.reused = remote_call(remote.finish.remote())
     finally:
         if monitor is not None:
             monitor.stop()

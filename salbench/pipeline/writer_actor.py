@@ -65,6 +65,18 @@ def start_writer(writer: ShardWriter, pending: list[dict[str, int]]) -> Any:
     ).remote(writer.config.to_dict(), writer.run_dir, writer.run_id, pending, writer.previous)
 
 
+def remote_call(ref: Any) -> Any:
+    """``ray.get(ref)``, where a failure inside the writer (a full disk, a denied write) is
+    raised as its own exception, not wrapped in Ray's (the run's manifest records it)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, Exception):
+            raise cause from exc
+        raise
+
+
 def write_dataset(ds: Any, actor: Any, writer: ShardWriter) -> None:
     """Stream ``ds``'s output blocks through ``actor`` by reference; each shard it writes is
     announced on ``writer`` (:meth:`ShardWriter.shard_written`: the run's log, the live
@@ -72,7 +84,7 @@ def write_dataset(ds: Any, actor: Any, writer: ShardWriter) -> None:
     in_flight: deque[Any] = deque()
 
     def settle() -> None:
-        for shard, msg in ray.get(in_flight.popleft()):
+        for shard, msg in remote_call(in_flight.popleft()):
             writer.shard_written(shard, msg)
 
     for bundle in ds.iter_internal_ref_bundles():
