@@ -444,7 +444,8 @@ def test_pic_blur_preset(smooth_model):
 @pytest.mark.parametrize("name", ["sic", "aic", "sic_msssim", "pic_blur"])
 def test_split_form_equals_the_model_stage_function(smooth_model, name):
     """prepare (CPU) -> model_scores (model) -> finalize (CPU), as the pipeline runs it,
-    gives exactly the columns of the all-in-one metric, skipped samples included."""
+    gives the columns of the all-in-one metric, skipped samples included (to float32
+    rounding: the two score the bokeh images in different batches)."""
     spec = salbench.metrics.get(name)
     assert spec.prepare is not None and spec.finalize is not None
     x, target, maps = _batch(smooth_model)
@@ -461,8 +462,10 @@ def test_split_form_equals_the_model_stage_function(smooth_model, name):
         prob, top1 = pic.model_scores(smooth_model, list(images), [int(target[i])] * len(images))
         cols = spec.finalize(state, prob, top1, **params)
         assert set(cols) == set(spec.columns)
-        for col, value in cols.items():
-            np.testing.assert_array_equal(np.asarray(value), np.asarray(whole[col][i]), col)
+        for col, value in cols.items():  # scored in other batches: float32 rounding (see
+            # test_registry_batching_seed_and_cache_do_not_change_results)
+            np.testing.assert_allclose(np.asarray(value), np.asarray(whole[col][i]),
+                                       rtol=1e-5, atol=1e-6, err_msg=col)
     assert np.nanmax([whole[c] for c in whole if c.endswith("_skipped")]) == 1.0
     assert np.isfinite([whole[c] for c in whole if c.endswith("_auc")]).any()
 
