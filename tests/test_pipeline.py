@@ -45,6 +45,18 @@ def _tables(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return samples, summary
 
 
+def _assert_same_tables(run_a: Path, run_b: Path) -> None:
+    """The two runs' samples (run ids aside) and summaries are equal."""
+    a, b = _tables(run_a), _tables(run_b)
+    pd.testing.assert_frame_equal(a[0], b[0])
+    pd.testing.assert_frame_equal(a[1], b[1])
+
+
+def _stages(run_dir: Path) -> dict:
+    """The manifest's Ray Data stage statistics."""
+    return json.loads((run_dir / "manifest.json").read_text())["timings"]["stages"]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tiny")
@@ -96,11 +108,8 @@ def test_a_run_in_windows_gives_the_one_graphs_tables(tiny_run, tmp_path):
     the stage statistics the windows' sums."""
     cfg = _config(tmp_path, resources={**TINY["resources"], "window_images": 3})
     windowed = run(parse_config(cfg), progress=None)
-    a, b = _tables(tiny_run.run_dir), _tables(windowed.run_dir)
-    pd.testing.assert_frame_equal(a[0], b[0])
-    pd.testing.assert_frame_equal(a[1], b[1])
-    stages = json.loads((windowed.run_dir / "manifest.json").read_text())["timings"]["stages"]
-    attribute = stages["MapBatches(AttributeActor)"]
+    _assert_same_tables(tiny_run.run_dir, windowed.run_dir)
+    attribute = _stages(windowed.run_dir)["MapBatches(AttributeActor)"]
     assert attribute["rows"] == 10 and 0 <= attribute["start_s"] < attribute["end_s"]
     log = (windowed.run_dir / "run.log").read_text()
     assert log.count("placement plan") == 2, log  # each window plans its pools
@@ -112,13 +121,9 @@ def test_blocks_of_several_shards_give_the_one_shard_blocks_tables(tiny_run, tmp
     those of one shard per block."""
     cfg = _config(tmp_path, resources={**TINY["resources"], "block_images": 4})
     blocked = run(parse_config(cfg), progress=None)
-    a, b = _tables(tiny_run.run_dir), _tables(blocked.run_dir)
-    pd.testing.assert_frame_equal(a[0], b[0])
-    pd.testing.assert_frame_equal(a[1], b[1])
-    stages = json.loads((blocked.run_dir / "manifest.json").read_text())["timings"]["stages"]
-    assert stages["FromItems"]["rows"] == 2  # one item per block
-    single = json.loads((tiny_run.run_dir / "manifest.json").read_text())["timings"]["stages"]
-    assert single["FromItems"]["rows"] == 3
+    _assert_same_tables(tiny_run.run_dir, blocked.run_dir)
+    assert _stages(blocked.run_dir)["FromItems"]["rows"] == 2  # one item per block
+    assert _stages(tiny_run.run_dir)["FromItems"]["rows"] == 3
     assert "2 shards per Ray Data block" in (blocked.run_dir / "run.log").read_text()
 
 

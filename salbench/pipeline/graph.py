@@ -1,9 +1,9 @@
 """The Ray Data graph (SPEC 6). Per model: shards -> read -> decode/crop -> AttributeActor
 (model: methods, model-stage metrics) -> BokehActor (CPU: model-free metrics, PIC bokeh images
 and information levels) -> ScoreActor (model: predictions on the bokeh images); then the
-models' branches are united -> FinalizeActor (CPU: PIC curves and AUCs) -> the driver, which
-writes finished shards. The Score and Finalize stages exist only when a split metric (PIC) is
-configured.
+models' branches are united -> FinalizeActor (CPU: PIC curves and AUCs) -> the writer actor
+(:mod:`salbench.pipeline.writer_actor`), which writes finished shards. The Score and
+Finalize stages exist only when a split metric (PIC) is configured.
 
 Data between stages: images travel as the model's uint8 crop, maps as float16; the bokeh
 images go from the BokehActor to the ScoreActor as uint8 arrays (2 + T per PIC protocol and
