@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -154,8 +155,11 @@ def test_a_shard_that_cannot_be_written_fails_the_run_with_its_cause(tiny_run, t
     for p in shard_paths(copy, 1):
         p.unlink()
     shard_paths(copy, 1)[0].mkdir()  # a directory where shard 1's file must go
+    parts_dirs = set(Path(tempfile.gettempdir()).glob("salbench-parts-*"))
     with pytest.raises(OSError) as info:
         resume(copy, progress=None)
+    # the writer actor's and the driver's part folders are gone with the failed run
+    assert set(Path(tempfile.gettempdir()).glob("salbench-parts-*")) <= parts_dirs
     assert "RayTaskError" not in type(info.value).__name__
     man = json.loads((copy / "manifest.json").read_text())
     assert man["status"] == "failed" and man["resume"] == f"salbench resume {copy}"

@@ -319,7 +319,12 @@ def _execute(
     from salbench.actors.journal import start_journal
     from salbench.actors.progress import start_counter
     from salbench.pipeline.graph import build_graph
-    from salbench.pipeline.writer_actor import remote_call, start_writer, write_dataset
+    from salbench.pipeline.writer_actor import (
+        remote_call,
+        start_writer,
+        stop_writer,
+        write_dataset,
+    )
 
     ensure_ray(config.resources.address)
     _configure_ray_data(ray_progress_bars)
@@ -343,10 +348,11 @@ def _execute(
     finally:
         if monitor is not None:
             monitor.stop()
-        for actor in (journal, counter, remote):
+        stop_writer(remote)
+        for actor in (journal, counter):
             if actor is not None:
                 ray.kill(actor)
-        writer.parts.close()
+        writer.parts.close()  # the driver's own ShardWriter only counts and announces
     return {**timings, "stages": merge_stage_stats(windows)}
 
 

@@ -26,7 +26,7 @@ from salbench.pipeline.reuse import PreviousRun
 log = logging.getLogger("salbench")
 
 
-#: Seconds between two returns of the driver's freed memory to the system while shards are
+#: Seconds between two returns of the writer's freed memory to the system while shards are
 #: written (:func:`~salbench.pipeline.memory.release_freed_memory`: a few ms each).
 TRIM_INTERVAL_S = 1.0
 
@@ -141,7 +141,6 @@ class ShardWriter:
             "method_images": {f"{m}/{k}": int(n) for (m, k), (_, n) in sorted(
                 self.seconds.items())},
         }
-
 
 
 def progress_line(shard: int, written: int, shards: int, rows: int, total_rows: int,

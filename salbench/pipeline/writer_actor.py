@@ -16,6 +16,7 @@ credentials must be in the cluster's environment, as for reading a dataset from 
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,11 @@ class WriterActor:
         """:meth:`ShardWriter.finish`'s timings, and the cells reused."""
         return self.writer.finish(), self.writer.reused
 
+    def close(self) -> None:
+        """Remove the parts of incomplete shards (a failed run: :meth:`finish` never ran, and
+        a killed actor would leave them in its temporary folder)."""
+        self.writer.parts.close()
+
 
 def start_writer(writer: ShardWriter, pending: list[dict[str, int]]) -> Any:
     """A WriterActor with ``writer``'s run, on this (the driver's) node."""
@@ -63,6 +69,13 @@ def start_writer(writer: ShardWriter, pending: list[dict[str, int]]) -> Any:
     return WriterActor.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
     ).remote(writer.config.to_dict(), writer.run_dir, writer.run_id, pending, writer.previous)
+
+
+def stop_writer(actor: Any) -> None:
+    """Close ``actor``'s parts (if it still answers within 30 s) and end it."""
+    with contextlib.suppress(ray.exceptions.RayError):
+        ray.get(actor.close.remote(), timeout=30)
+    ray.kill(actor)
 
 
 def remote_call(ref: Any) -> Any:
