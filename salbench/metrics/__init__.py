@@ -12,11 +12,15 @@ def names() -> list[str]:
 
 from salbench.metrics import (  # noqa: E402,F401
     completeness,
+    complexity,
     concentration,
+    localisation_quantus,
     localization,
     mprt,
     perturbation,
     pic,
+    randomisation,
+    robustness,
     sensitivity,
     similarity,
 )
