@@ -8,7 +8,7 @@ Every error names the bad key (``methods[1].steps``, ``dataset.kind``, ...). Exa
     dataset: {kind: sample}             # any registered dataset kind with its parameters
     models: [efficientnet_lite0]        # or [{name: resnet50, weights: /path/resnet50.pth}]
     methods: [vg, ig]                   # or [{name: ig, steps: 200}], or all
-    metrics: [insertion, deletion, pointing_game]
+    metrics: [insertion, deletion, pointing_game]  # or all (every registered metric)
 """
 
 from __future__ import annotations
@@ -161,8 +161,8 @@ _TOP_KEYS = {
 
 
 def _components(raw: Any, key: str, check: Any) -> tuple[Component, ...]:
-    if raw == "all" and key == "methods":
-        raw = methods.names()
+    if raw == "all" and key in ("methods", "metrics"):  # every registered one
+        raw = (methods if key == "methods" else metrics).names()
     if isinstance(raw, (str, dict)):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
