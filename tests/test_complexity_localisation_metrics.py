@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import salbench
@@ -23,6 +25,7 @@ from salbench.metrics import complexity as C
 from salbench.metrics import localisation_quantus as L
 from salbench.metrics.preprocess import ground_truth_mask
 from salbench.metrics.registry import REGISTRY, direction
+from salbench.pipeline.rankings import split_rankings
 
 LOCALISATION = ("topk_intersection", "relevance_rank_accuracy", "relevance_mass_accuracy",
                 "attribution_localisation")
@@ -310,3 +313,7 @@ def test_pipeline_one_samples_failure_stays_on_it(tmp_path, monkeypatch, family,
     assert summ.loc[("vg", failing), ["n", "n_error"]].tolist() == [3, 1]
     for n in others:
         assert summ.loc[("vg", n), ["n", "n_error"]].tolist() == [4, 0]
+    # rankings.parquet next to the summary: one method, so rank 1 everywhere, tau undefined
+    ranks, agreement = split_rankings(pd.read_parquet(Path(res.run_dir) / "rankings.parquet"))
+    assert set(family) <= set(ranks["metric"]) and (ranks["rank"] == 1).all()
+    assert agreement["kendall_tau"].isna().all() and (agreement["n"] == 1).all()

@@ -31,6 +31,7 @@ from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
+from salbench.pipeline.rankings import rankings_table
 from salbench.pipeline.reuse import PreviousRun
 from salbench.pipeline.scan import Shards
 from salbench.pipeline.summary import run_counts, summarize_run
@@ -265,6 +266,7 @@ def run(
             timings = _execute(config, writer, pending, geometries, ray_progress_bars, previous)
         summary, counts = summarize_run(Shards.of_run(run_dir), config)
         tables.write_table(summary, storage.join(run_dir, "summary.parquet"))
+        tables.write_table(rankings_table(summary), storage.join(run_dir, "rankings.parquet"))
         finished = _now()
         manifest["attempts"].append({
             "started": started, "finished": finished,
