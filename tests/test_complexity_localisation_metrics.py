@@ -317,3 +317,8 @@ def test_pipeline_one_samples_failure_stays_on_it(tmp_path, monkeypatch, family,
     ranks, agreement = split_rankings(pd.read_parquet(Path(res.run_dir) / "rankings.parquet"))
     assert set(family) <= set(ranks["metric"]) and (ranks["rank"] == 1).all()
     assert agreement["kendall_tau"].isna().all() and (agreement["n"] == 1).all()
+    from salbench.report import write_report
+
+    html = Path(write_report(res.run_dir)).read_text()
+    assert 'id="rankings"' in html and "Method ranks, tiny_smooth" in html
+    assert all(f"<td>{n}</td>" in html for n in family)

@@ -101,3 +101,23 @@ def test_rankings_parquet_round_trip(tmp_path):
     empty = rankings_table(_summary()[lambda s: s["metric"] == "target_prob"], DIRS.get)
     assert len(empty) == 0
     assert pa.Table.from_pandas(empty, preserve_index=False).num_columns == len(table.columns)
+
+
+def test_report_tables():
+    """The report's rank table marks the best (strong) and the methods whose interval
+    overlaps the best's (*); the tau matrix is square over the ranked metrics."""
+    from salbench.report.rankings import ranking_tables
+
+    names = {"m1": "insertion_auc", "m2": "deletion_auc", "m3": "pointing_game_hit",
+             "m4": "sparseness"}
+    summary = _summary().replace({"metric": names})
+    ranks_t, tau_t = ranking_tables(summary, ["D", "C", "B", "A", "E"])
+    assert ranks_t.header == ["metric", "better", "D", "C", "B", "A"]
+    row = {r[0].text: r for r in ranks_t.rows}["insertion_auc"]
+    assert [c.text for c in row[2:]] == ["3", "2*", "1", "4"]
+    assert [c.strong for c in row[2:]] == [False, False, True, False]
+    assert row[3].detail == "0.300 [0.250, 0.360]"
+    assert tau_t.header == ["metric", "insertion_auc", "deletion_auc", "pointing_game_hit",
+                            "sparseness"]
+    tau = {r[0].text: [c.text for c in r[1:]] for r in tau_t.rows}
+    assert tau["insertion_auc"] == ["1.00", "1.00", "-0.18", "–"]

@@ -29,6 +29,7 @@ from salbench.report.html import (
 )
 from salbench.report.intervals import bounded_summary
 from salbench.report.plots import Plot, write_curve_plots
+from salbench.report.rankings import ranking_tables
 
 REPORT_DIR = "report"
 
@@ -97,6 +98,7 @@ def _write_report(run: RunTables, out: Path, max_samples: int) -> Path:
     per_metric = T.metric_tables(run)
     metrics = [t for t in per_metric if t.key == "metric"]
     diagnostics = [t for t in per_metric if t.key == "diagnostic"]
+    rankings = ranking_tables(run.summary, run.methods)
     errors = T.errors_tables(run)
     manifest = T.manifest_tables(run)
     plots = write_curve_plots(run, out / "plots")
@@ -104,7 +106,8 @@ def _write_report(run: RunTables, out: Path, max_samples: int) -> Path:
 
     (out / "tables.md").write_text(_markdown(run, [
         ("Overview", overview), ("Paper-style tables", paper), ("Metrics", metrics),
-        ("Method diagnostics", diagnostics), ("Errors", errors), ("Manifest", manifest),
+        ("Method diagnostics", diagnostics), ("Rankings", rankings), ("Errors", errors),
+        ("Manifest", manifest),
     ], plots))
 
     compares = sorted(p.parent.name for p in out.glob("compare-*/index.html"))
@@ -120,6 +123,8 @@ def _write_report(run: RunTables, out: Path, max_samples: int) -> Path:
                 "".join(collapsible(t.title, table_html(t)) for t in metrics)
                 + "<h3>Method diagnostics</h3>"
                 + "".join(collapsible(t.title, table_html(t)) for t in diagnostics)),
+        section("rankings", "Rankings (LATEC)", "".join(table_html(t) for t in rankings)
+                if rankings else '<p class="note">No metric with a direction has a value.</p>'),
         section("errors", "Errors", "".join(table_html(t, wrap_columns=[4]) for t in errors)),
         section("manifest", "Manifest",
                 "".join(table_html(t) for t in manifest)
@@ -130,7 +135,8 @@ def _write_report(run: RunTables, out: Path, max_samples: int) -> Path:
             f'<li><a href="{escape(c)}/index.html">{escape(c)}</a></li>' for c in compares)
             + "</ul>"))
     nav = [("#overview", "Overview"), ("#paper", "Paper tables"), ("#curves", "Curves"),
-           ("#gallery", "Gallery"), ("#metrics", "Every metric"), ("#errors", "Errors"),
+           ("#gallery", "Gallery"), ("#metrics", "Every metric"), ("#rankings", "Rankings"),
+           ("#errors", "Errors"),
            ("#manifest", "Manifest"), ("tables.md", "tables.md")]
     if compares:
         nav.append(("#compare", "Comparisons"))
