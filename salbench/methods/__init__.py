@@ -108,6 +108,7 @@ def to_map(attr: torch.Tensor, reduce: str = "abs_sum") -> torch.Tensor:
 
 from salbench.methods import (  # noqa: E402,F401
     blur_ig,
+    deeplift,
     dga,
     geometric,
     gradcam,
@@ -116,6 +117,7 @@ from salbench.methods import (  # noqa: E402,F401
     idgi,
     ig,
     igos,
+    lrp,
     rise,
     samp,
     smoothgrad,

@@ -6,6 +6,9 @@ import torch
 
 BASELINES = ("black", "white", "blur", "uniform")
 
+#: The baseline whose normalised value is zero: the model's mean colour (model-dependent).
+PREPROCESSED_ZERO = "preprocessed_zero"
+
 
 def gaussian_blur(x: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
     """torchvision's ``gaussian_blur`` (reflect padding) of x float [..., H, W], same shape.
@@ -49,3 +52,18 @@ def make_baseline(
         return torch.rand(x.shape, generator=g).to(x.device, x.dtype)
     valid = ", ".join(BASELINES)
     raise ValueError(f"unknown baseline {kind!r}; valid: {valid}, a number or a tensor")
+
+
+def model_baseline(model: torch.nn.Module, x: torch.Tensor, kind: str | float | torch.Tensor
+                   ) -> torch.Tensor:
+    """:func:`make_baseline`, plus ``"preprocessed_zero"``: the input whose normalised value
+    ``(b - model.mean) / model.std`` is zero, i.e. the model's mean colour (float [B, 3, H, W]
+    in [0, 1]; PAIR's examples call this "black"). Raises ValueError for a model without a
+    ``mean`` buffer of 3 values."""
+    if isinstance(kind, str) and kind == PREPROCESSED_ZERO:
+        mean = getattr(model, "mean", None)
+        if not isinstance(mean, torch.Tensor) or mean.numel() != 3:
+            raise ValueError(f"baseline {PREPROCESSED_ZERO!r} needs a model with a 3-value "
+                             "'mean' buffer (a salbench Classifier)")
+        return mean.detach().to(x.device, x.dtype).view(1, 3, 1, 1).expand_as(x).clone()
+    return make_baseline(x, kind)
