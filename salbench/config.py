@@ -9,6 +9,9 @@ Every error names the bad key (``methods[1].steps``, ``dataset.kind``, ...). Exa
     models: [efficientnet_lite0]        # or [{name: resnet50, weights: /path/resnet50.pth}]
     methods: [vg, ig]                   # or [{name: ig, steps: 200}], or all
     metrics: [insertion, deletion, pointing_game]  # or all (every registered metric)
+    precision: fp32                     # fp32 | tf32 | bf16 (salbench.models.numerics);
+                                        # also channels_last, compile, deterministic;
+                                        # each may be set per model too
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import yaml
 
 from salbench import datasets, methods, metrics, models
 from salbench.errors import ConfigError, UnknownNameError
+from salbench.models import numerics
 
 DEFAULT_METRICS = ["insertion", "deletion", "pointing_game"]
 #: ``dataset.filter``: "all" images, or only those the model classifies "correct"ly (top-1
@@ -61,9 +65,13 @@ class ResourceConfig:
     batch_size: images per model call (a shard is split into batches of this size).
     score_batch_size: images per forward pass when the ScoreActor scores PIC bokeh images.
     shard_size: images per shard, the unit of streaming, output files and resume.
-    torch_threads: threads of each model actor; None = on CPU, the CPUs Ray assigned to the
-    actor (at least 1; more would oversubscribe the other stages' cores), or in process the
-    node's cores divided among the models.
+    torch_threads: torch threads of each model actor (AttributeActor, ScoreActor); None =
+    on CPU, the whole CPUs the placement plan gives a model actor (at least 1; more would
+    oversubscribe the other stages' cores), the same number for the in-process executor
+    (the plan a local Ray would make on this machine), so that both executors compute the
+    same maps: torch's CPU kernels split their sums by thread, and maps move at float
+    rounding with the thread count (``salbench.pipeline.plan.model_threads``). Recorded
+    per model in the manifest (``numerics``).
     internal_batch_size: images per forward/backward pass for every method whose own
     parameters do not set one; None = the method's default, capped on CPU at
     ``salbench.methods.engine.CPU_INTERNAL_BATCH_SIZE`` (16) by ``methods.attribute``.
@@ -124,6 +132,16 @@ class RunConfig:
     save_maps: bool = False
     name: str = "run"
     resources: ResourceConfig = field(default_factory=ResourceConfig)
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    deterministic: bool = True
+
+    def model_numerics(self, model_index: int) -> numerics.Numerics:
+        """Model ``model_index``'s numeric settings: the run's, with the model's own
+        ``precision`` / ``channels_last`` / ``compile`` / ``deterministic`` on top."""
+        params = self.models[model_index].params
+        return numerics.Numerics(**{k: params.get(k, getattr(self, k)) for k in numerics.KEYS})
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that :func:`parse_config` turns back into an equal RunConfig."""
@@ -156,8 +174,9 @@ class RunConfig:
 
 _TOP_KEYS = {
     "dataset", "models", "methods", "metrics", "out", "seed", "profile", "map_reduce",
-    "save_maps", "name", "resources",
+    "save_maps", "name", "resources", *numerics.KEYS,
 }
+_MODEL_KEYS = ("weights", "alias", "num_gpus", *numerics.KEYS)
 
 
 def _components(raw: Any, key: str, check: Any) -> tuple[Component, ...]:
@@ -193,11 +212,14 @@ def _components(raw: Any, key: str, check: Any) -> tuple[Component, ...]:
 def _check_model(c: Component) -> None:
     if not c.name.startswith("timm:"):
         models.REGISTRY.get(c.name)
-    unknown = set(c.params) - {"weights", "alias", "num_gpus"}
+    unknown = set(c.params) - set(_MODEL_KEYS)
     if unknown:
-        raise ConfigError(f"unknown key(s) {sorted(unknown)}; allowed: weights, alias, num_gpus")
+        raise ConfigError(f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(_MODEL_KEYS)}")
     if "num_gpus" in c.params:
         _gpu_share(c.params["num_gpus"], "num_gpus", allow_auto=False)
+    for key in numerics.KEYS:
+        if key in c.params and (problem := numerics.check(key, c.params[key])):
+            raise ConfigError(f"{key}: {problem}")
 
 
 def _gpu_share(value: Any, key: str, *, allow_auto: bool = True) -> float | str:
@@ -333,6 +355,11 @@ def parse_config(raw: Any) -> RunConfig:
         raise ConfigError(f"profile: expected fast or paper, got {kw['profile']!r}")
     if kw.get("map_reduce", "abs_sum") not in methods.REDUCTIONS:
         raise ConfigError(f"map_reduce: expected one of {methods.REDUCTIONS}")
+    for key in numerics.KEYS:
+        if key in raw:
+            if problem := numerics.check(key, raw[key]):
+                raise ConfigError(f"{key}: {problem}")
+            kw[key] = raw[key]
     return RunConfig(
         dataset=copy.deepcopy(ds),
         models=_components(raw["models"], "models", _check_model),

@@ -5,8 +5,10 @@ keyed by ``cell_key(sample_key, model_key, method_key, metrics_key)``:
 
 - ``sample_key`` (:func:`salbench.datasets.base.sample_key`, computed by the read stage):
   the sample's content: its encoded image bytes, label and boxes;
-- ``model_key``: the model's registry name, input geometry and every parameter and buffer
-  tensor (the weights themselves, not the file name);
+- ``model_key``: the model's registry name, input geometry, every parameter and buffer
+  tensor (the weights themselves, not the file name) and its numeric settings (precision,
+  channels-last, compile, deterministic: :mod:`salbench.models.numerics`), so that a bf16
+  run never reuses an fp32 run's cells;
 - ``method_key``: the method's registry name, the parameters it runs with (defaults, profile
   and overrides merged, seed included), the run's map reduction, and the version of the code
   (``salbench.__version__`` and a hash of the source of the module defining the method, so
@@ -36,9 +38,11 @@ import salbench
 from salbench import methods, metrics
 from salbench.datasets.base import KEY_CHARS
 from salbench.datasets.base import digest as _digest
+from salbench.models.numerics import Numerics
 
 #: Parameters that change how work is batched, not what it computes: not part of any key.
 NOT_IN_KEYS = frozenset({"internal_batch_size"})
+DEFAULT_NUMERICS = Numerics()
 
 
 def _params(params: dict[str, Any]) -> dict[str, Any]:
@@ -50,9 +54,10 @@ def _json(value: Any) -> bytes:
 
 
 def model_key(name: str, model: torch.nn.Module, input_size: tuple[int, int],
-              crop_fraction: float) -> str:
-    """Key of a loaded model: name, input geometry and every parameter and buffer tensor."""
-    h = hashlib.sha256(_json([name, list(input_size), crop_fraction]))
+              crop_fraction: float, numerics: Numerics = DEFAULT_NUMERICS) -> str:
+    """Key of a loaded model: name, input geometry, every parameter and buffer tensor, and
+    the numeric settings it runs with (``RunConfig.model_numerics``; default: fp32)."""
+    h = hashlib.sha256(_json([name, list(input_size), crop_fraction, numerics.as_dict()]))
     for key, tensor in sorted(model.state_dict().items()):
         h.update(key.encode())
         h.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())

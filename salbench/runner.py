@@ -35,6 +35,7 @@ import torch
 from salbench import keys, methods, metrics, models
 from salbench.config import RunConfig
 from salbench.methods.registry import info_rows
+from salbench.models import numerics
 from salbench.models.base import to_tensor
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,10 @@ class ModelRunner:
         comp = config.models[model_index]
         self.model_label = comp.label
         self.model = models.load(comp.name, weights=comp.params.get("weights"), device=device)
+        self.numerics = config.model_numerics(model_index)
         self.model_key = keys.model_key(comp.name, self.model, self.model.input_size,
-                                        self.model.crop_fraction)
+                                        self.model.crop_fraction, self.numerics)
+        numerics.apply(self.model, self.numerics)
         self.metrics_key = keys.metrics_key(config)
         self.method_specs = [(m, methods.get(m.name)) for m in config.methods]
         self.method_keys = {m.label: keys.method_key(config, m) for m in config.methods}
@@ -186,7 +189,12 @@ class ModelRunner:
         return pred, target, p.squeeze(1).numpy(), valid
 
     def attribute(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Output rows of one batch of planned rows (every method in its ``todo``)."""
+        """Output rows of one batch of planned rows (every method in its ``todo``), under
+        the model's numeric settings (its backward passes included)."""
+        with numerics.numeric_mode(self.numerics):
+            return self._attribute(rows)
+
+    def _attribute(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         h, w = self.model.input_size
         x = torch.stack([
             to_tensor(np.frombuffer(r["crop"], np.uint8).reshape(h, w, 3)) for r in rows

@@ -16,6 +16,7 @@ from salbench import models
 from salbench.actors.attribute import pick_device, placement, set_threads
 from salbench.config import RunConfig, parse_config
 from salbench.metrics.pic import model_scores
+from salbench.models import numerics
 
 
 class ScoreActor:
@@ -26,8 +27,9 @@ class ScoreActor:
         self.device = pick_device(self.config.resources.device)
         set_threads(self.config, self.device)
         comp = self.config.models[model_index]
-        self.model = models.load(comp.name, weights=comp.params.get("weights"),
-                                 device=self.device)
+        self.model = numerics.apply(models.load(comp.name, weights=comp.params.get("weights"),
+                                                device=self.device),
+                                    self.config.model_numerics(model_index))
         self.placement = placement(comp.label, self.device)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:

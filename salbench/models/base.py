@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from salbench.imaging import center_crop, crop_boxes
+from salbench.models import numerics
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,6 +31,8 @@ class Classifier(nn.Module):
         num_classes: K, the number of logits.
         crop_fraction: input_size / resized shorter side (0.875 for the ImageNet standard).
         grayscale: the network takes one channel (the mean of R, G, B) instead of three.
+        numerics: the numeric settings of its passes (:mod:`salbench.models.numerics`), or
+            None (torch's process-wide defaults).
     """
 
     def __init__(
@@ -53,12 +56,23 @@ class Classifier(nn.Module):
         self.grayscale = grayscale
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.numerics: numerics.Numerics | None = None
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: float [B, 3, H, W] in [0, 1] -> logits float [B, K]."""
+        """x: float [B, 3, H, W] in [0, 1] -> logits float32 [B, K], under the model's
+        numeric settings (``numerics``, given by :func:`salbench.models.numerics.apply`;
+        None: whatever precision torch's process-wide flags say)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name}: expected input [B, 3, H, W], got {tuple(x.shape)}")
+        settings = getattr(self, "numerics", None)
+        if settings is None:
+            return self.logits(x)
+        return numerics.forward(self, x, settings)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's logits [B, K] of x float [B, 3, H, W] in [0, 1] (normalised here),
+        with no numeric settings applied: what :meth:`forward` runs."""
         if self.grayscale:
             x = x.mean(dim=1, keepdim=True)
         return self.net((x - self.mean) / self.std)

@@ -38,6 +38,7 @@ Rules:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -212,21 +213,75 @@ def make_plan(config: RunConfig, resources: Mapping[str, float],
 
 def actor_config(config: RunConfig, plan: Plan) -> dict[str, Any]:
     """``config.to_dict()`` for the actors, with the pool sizes resolved to the plan's
-    largest (the config the actors are given; Ray holds the pools themselves)."""
+    largest (the config the actors are given; Ray holds the pools themselves) and the model
+    actors' torch threads to :func:`model_threads`."""
     d = config.to_dict()
     models = [p for p in plan.pools if p.stage == "attribute"]
     bokeh = [p for p in plan.pools if p.stage == "bokeh"]
     d["resources"]["attribute_actors"] = max(p.max_size for p in models)
     d["resources"]["cpu_actors"] = max(p.max_size for p in bokeh)
+    d["resources"]["torch_threads"] = model_threads(config, plan)
     return d
 
 
 def in_process_config(config: RunConfig) -> dict[str, Any]:
-    """``config.to_dict()`` for the in-process executor: one actor per stage and model."""
+    """``config.to_dict()`` for the in-process executor: one actor per stage and model, with
+    the torch threads a local Ray on this machine would give the model actors
+    (:func:`local_threads`), so that both executors write the same tables."""
     d = config.to_dict()
     d["resources"]["attribute_actors"] = 1
     d["resources"]["cpu_actors"] = 1
+    d["resources"]["torch_threads"] = local_threads(config)
     return d
+
+
+def model_threads(config: RunConfig, plan: Plan) -> int | None:
+    """torch threads of the model actors (AttributeActor, ScoreActor) under ``plan``:
+    ``resources.torch_threads`` when set; else, for model actors on CPU, the whole CPUs
+    of one model actor's request (at least 1); None on GPUs (torch's default: the model's
+    arithmetic runs on the GPU).
+
+    Results depend on it: torch's CPU kernels split their sums by thread, so maps move at
+    float rounding with the thread count (EfficientNet-Lite0's input gradients by up to
+    5e-4 relative between 1 and 2 threads at some batch sizes), and rank-based per-image
+    metrics amplify that; hence one number for both executors."""
+    if config.resources.torch_threads:
+        return config.resources.torch_threads
+    if plan.use_gpu:
+        return None
+    pool = next(p for p in plan.pools if p.stage == "attribute")
+    return max(1, int(pool.num_cpus))
+
+
+def numerics_record(config: RunConfig, plan: Plan | None) -> dict[str, dict[str, Any]]:
+    """The manifest's ``numerics``: per model label, its numeric settings
+    (``RunConfig.model_numerics``) and the model stage's torch threads under ``plan`` (None:
+    the in-process executor, :func:`local_threads`; a null ``torch_threads``: torch's
+    default, on GPUs)."""
+    threads = local_threads(config) if plan is None else model_threads(config, plan)
+    return {comp.label: {**config.model_numerics(i).as_dict(), "torch_threads": threads}
+            for i, comp in enumerate(config.models)}
+
+
+def local_resources() -> dict[str, float]:
+    """The resources a local Ray started on this machine detects: its CPUs
+    (``os.cpu_count()``, as Ray's ``multiprocessing.cpu_count()`` outside containers) and
+    CUDA devices."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
+
+
+def local_threads(config: RunConfig) -> int | None:
+    """:func:`model_threads` of the plan a local Ray on this machine would make; when that
+    plan cannot fit (the in-process executor has no pools to fit), the node's cores divided
+    among the models."""
+    try:
+        return model_threads(config, make_plan(config, local_resources()))
+    except ConfigError:
+        return config.resources.torch_threads or max(1, (os.cpu_count() or 1)
+                                                     // len(config.models))
 
 
 def _have(resources: Mapping[str, float]) -> str:

@@ -31,6 +31,7 @@ from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
 from salbench.pipeline import tables
+from salbench.pipeline.plan import numerics_record
 from salbench.pipeline.rankings import rankings_table
 from salbench.pipeline.reuse import PreviousRun
 from salbench.pipeline.scan import Shards
@@ -142,10 +143,11 @@ def _load_models(config: RunConfig) -> tuple[list[tuple[tuple[int, int], float]]
     """Load every model once (fails fast on missing weights): per model (input_size,
     crop_fraction), and model label -> model key."""
     geometries, model_keys = [], {}
-    for comp in config.models:
+    for i, comp in enumerate(config.models):
         m = models.load(comp.name, weights=comp.params.get("weights"))
         geometries.append((m.input_size, m.crop_fraction))
-        model_keys[comp.label] = keys.model_key(comp.name, m, m.input_size, m.crop_fraction)
+        model_keys[comp.label] = keys.model_key(comp.name, m, m.input_size, m.crop_fraction,
+                                                config.model_numerics(i))
     return geometries, model_keys
 
 
@@ -218,6 +220,7 @@ def run(
                   flush=True)
         with storage.open_input_file(summary_path) as fh:
             return RunResult(run_dir, pq.read_table(fh).to_pandas())
+    plan = None  # the Ray graph's placement plan (None: in process)
     if pending and not in_process:
         import ray
 
@@ -226,7 +229,7 @@ def run(
 
         ensure_ray(config.resources.address)
         # a run that cannot fit stops here
-        make_plan(config, ray.cluster_resources(), largest_node_cpus())
+        plan = make_plan(config, ray.cluster_resources(), largest_node_cpus())
     run_id = storage.basename(run_dir)
     storage.makedirs(storage.join(run_dir, "samples"))
     handler = _file_logger(run_dir)
@@ -244,6 +247,7 @@ def run(
             "dataset": {"spec": config.dataset, "rows": len(dataset),
                         "fingerprint": dataset.fingerprint()},
             "seed": config.seed, "shards": len(shards),
+            "numerics": numerics_record(config, plan),
             "keys": {"models": model_keys, "metrics": keys.metrics_key(config),
                      "methods": {c.label: keys.method_key(config, c) for c in config.methods}},
             "reuse_from": str(previous.run_dir) if previous is not None else None,

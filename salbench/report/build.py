@@ -40,11 +40,32 @@ def _meta(run: RunTables) -> str:
     parts = [f"run <b>{escape(run.run_id)}</b>", f"status {escape(str(m.get('status', '?')))}",
              f"started {escape(str(m.get('started', '?'))[:19].replace('T', ' '))} UTC",
              f"profile {escape(str(run.config.get('profile', '?')))}",
+             escape(_numerics(m)),
              f"{n_samples} samples x {len(run.models)} model(s) x {len(run.methods)} methods "
              f"= {len(run.samples)} rows",
              f"models: {escape(', '.join(run.models))}"]
     return " · ".join(parts) + ("<br>Built from the run's Parquet tables "
                                 "(samples/*.parquet, summary.parquet) and manifest.json.")
+
+
+def _numerics(manifest: dict) -> str:
+    """The run's numeric settings in a few words: precision (per model where they differ),
+    channels-last / compile when on, the model stage's torch threads."""
+    rec = manifest.get("numerics")
+    if not rec:
+        return "precision not recorded (a run before numeric settings existed)"
+
+    def text(key: str) -> str:
+        values = {label: "torch's default" if v.get(key) is None else str(v.get(key))
+                  for label, v in rec.items()}
+        if len(set(values.values())) == 1:
+            return next(iter(values.values()))
+        return ", ".join(f"{label}: {v}" for label, v in values.items())
+    parts = [f"precision {text('precision')}"]
+    parts += [key.replace("_", "-") for key in ("channels_last", "compile")
+              if any(v.get(key) for v in rec.values())]
+    parts.append(f"torch threads {text('torch_threads')}")
+    return ", ".join(parts)
 
 
 def _markdown(run: RunTables, groups: list[tuple[str, list[T.Table]]],
