@@ -110,6 +110,7 @@ from salbench.methods import (  # noqa: E402,F401
     blur_ig,
     deeplift,
     dga,
+    fullgrad,
     geometric,
     gradcam,
     gradient,
