@@ -34,7 +34,9 @@ import torch
 
 from salbench import keys, methods, metrics, models
 from salbench.config import RunConfig
+from salbench.methods.engine import default_chunk
 from salbench.methods.registry import info_rows
+from salbench.metrics.rerun import method_callable
 from salbench.models import numerics
 from salbench.models.base import to_tensor
 
@@ -291,8 +293,10 @@ class ModelRunner:
         a metric that raises on the batch is redone per sample, and each sample it still
         fails on gets a line in ``errors``."""
 
-        def rerun(model: Any, sel: torch.Tensor) -> torch.Tensor:
-            return self._maps(comp, spec, model, x[sel], target[sel])[0]
+        def maps_fn(model: Any, xs: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+            return self._maps(comp, spec, model, xs, ts)[0]
+
+        chunk = self.config.resources.internal_batch_size or default_chunk(64, x.device)
 
         for mcomp, mspec in self.metric_specs:
             kw = self.config.params_for(mcomp, mspec)
@@ -304,7 +308,7 @@ class ModelRunner:
                 if mspec.needs_attr:
                     args["attr"] = attr[idx]
                 if mspec.needs_method:
-                    args["method"] = lambda model, idx=idx: rerun(model, idx)
+                    args["method"] = method_callable(maps_fn, x[idx], target[idx], chunk)
                 try:
                     cols = mspec.fn(self.model, x[idx], target[idx], maps[idx], **args)
                 except Exception as exc:

@@ -19,6 +19,8 @@ from salbench.metrics import (  # noqa: E402,F401
     mprt,
     perturbation,
     pic,
+    randomisation,
+    robustness,
     sensitivity,
     similarity,
 )

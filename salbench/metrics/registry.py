@@ -20,8 +20,13 @@ neutral) that ``salbench compare --fail-on-change`` uses. ``fn`` and the split
 form give the same results (tested for each such metric).
 A model metric whose function has a keyword parameter ``attr`` also receives the method's
 full attribution (float32 [B, 3, H, W]), e.g. for Sensitivity-N, which needs signed values;
-one with a ``method`` parameter receives ``method(model) -> maps [B, H, W]``, which re-runs
-the attribution method (same parameters, same inputs) on another model (for ``mprt``).
+one with a ``method`` parameter receives ``method(model, x=None, target=None) -> maps
+float32 [N, H, W]``, which re-runs the attribution method (same parameters, same map
+reduction) on another model (``mprt``: ``method(randomised)``, the batch's own inputs) and/or
+on other inputs x float [N, 3, H, W] (robustness metrics: every perturbation of the batch
+in one call, sample i's K = N / B perturbations in rows i*K .. i*K + K - 1; ``target``
+int64 [N], by default the batch's targets repeated K times each). The callable runs the
+method on chunks of ``resources.internal_batch_size`` images (:mod:`salbench.metrics.rerun`).
 
 Registration checks each function's signature, and the registered ``fn`` / ``prepare`` /
 ``finalize`` check what they return (a dict of exactly the declared columns; on the model
