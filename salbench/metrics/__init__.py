@@ -11,18 +11,25 @@ def names() -> list[str]:
 
 
 from salbench.metrics import (  # noqa: E402,F401
+    cam_confidence,
     completeness,
     complexity,
     concentration,
+    faithfulness,
+    infidelity,
+    irof,
     localisation_quantus,
     localization,
     mprt,
     perturbation,
     pic,
     randomisation,
+    regions,
+    road,
     robustness,
     sensitivity,
     similarity,
+    sufficiency,
 )
 
 __all__ = ["MetricSpec", "REGISTRY", "get", "names", "register"]
