@@ -119,6 +119,7 @@ from salbench.methods import (  # noqa: E402,F401
     ig,
     igos,
     lrp,
+    meaningful_perturbation,
     rise,
     samp,
     smoothgrad,

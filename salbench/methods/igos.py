@@ -59,6 +59,12 @@ search evaluates all candidate steps of all images in one batched forward pass
 accepted step; the result does not depend on ``ls_chunk``. The objective of the accepted
 candidate is reused as F(M) of the next iteration, so F is never recomputed.
 
+The optimiser is shared with Mask (Fong & Vedaldi 2017,
+:mod:`salbench.methods.meaningful_perturbation`): :func:`igos_optimize` takes the descent
+direction ("ig" here, "gradient" for Mask) and the step rule ("armijo" here; "adam" or "fixed"
+for Mask) as arguments; the objective, regularisers, baseline, noise, upsampling and
+projection are the same code.
+
 Cost per image: ``iterations * ig_steps`` forward+backward passes plus at most
 ``1 + iterations * (n_candidates)`` forward passes (n_candidates = 12 with the defaults).
 Noise comes from a per-image generator seeded by ``seed`` and the image, so a batch gives the
@@ -114,10 +120,12 @@ class IgosResult:
 
     mask: float32 [B, 1, m, m] in [0, 1], the optimised mask at its own resolution.
     objective: float32 [B, iterations + 1], F(M_k) (noise-free) before iteration 0 and after
-        every iteration.
+        every iteration (``step_rule`` "armijo"); float32 [B, 2], before the first and after
+        the last iteration (the fixed-step rules, which need no F on the way).
     fallbacks: float32 [B], iterations whose line search found no step satisfying Eq. 9 and
-        took the lower bound ``step_min``.
-    steps: float32 [B, iterations], the step size taken at each iteration.
+        took the lower bound ``step_min`` (0 for the fixed-step rules).
+    steps: float32 [B, iterations], the step size taken at each iteration (the learning rate
+        for the fixed-step rules).
     score: float32 [B], the target score f(Phi(x, up(M))) at the final mask (no noise).
     """
 
@@ -227,20 +235,66 @@ def mask_path_gradient(
     return acc
 
 
+def fixed_rule_step(mask: torch.Tensor, d: torch.Tensor,
+                    moments: tuple[torch.Tensor, torch.Tensor], k: int, rule: str,
+                    learning_rate: float) -> torch.Tensor:
+    """One projected step without a line search: the mask [B, 1, m, m] after step k (from 1).
+
+    "fixed": clip(M - lr d). "adam": clip(M - lr m_hat / (sqrt(v_hat) + eps)) with Adam's
+    moment estimates of d (``moments``: first, second; updated in place), as
+    ``torch.optim.Adam`` (betas 0.9 / 0.999, eps 1e-8) followed by ``clamp_(0, 1)``, the
+    update of the Mask code that the I-GOS code derives from. Element-wise, so a batch gives
+    the masks of a loop over single images.
+    """
+    if rule == "fixed":
+        return (mask - learning_rate * d).clamp(0, 1)
+    (b1, b2), (m1, m2) = ADAM_BETAS, moments
+    m1.mul_(b1).add_(d, alpha=1 - b1)
+    m2.mul_(b2).addcmul_(d, d, value=1 - b2)
+    denom = (m2.sqrt() / (1 - b2 ** k) ** 0.5).add_(ADAM_EPS)
+    return (mask - (learning_rate / (1 - b1 ** k)) * m1 / denom).clamp(0, 1)
+
+
+#: Descent directions of :func:`igos_optimize`: the integrated gradient along the mask path
+#: (I-GOS) or the plain gradient at the current mask (Mask, Fong & Vedaldi 2017).
+DIRECTIONS = ("ig", "gradient")
+#: Step rules: I-GOS's backtracking line search, Adam (the Mask code's optimiser) or a fixed
+#: step, each followed by the projection onto [0, 1].
+STEP_RULES = ("armijo", "adam", "fixed")
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+
+
 def igos_optimize(
     model: Classifier,
     x: torch.Tensor,
     target: torch.Tensor,
     settings: IgosSettings | None = None,
+    *,
+    direction: str = "ig",
+    step_rule: str = "armijo",
+    learning_rate: float = 0.1,
     **overrides: Any,
 ) -> IgosResult:
     """Run the I-GOS optimisation on a batch; see the module docstring for the algorithm.
 
     x: float [B, 3, H, W] in [0, 1]; target int64 [B]. ``settings`` (default
-    :class:`IgosSettings`), with ``overrides`` (its field names) replaced. Returns
-    :class:`IgosResult`.
+    :class:`IgosSettings`), with ``overrides`` (its field names) replaced. ``direction``
+    (:data:`DIRECTIONS`): "ig" (I-GOS) or "gradient", the gradient of the model term at the
+    current mask, with the same noise on the one point (``ig_steps`` is then ignored): the
+    Mask method (:mod:`salbench.methods.meaningful_perturbation`). ``step_rule``
+    (:data:`STEP_RULES`): "armijo" (the line search of the module docstring), "adam" (Adam
+    with ``learning_rate``, PyTorch's defaults otherwise) or "fixed" (M - ``learning_rate``
+    d), each projected onto [0, 1]. Returns :class:`IgosResult`.
     """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    if step_rule not in STEP_RULES:
+        raise ValueError(f"step_rule must be one of {STEP_RULES}, got {step_rule!r}")
+    if step_rule != "armijo" and not learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     st = replace(settings or IgosSettings(), **overrides)
+    if direction == "gradient":
+        st = replace(st, ig_steps=1)
     mask_size, iterations, ig_steps = st.mask_size, st.iterations, st.ig_steps
     score, internal_batch_size = st.score, st.internal_batch_size
     if int(mask_size) < 2:
@@ -270,8 +324,10 @@ def igos_optimize(
     history, taken = [obj.clone()], []
     fallbacks = torch.zeros(b, device=dev)
 
-    for _ in range(int(iterations)):
+    moments = (torch.zeros_like(mask), torch.zeros_like(mask))
+    for k in range(int(iterations)):
         # integrated gradient of the model term w.r.t. the upsampled mask, all B x S points
+        # (S = 1 at alpha = 1: the plain gradient at the current mask)
         acc = mask_path_gradient(model, base, delta, upsample(mask, size), target, steps,
                                  gens, sigma, score=score,
                                  internal_batch_size=internal_batch_size)
@@ -280,6 +336,10 @@ def igos_optimize(
             total = (upsample(mv, size) * (acc / steps)).sum() + reg(mv).sum()
             (tg,) = torch.autograd.grad(total, mv)
         tg = tg.detach()
+        if step_rule != "armijo":
+            mask = fixed_rule_step(mask, tg, moments, k + 1, step_rule, learning_rate)
+            taken.append(torch.full((b,), float(learning_rate), device=dev))
+            continue
         norm2 = tg.pow(2).sum(dim=(1, 2, 3))
 
         # backtracking line search (revised Armijo, Eq. 9), candidates batched
@@ -318,6 +378,10 @@ def igos_optimize(
         mask, obj, fval = new_mask, new_obj, new_f
         history.append(obj.clone())
 
+    if step_rule != "armijo" and int(iterations) > 0:
+        fval = batched_scores(model, b, lambda i: base[i] + upsample(mask[i], size) * delta[i],
+                              target, score=score, internal_batch_size=internal_batch_size)
+        history = [history[0], reg(mask) + fval]
     steps_taken = torch.stack(taken, 1) if taken else torch.zeros(b, 0, device=dev)
     return IgosResult(mask, torch.stack(history, 1), fallbacks, steps_taken, fval)
 
