@@ -30,8 +30,8 @@ import pyarrow.parquet as pq
 from salbench import datasets, methods, metrics, models, storage
 from salbench.config import RunConfig, load_config, parse_config
 from salbench.errors import ConfigError
+from salbench.pipeline import heartbeat, tables
 from salbench.pipeline import manifest as mf
-from salbench.pipeline import tables
 from salbench.pipeline.run import ensure_ray, run
 from salbench.pipeline.scan import Shards
 from salbench.registry import Registry
@@ -83,7 +83,12 @@ class Results:
         path = _absolute(run_dir)
         summary = storage.join(path, "summary.parquet")
         if not storage.is_file(summary):
-            raise ConfigError(f"{path} is not a finished salbench run (no summary.parquet)")
+            why = ""
+            if storage.is_file(storage.join(path, "manifest.json")):
+                status, note = heartbeat.status(path, mf.read_manifest(path))
+                why = f"; it is {status}" + (f": {note}" if note else "")
+            raise ConfigError(f"{path} is not a finished salbench run (no summary.parquet"
+                              f"{why})")
         config = parse_config(mf.read_manifest(path)["config"])
         return cls(path, config, _read_parquet(summary))
 

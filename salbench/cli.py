@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +13,7 @@ import pandas as pd
 
 from salbench.console import ray_output_to_run_log
 from salbench.errors import SalbenchError
+from salbench.pipeline import interrupt
 from salbench.pipeline.memory import use_system_allocator
 
 if TYPE_CHECKING:
@@ -154,7 +153,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     from salbench.report import write_report
 
     print(f"report: {write_report(args.run_dir, max_samples=args.gallery_samples)}")
+    _warn_if_interrupted(args.run_dir)
     return 0
+
+
+def _warn_if_interrupted(run_dir: str) -> None:
+    """Say so when ``run_dir``'s manifest says running but its driver is gone."""
+    from salbench.pipeline import heartbeat
+    from salbench.pipeline.manifest import read_manifest
+
+    status, note = heartbeat.status(run_dir, read_manifest(run_dir))
+    if note is not None:
+        print(f"salbench: run {run_dir} is {status}: {note}", file=sys.stderr)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -331,23 +341,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _terminated(signum: int, frame: object) -> None:
-    """SIGTERM (``timeout``, ``kill``, a job scheduler): unwind like Ctrl-C, so that a
-    run's manifest is marked failed with the reason instead of staying "running"."""
-    raise SystemExit(f"salbench: terminated by signal {signum}")
+def _interrupted_line(exc: BaseException) -> str:
+    """What a signal stopped, for the one line the CLI prints."""
+    run_dir = getattr(exc, "salbench_run_dir", None)
+    if run_dir is None:
+        return f"{exc} before a run directory was created; nothing was written"
+    return (f"{exc}; {run_dir} is marked failed and keeps its finished shards; "
+            f"continue with `salbench resume {run_dir}`")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; a SalbenchError prints one clear line and exits with status 2."""
     args = build_parser().parse_args(argv)
     use_system_allocator()
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:
         handler.setLevel(logging.WARNING)
     try:
-        return int(args.fn(args) or 0)
+        # SIGTERM (``timeout``, a job scheduler) and Ctrl-C unwind, so that a run's
+        # manifest is marked failed with the reason instead of staying "running"
+        with interrupt.handling():
+            return int(args.fn(args) or 0)
+    except interrupt.RunInterrupted as exc:
+        print(f"salbench: {_interrupted_line(exc)}", file=sys.stderr)
+        return int(exc.code)
     except SalbenchError as exc:
         print(f"salbench: error: {exc}", file=sys.stderr)
         return 2
@@ -357,9 +374,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError as exc:
         print(f"salbench: error: {address_hint(args, exc)}", file=sys.stderr)
         return 2
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -121,8 +121,10 @@ def _status_notes(run: RunData, label: str) -> list[str]:
     if status in (None, "complete"):
         return []
     total = run.manifest.get("shards", "?")
+    note = run.manifest.get("status_note")
+    why = f"; {note}" if note else ""
     return [f"run {label} is not complete (status {status}, {run.shards_finished} of {total} "
-            f"shards finished); only finished shards are compared"]
+            f"shards finished{why}); only finished shards are compared"]
 
 
 @dataclass(frozen=True)

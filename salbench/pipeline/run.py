@@ -29,8 +29,8 @@ from salbench import keys, models, storage
 from salbench.config import RunConfig, parse_config
 from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
+from salbench.pipeline import heartbeat, interrupt, tables
 from salbench.pipeline import manifest as mf
-from salbench.pipeline import tables
 from salbench.pipeline.plan import numerics_record
 from salbench.pipeline.rankings import rankings_table
 from salbench.pipeline.reuse import PreviousRun
@@ -99,7 +99,13 @@ def ensure_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     ctx_args: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", **ctx_args)
+    try:
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local", **ctx_args)
+        interrupt.checkpoint("ray_init")  # a signal while Ray's own handlers are in place
+    except BaseException as exc:
+        raise (interrupt.interrupted(exc) or exc) from None
+    finally:  # ray.init replaced the SIGTERM handler (interrupt's module docstring)
+        interrupt.reinstall()
 
 
 def _configure_ray_data(progress: bool) -> None:
@@ -199,7 +205,19 @@ def run(
     method and metric parameters and code) it already has are copied, not recomputed.
     in_process: run the graph's stages in this process without Ray
     (:mod:`salbench.pipeline.local`); the tables are the same.
+
+    SIGTERM / SIGINT (in the main thread) stop the run with RunInterrupted after marking
+    its manifest failed (:mod:`salbench.pipeline.interrupt`). While it runs, the driver
+    keeps a heartbeat in the run directory (:mod:`salbench.pipeline.heartbeat`); resuming a
+    run that another live driver holds raises LiveRunError, one whose driver is gone is
+    taken over.
     """
+    with interrupt.handling():
+        return _run(config, run_dir, progress, ray_progress_bars, reuse, in_process)
+
+
+def _run(config: RunConfig, run_dir: Path | None, progress: TextIO | None,
+         ray_progress_bars: bool, reuse: str | Path | None, in_process: bool) -> RunResult:
     t_start, started = time.time(), _now()
     dataset = open_dataset(config.dataset)
     shards = plan_shards(len(dataset), config.resources.shard_size)
@@ -207,34 +225,56 @@ def run(
         raise ConfigError(f"dataset {config.dataset} has no rows")
     geometries, model_keys = _load_models(config)
     previous = PreviousRun(reuse) if reuse is not None else None
+    interrupt.checkpoint("checks")
     fresh = run_dir is None
     run_dir = storage.normalize(run_dir) if run_dir is not None else new_run_dir(config)
+    # resuming: take the run over (a live driver's is refused) before anything else
+    before = heartbeat.read(run_dir) if not fresh else None
+    beat = heartbeat.Heartbeat(run_dir).claim() if not fresh else None
+    if before is not None and progress is not None:  # claim() refused a live one
+        print(f"[salbench] taking over {storage.display(run_dir)}: its driver stopped "
+              f"({before.describe()})", file=progress, flush=True)
     old = mf.read_manifest(run_dir) if not fresh else {}
-    done = tables.finished_shards(run_dir) if not fresh else set()
-    pending = [s for s in shards if s["shard"] not in done]
-    summary_path = storage.join(run_dir, "summary.parquet")
-    if not pending and old.get("status") == "complete" and storage.is_file(summary_path):
-        if progress is not None:
-            print(f"[salbench] {storage.display(run_dir)} is complete: all {len(shards)} "
-                  "shards finished; nothing to resume, nothing written", file=progress,
-                  flush=True)
-        with storage.open_input_file(summary_path) as fh:
-            return RunResult(run_dir, pq.read_table(fh).to_pandas())
-    plan = None  # the Ray graph's placement plan (None: in process)
-    if pending and not in_process:
-        import ray
+    try:
+        done = tables.finished_shards(run_dir) if not fresh else set()
+        pending = [s for s in shards if s["shard"] not in done]
+        summary_path = storage.join(run_dir, "summary.parquet")
+        if not pending and old.get("status") == "complete" and storage.is_file(summary_path):
+            if progress is not None:
+                print(f"[salbench] {storage.display(run_dir)} is complete: all {len(shards)} "
+                      "shards finished; nothing to resume, nothing written", file=progress,
+                      flush=True)
+            with storage.open_input_file(summary_path) as fh:
+                result = RunResult(run_dir, pq.read_table(fh).to_pandas())
+            if beat is not None:
+                _stop_quietly(beat)
+            return result
+        plan = None  # the Ray graph's placement plan (None: in process)
+        if pending and not in_process:
+            import ray
 
-        from salbench.pipeline.graph import largest_node_cpus
-        from salbench.pipeline.plan import make_plan
+            from salbench.pipeline.graph import largest_node_cpus
+            from salbench.pipeline.plan import make_plan
 
-        ensure_ray(config.resources.address)
-        # a run that cannot fit stops here
-        plan = make_plan(config, ray.cluster_resources(), largest_node_cpus())
+            ensure_ray(config.resources.address)
+            # a run that cannot fit stops here
+            plan = make_plan(config, ray.cluster_resources(), largest_node_cpus())
+    except BaseException as exc:
+        if beat is not None:  # a resumed run records why this attempt stopped
+            handler = _file_logger(run_dir)
+            try:
+                _mark_failed(run_dir, old, exc)
+            finally:
+                _stop_quietly(beat)
+                _close_logger(handler, run_dir)
+        raise
     run_id = storage.basename(run_dir)
     storage.makedirs(storage.join(run_dir, "samples"))
     handler = _file_logger(run_dir)
     manifest: dict[str, Any] = {}
     try:
+        if beat is None:
+            beat = heartbeat.Heartbeat(run_dir).claim()
         if fresh:
             storage.write_text(storage.join(run_dir, "config.yaml"),
                                yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -252,6 +292,7 @@ def run(
                      "methods": {c.label: keys.method_key(config, c) for c in config.methods}},
             "reuse_from": str(previous.run_dir) if previous is not None else None,
             "started": old.get("started", started), "attempts": mf.attempts(old),
+            "driver": beat.record(),
         }
         mf.write_manifest(run_dir, manifest)
         log.info("run %s: %d shards, %d pending", run_id, len(shards), len(pending))
@@ -268,6 +309,7 @@ def run(
             timings = execute_local(config, writer, pending, geometries, previous)
         else:
             timings = _execute(config, writer, pending, geometries, ray_progress_bars, previous)
+        interrupt.checkpoint("summary")
         summary, counts = summarize_run(Shards.of_run(run_dir), config)
         tables.write_table(summary, storage.join(run_dir, "summary.parquet"))
         tables.write_table(rankings_table(summary), storage.join(run_dir, "rankings.parquet"))
@@ -295,13 +337,26 @@ def run(
             exc.salbench_run_dir = run_dir  # type: ignore[attr-defined]
         raise
     finally:
+        if beat is not None:
+            _stop_quietly(beat)
         _close_logger(handler, run_dir)
 
 
-def _mark_failed(run_dir: Path, manifest: dict[str, Any], exc: BaseException) -> None:
+def _stop_quietly(beat: heartbeat.Heartbeat) -> None:
+    """End the heartbeat; a store that fails now only leaves a beat that goes stale."""
+    try:
+        beat.stop()
+    except OSError as exc:
+        log.warning("cannot remove the heartbeat of %s: %s", beat.run_dir, exc)
+
+
+def _mark_failed(run_dir: Path | str, manifest: dict[str, Any], exc: BaseException) -> None:
     """Record in the manifest that the run failed, and why (the resume command included)."""
     reason = f"{type(exc).__name__}: {exc}"[:2000]
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # Ctrl-C, SIGTERM (Ray: exit 15)
+    signalled = interrupt.interrupted(exc)
+    if signalled is not None:  # SIGTERM, Ctrl-C
+        reason = f"{signalled}; the finished shards are kept"
+    elif isinstance(exc, SystemExit):
         reason = f"interrupted ({reason}); the finished shards are kept"
     log.error("run failed: %s", reason)
     manifest.update(status="failed", error=reason, failed_at=_now(),
@@ -338,6 +393,7 @@ def _execute(
     journal = start_journal(writer.run_id)
     counter = start_counter(writer.run_id) if writer.progress is not None else None
     remote = start_writer(writer, pending)
+    interrupt.checkpoint("actor_pools")
     monitor = None
     windows: list[dict[str, dict[str, float]]] = []
     try:  # the plan in build_graph may stop the run (ConfigError): the actors go too

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from salbench import storage
 from salbench.errors import ConfigError
-from salbench.pipeline import tables
+from salbench.pipeline import heartbeat, tables
 from salbench.pipeline.groups import GroupCounts, Groups
 from salbench.pipeline.scan import Shards, plain
 from salbench.pipeline.tables import BASE_FIELDS
@@ -248,10 +248,14 @@ def load_run(path: Path | str) -> RunData:
         raise ConfigError(f"{manifest_path} is not readable JSON ({exc})") from exc
     if not isinstance(manifest, dict):
         raise ConfigError(f"{manifest_path} does not hold a JSON object")
+    status, note = heartbeat.status(path, manifest)
+    if note is not None:  # a "running" run whose driver is gone (SIGKILL, a lost node)
+        manifest = {**manifest, "status": status, "status_note": note}
     done = tables.finished_shards(path)
     if not done:
-        raise ConfigError(f"{path} has no finished shards (samples/ with _done/ markers); "
-                          f"finish it with `salbench resume {path}`")
+        why = f" ({note})" if note is not None else ""
+        raise ConfigError(f"{path} has no finished shards (samples/ with _done/ markers)"
+                          f"{why}; finish it with `salbench resume {path}`")
     samples = RunSamples(Shards.of_run(path))
     summary = None
     summary_path = storage.join(path, "summary.parquet")

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from salbench.config import RunConfig
-from salbench.pipeline import tables
+from salbench.pipeline import interrupt, tables
 from salbench.pipeline.memory import release_freed_memory
 from salbench.pipeline.parts import ShardParts
 from salbench.pipeline.progress import ProgressMonitor
@@ -125,6 +125,7 @@ class ShardWriter:
             self.monitor.shard_written(shard, msg)
         elif self.progress is not None:
             print(msg, file=self.progress, flush=True)
+        interrupt.checkpoint("mid_run")
 
     def finish(self) -> dict[str, Any]:
         """Check that every shard was written; the timings for the manifest."""

@@ -1,6 +1,6 @@
 """Report tables: a small table model (cells with a highlight flag), markdown rendering, and
 the tables of a run: overview, one table per metric, the errors, and the papers' layouts
-(paper 001 Tables 1-4, paper 002 Tables 1-2, paper 003 supplement Tables 1 and 3, paper 004
+(paper 001 Tables 1-4, paper 002 Tables 1-2, paper 003 supplement Tables 1-3, paper 004
 Table 1). Numbers come from ``summary.parquet`` (means, 95% intervals, counts) and, for
 paired deltas and paper 001's binned PIC, from the per-sample table.
 """
@@ -15,6 +15,7 @@ import numpy as np
 
 from salbench.pipeline.compare import paired_interval
 from salbench.pipeline.groups import GroupCounts
+from salbench.report.columns import paper_layout
 from salbench.report.data import (
     HEADLINE,
     RunTables,
@@ -407,12 +408,15 @@ def idgi_tables(run: RunTables) -> list[Table]:
 
 
 def _methods_table(run: RunTables, title: str, columns: Sequence[tuple[str, str]],
-                   caption: str, std: bool = False) -> list[Table]:
+                   caption: str, std: bool = False, paper: str = "") -> list[Table]:
     """Per model: methods x the given (metric, heading) columns; best per column in bold.
-    No table unless one of the first two columns (the protocol's own metrics) is present."""
+    No table unless one of the first two columns (the protocol's own metrics) is present.
+    Methods in ``paper``'s order, named as in its tables (:mod:`salbench.report.columns`)."""
     if not any(_metric_present(run, m) for m, _ in columns[:2]):
         return []
     columns = [(m, h) for m, h in columns if _metric_present(run, m)]
+    order, names, legend = paper_layout(paper, run.config, list(run.methods))
+    caption = f"{caption} {legend}".strip()
     out = []
     for model in run.models:
         stats = {m: {meth: stat(run, model, meth, m) for meth in run.methods}
@@ -420,8 +424,8 @@ def _methods_table(run: RunTables, title: str, columns: Sequence[tuple[str, str]
         best = {m: _best({k: v.mean for k, v in stats[m].items() if v}, direction(m))
                 for m, _ in columns}
         rows = []
-        for meth in run.methods:
-            row = [Cell(meth)]
+        for meth in order:
+            row = [Cell(names[meth])]
             for m, _ in columns:
                 st = stats[m][meth]
                 if st is None:
@@ -449,28 +453,30 @@ def igos_tables(run: RunTables) -> list[Table]:
         "Deletion and insertion with a highly blurred image as the base (softmax probability "
         "AUC); pointing game: hit rate of the map's maximum in a box (Table 5 reports it on "
         "MSCOCO / VOC07). Maps are scored at 224 x 224 (the paper also scores masks at their "
-        "own resolution). Best of each column in bold.")
+        "own resolution). Best of each column in bold.", paper="002")
 
 
 def dga_tables(run: RunTables) -> list[Table]:
-    """Paper 003 supplement Tables 1 and 3: LeRF (↑) and MoRF (↓) pixel flipping, models x
+    """Paper 003 supplement Tables 1-3: LeRF (↑) and MoRF (↓) pixel flipping, models x
     methods."""
     out = []
+    order, names, legend = paper_layout("003", run.config, list(run.methods))
     for metric, title in (("pixel_flip_lerf_auc", "LeRF"), ("pixel_flip_morf_auc", "MoRF")):
         if not _metric_present(run, metric):
             continue
         rows = []
         for model in run.models:
-            stats = {meth: stat(run, model, meth, metric) for meth in run.methods}
+            stats = {meth: stat(run, model, meth, metric) for meth in order}
             best = _best({k: v.mean for k, v in stats.items() if v}, direction(metric))
             rows.append([Cell(model)] + [st.cell(strong=k in best) if st else Cell("–")
                                          for k, st in stats.items()])
         arrow = "↑" if direction(metric) > 0 else "↓"
         out.append(Table(
-            f"Paper 003 (supplement Tables 1, 3): {title} ({arrow} is better)",
-            ["model", *run.methods], rows,
+            f"Paper 003 (supplement Tables 1-3): {title} ({arrow} is better)",
+            ["model", *(names[m] for m in order)], rows,
             "AUC of the target probability while pixels are replaced (black) least- (LeRF) or "
-            "most-relevant (MoRF) first. Best per model in bold.", key="paper"))
+            f"most-relevant (MoRF) first. Best per model in bold. {legend}".strip(),
+            key="paper"))
     return out
 
 
@@ -486,7 +492,7 @@ def samp_tables(run: RunTables) -> list[Table]:
         "with a blurred base (Gaussian k31 s5), target logit, curves peak-normalised; "
         "Sensitivity-N: mean Pearson correlation of summed attribution and output drop; "
         "Gini and top-5% share: the Concentration Principle. Best per column in bold.",
-        std=True)
+        std=True, paper="004")
 
 
 def paper_tables(run: RunTables) -> list[Table]:
@@ -563,6 +569,7 @@ def manifest_tables(run: RunTables) -> list[Table]:
     counts = m.get("counts") or {}
     host = m.get("host") or {}
     facts = [("run_id", run.run_id), ("status", m.get("status")),
+             *([("status note", m["status_note"])] if m.get("status_note") else []),
              ("config_hash", m.get("config_hash")),
              ("salbench_version", m.get("salbench_version")),
              ("source_hash", m.get("source_hash")), ("git_commit", m.get("git_commit")),
