@@ -120,6 +120,7 @@ from salbench.methods import (  # noqa: E402,F401
     igos,
     lrp,
     meaningful_perturbation,
+    relu_variants,
     rise,
     samp,
     smoothgrad,
