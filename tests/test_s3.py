@@ -29,7 +29,8 @@ from salbench.cli import main
 from salbench.datasets import open_dataset
 from salbench.datasets import shards as shard_stage
 from salbench.errors import ConfigError
-from salbench.pipeline import parse_config, run
+from salbench.pipeline import heartbeat, parse_config, run
+from salbench.pipeline.manifest import read_manifest
 from salbench.pipeline.tables import finished_shards, read_samples, shard_paths
 
 _COUNTER = itertools.count()
@@ -311,13 +312,35 @@ def test_driver_killed_mid_run_on_s3_then_resumed(s3_server, ray_session, bucket
     run_dir = storage.join(out, markers()[0].split("/")[0])
     done = finished_shards(run_dir)
     assert 2 <= len(done) < 8, done  # killed mid-run
+    manifest = read_manifest(run_dir)
+    assert manifest["status"] == "running"  # a SIGKILL cannot be recorded ...
+    status, note = heartbeat.status(run_dir, manifest)  # ... but its heartbeat tells
+    assert status == "interrupted" and "that process is gone" in note, note
     res = subprocess.run([str(salbench_bin), "resume", run_dir], capture_output=True,
                          text=True, timeout=400, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert f"taking over {run_dir}: its driver stopped" in res.stderr
+    assert heartbeat.read(run_dir) is None and read_manifest(run_dir)["status"] == "complete"
     assert finished_shards(run_dir) == set(range(8))
     table = _rows(run_dir)
     assert not table.duplicated(["index", "model", "method"]).any()
     pd.testing.assert_frame_equal(table, _rows(reference.run_dir))
+
+
+def test_heartbeat_on_object_storage_refuses_a_second_driver(bucket):
+    run_dir = f"{bucket}/live"
+    first = heartbeat.Heartbeat(run_dir, every=60.0).claim()
+    try:
+        beat = heartbeat.read(run_dir)
+        assert beat is not None and beat.driver == first.beat.driver and beat.alive()
+        assert heartbeat.status(run_dir, {"status": "running"}) == ("running", None)
+        with pytest.raises(heartbeat.LiveRunError, match="being run by another driver now"):
+            heartbeat.Heartbeat(run_dir).claim()
+    finally:
+        first.stop()
+    assert heartbeat.read(run_dir) is None
+    second = heartbeat.Heartbeat(run_dir, every=60.0).claim()  # free again
+    second.stop()
 
 
 # --------------------------------------------------------------------------- Hugging Face
