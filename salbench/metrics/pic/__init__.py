@@ -7,7 +7,9 @@ cache), :mod:`~salbench.metrics.pic.settings` (:class:`PicSettings`, the one set
 parameters every entry point takes), :mod:`~salbench.metrics.pic.orchestrator` (the one
 orchestrator, :func:`run_pic`, and the entry points :func:`pic_curve`, :func:`pic_batch`,
 :func:`pic_prepare` / :func:`pic_finalize`) and :mod:`~salbench.metrics.pic.registration`
-(the registered metrics). Every public name is importable from here.
+(the registered metrics) and :mod:`~salbench.metrics.pic.transport` (:class:`EncodedImages`:
+the split form's images as lossless WebP between pipeline stages). Every public name is
+importable from here.
 
 Protocol (SPEC 5), the PAIR ``saliency`` package's ``compute_pic_metric`` (0.2.1), which
 :func:`pic_curve` reproduces (tested: AUC within 1e-3, same samples skipped):
@@ -100,7 +102,7 @@ from salbench.metrics.pic.images import (
     single_threaded_blas,
     threshold_masks,
 )
-from salbench.metrics.pic.levels import msssim_levels, webp_size
+from salbench.metrics.pic.levels import msssim_levels, webp_bytes, webp_size
 from salbench.metrics.pic.orchestrator import (
     model_scores,
     pic_batch,
@@ -112,14 +114,16 @@ from salbench.metrics.pic.orchestrator import (
 )
 from salbench.metrics.pic.registration import aic, aic_msssim, pic_blur, sic, sic_msssim
 from salbench.metrics.pic.settings import BOKEHS, INFOS, PicSettings
+from salbench.metrics.pic.transport import EncodedImages, decode_image, transport_bytes
 
 __all__ = [
     "BOKEHS", "BOKEH_CACHE", "DEFAULT_THRESHOLDS", "ERROR_STATUS", "INFOS", "KINDS",
-    "PIC_BLUR_STEPS", "PIC_BLUR_THRESHOLDS", "SKIP_STATUSES", "STATUS_OK", "PicCurve",
-    "PicSettings", "aggregate", "aggregate_binned", "aic", "aic_msssim", "blur_base",
-    "bokeh_image", "content_hash", "count_masks", "curve_from_levels", "default_workers",
+    "PIC_BLUR_STEPS", "PIC_BLUR_THRESHOLDS", "SKIP_STATUSES", "STATUS_OK", "EncodedImages",
+    "PicCurve", "PicSettings", "aggregate", "aggregate_binned", "aic", "aic_msssim",
+    "blur_base", "bokeh_image", "content_hash", "count_masks", "curve_from_levels",
+    "decode_image", "default_workers",
     "generate_random_mask", "image_mask", "interpolate_curve", "model_scores",
     "msssim_levels", "pic_batch", "pic_blur", "pic_curve", "pic_finalize", "pic_prepare",
     "predictor", "run_pic", "sic", "sic_msssim", "single_threaded_blas", "skip_status",
-    "threshold_masks", "webp_size",
+    "threshold_masks", "transport_bytes", "webp_bytes", "webp_size",
 ]

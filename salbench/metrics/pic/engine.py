@@ -27,7 +27,7 @@ from salbench.metrics.pic.images import (
     single_threaded_blas,
     threshold_masks,
 )
-from salbench.metrics.pic.levels import msssim_levels, webp_size
+from salbench.metrics.pic.levels import msssim_levels, webp_bytes
 from salbench.metrics.pic.settings import PicSettings
 
 
@@ -106,6 +106,8 @@ class Job:
     level_blurred: float = float("nan")
     bokeh: list[np.ndarray] = field(default_factory=list)
     levels: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: lossless WebP of [original, base, *bokeh] where the WebP level computed it (else b"")
+    webp: list[bytes] = field(default_factory=list)
 
     def state(self, settings: PicSettings) -> dict[str, Any]:
         """What the curve needs besides the predictions (picklable; the split form's state):
@@ -142,7 +144,8 @@ class PicEngine:
             job.image_key = content_hash(job.image) + mask_key
             hit = BOKEH_CACHE.get(("base", self._mode_key(), job.image_key, self.info))
             if hit is not None:
-                job.base, job.level_original, job.level_blurred = hit
+                job.base, job.level_original, job.level_blurred, webp = hit
+                job.webp = list(webp)
             else:
                 todo.append(job)
 
@@ -155,17 +158,19 @@ class PicEngine:
         for job, base in zip(todo, bases, strict=True):
             job.base = base
         if self.info == "webp":
-            sizes = run_threads(webp_size, [im for j in todo for im in (j.image, j.base)],
-                                self.workers)
-            pairs = [(sizes[2 * i], sizes[2 * i + 1]) for i in range(len(todo))]
+            enc = run_threads(webp_bytes, [im for j in todo for im in (j.image, j.base)],
+                              self.workers)
+            for i, job in enumerate(todo):
+                job.webp = [enc[2 * i], enc[2 * i + 1]]
+            pairs = [(len(j.webp[0]), len(j.webp[1])) for j in todo]
         else:
             pairs = [(float(lv[0]), float(lv[1]))
                      for lv in (msssim_levels([j.image, j.base], j.image) for j in todo)]
         for job, (lo, lb) in zip(todo, pairs, strict=True):
             job.level_original, job.level_blurred = float(lo), float(lb)
             BOKEH_CACHE.put(("base", self._mode_key(), job.image_key, self.info),
-                            (job.base, job.level_original, job.level_blurred),
-                            job.base.nbytes + 16)
+                            (job.base, job.level_original, job.level_blurred, tuple(job.webp)),
+                            job.base.nbytes + sum(map(len, job.webp)) + 16)
 
     def bokeh_images(self, jobs: list[Job]) -> None:
         """The bokeh image and raw level of every threshold of every job."""
@@ -175,8 +180,10 @@ class PicEngine:
                    content_hash(np.asarray(job.saliency_map)))
             imgs = BOKEH_CACHE.get(("bokeh", *key))
             lv = BOKEH_CACHE.get(("levels", self.info, *key))
-            if imgs is not None and lv is not None:
+            enc = BOKEH_CACHE.get(("webp", *key)) if self.info == "webp" else ()
+            if imgs is not None and lv is not None and enc is not None:
                 job.bokeh, job.levels = imgs, lv
+                job.webp = job.webp[:2] + list(enc)
             else:
                 todo.append((job, key))
         tasks: list[tuple[int, int, np.ndarray]] = []
@@ -194,28 +201,32 @@ class PicEngine:
         # most revealed pixels first: those triangulations are the slowest (load balancing)
         tasks.sort(key=lambda t: -int(t[2].sum()) if self.bokeh == "interp" else 0)
 
-        def build(task: tuple[int, int, np.ndarray]) -> tuple[int, int, np.ndarray, float]:
+        def build(task: tuple[int, int, np.ndarray]) -> tuple[int, int, np.ndarray, bytes]:
             i, k, mask = task
             job = todo[i][0]
             if self.bokeh == "interp":
                 img = bokeh_image(job.image, mask)
             else:
                 img = np.where(expand_mask(mask, job.image), job.image, job.base)
-            return i, k, img, (float(webp_size(img)) if self.info == "webp" else np.nan)
+            return i, k, img, (webp_bytes(img) if self.info == "webp" else b"")
 
         built = run_threads(build, tasks, self.workers)
         for i, k, img, _ in built:
             todo[i][0].bokeh[k] = img
-        sizes: dict[tuple[int, int], float] = {(i, k): s for i, k, _, s in built}
+        encoded: dict[tuple[int, int], bytes] = {(i, k): e for i, k, _, e in built}
         for i, (job, key) in enumerate(todo):
             BOKEH_CACHE.put(("bokeh", *key), job.bokeh, sum(im.nbytes for im in job.bokeh))
             if self.info == "webp":
-                missing = [k for k in range(len(job.bokeh)) if (i, k) not in sizes]
-                if missing:  # bokeh images came from the cache, their sizes did not
-                    for k, s in zip(missing, run_threads(webp_size, [job.bokeh[k] for k in missing],
-                                                  self.workers), strict=True):
-                        sizes[(i, k)] = float(s)
-                job.levels = np.asarray([sizes[(i, k)] for k in range(len(job.bokeh))])
+                missing = [k for k in range(len(job.bokeh)) if (i, k) not in encoded]
+                if missing:  # bokeh images came from the cache, their encodings did not
+                    for k, e in zip(missing, run_threads(webp_bytes, [job.bokeh[k] for k in
+                                                                      missing], self.workers),
+                                    strict=True):
+                        encoded[(i, k)] = e
+                enc = [encoded[(i, k)] for k in range(len(job.bokeh))]
+                job.webp = job.webp[:2] + enc
+                job.levels = np.asarray([float(len(e)) for e in enc])
+                BOKEH_CACHE.put(("webp", *key), tuple(enc), sum(map(len, enc)))
             else:
                 job.levels = msssim_levels(job.bokeh, job.image)
             BOKEH_CACHE.put(("levels", self.info, *key), job.levels, job.levels.nbytes)

@@ -15,11 +15,18 @@ from PIL import Image
 from salbench.metrics.msssim import ms_ssim
 
 
+def webp_bytes(image: np.ndarray, quality: int = 100, method: int = 4) -> bytes:
+    """Lossless WebP of a uint8 image (Pillow; the defaults are PAIR's
+    ``estimate_image_entropy``: quality 100, libwebp's default effort ``method=4``)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image)).save(buffer, format="webp", lossless=True,
+                                            quality=quality, method=method)
+    return buffer.getvalue()
+
+
 def webp_size(image: np.ndarray) -> int:
     """Lossless WebP size in bytes (PAIR's ``estimate_image_entropy``: quality 100)."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image)).save(buffer, format="webp", lossless=True, quality=100)
-    return buffer.tell()
+    return len(webp_bytes(image))
 
 
 def msssim_levels(images: Sequence[np.ndarray], original: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from salbench.metrics.pic.curve import (
 from salbench.metrics.pic.engine import Job, PicEngine
 from salbench.metrics.pic.images import check_inputs, image_mask
 from salbench.metrics.pic.settings import PicSettings, settings_with
+from salbench.metrics.pic.transport import EncodedImages
 from salbench.models.base import to_uint8
 
 #: images uint8 [H, W, C] each, and the index of the job each belongs to ->
@@ -233,8 +234,8 @@ def pic_batch(
 
 def pic_prepare(
     image: np.ndarray, saliency_map: np.ndarray, settings: PicSettings | None = None,
-    **overrides: Any,
-) -> tuple[dict[str, Any], np.ndarray]:
+    *, encoded: bool = False, **overrides: Any,
+) -> tuple[dict[str, Any], np.ndarray | EncodedImages]:
     """The CPU half of PIC before any prediction: bokeh images and information levels.
 
     image uint8 [H, W, 3], saliency_map float [H, W]; ``settings`` / ``overrides`` as in
@@ -242,20 +243,25 @@ def pic_prepare(
     the fully blurred image and the T bokeh images in threshold order (all of them: which
     samples are skipped is only known after the predictions); state holds the levels for
     :func:`pic_finalize` (or the reason the input is invalid, with no images). Same random
-    mask and images as :func:`pic_batch`.
+    mask and images as :func:`pic_batch`. With ``encoded`` the images come as
+    :class:`EncodedImages` (lossless WebP: the WebP level's own encodings where it computed
+    them; a sequence of the same uint8 images), the form the pipeline sends between stages.
     """
     st = settings_with(settings, overrides)
     problem = check_inputs(image, saliency_map, np.zeros(np.shape(image)[:2], bool), "interp")
     if problem:
         return (Job(image, None, None, valid=False, message=problem).state(st),
-                np.zeros((0, 1, 1, 3), np.uint8))
+                EncodedImages([]) if encoded else np.zeros((0, 1, 1, 3), np.uint8))
     mask = image_mask(image, st.mask_fraction, st.seed) if st.bokeh == "interp" else None
     job = Job(image, np.asarray(saliency_map), mask)
     engine = PicEngine(st)
     engine.prepare([job])
     engine.bokeh_images([job])
     assert job.base is not None
-    return job.state(st), np.stack([image, job.base, *job.bokeh])
+    images = [image, job.base, *job.bokeh]
+    if encoded:
+        return job.state(st), EncodedImages.encode(images, job.webp or None)
+    return job.state(st), np.stack(images)
 
 
 def pic_finalize(

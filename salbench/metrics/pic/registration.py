@@ -23,6 +23,7 @@ from salbench.metrics.pic.curve import (
 )
 from salbench.metrics.pic.orchestrator import pic_batch, pic_finalize, pic_prepare
 from salbench.metrics.pic.settings import PicSettings
+from salbench.metrics.pic.transport import EncodedImages
 from salbench.metrics.registry import register
 
 
@@ -98,11 +99,11 @@ def _split_parts(kind: str, info: str) -> tuple[Callable[..., Any], Callable[...
 
     def prepare(sample: dict[str, Any], *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                 mask_fraction: float = 0.01, seed: int = 0, num_workers: int | None = None,
-                **_: Any) -> tuple[Any, dict[str, Any], np.ndarray]:
+                **_: Any) -> tuple[Any, dict[str, Any], EncodedImages]:
         key = ("interp", info, tuple(thresholds), mask_fraction, seed)
         settings = PicSettings(info=info, thresholds=tuple(thresholds),
                                mask_fraction=mask_fraction, seed=seed, num_workers=num_workers)
-        state, images = pic_prepare(sample["image"], sample["map"], settings)
+        state, images = pic_prepare(sample["image"], sample["map"], settings, encoded=True)
         return key, state, images
 
     def finalize(state: dict[str, Any], prob: np.ndarray, top1: np.ndarray, *,
@@ -202,11 +203,11 @@ def _pic_blur_points(c_sic: PicCurve, c_aic: PicCurve,
 
 def _pic_blur_prepare(sample: dict[str, Any], *, steps: int = PIC_BLUR_STEPS,
                       blur_radius: float = 20.0, num_workers: int | None = None,
-                      **_: Any) -> tuple[Any, dict[str, Any], np.ndarray]:
+                      **_: Any) -> tuple[Any, dict[str, Any], EncodedImages]:
     fractions = tuple(j / steps for j in range(1, steps))
     settings = PicSettings(info="webp", bokeh="blur", thresholds=fractions,
                            blur_radius=blur_radius, num_workers=num_workers)
-    state, images = pic_prepare(sample["image"], sample["map"], settings)
+    state, images = pic_prepare(sample["image"], sample["map"], settings, encoded=True)
     return ("blur", blur_radius, fractions), state, images
 
 
