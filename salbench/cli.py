@@ -177,6 +177,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights_pull(args: argparse.Namespace) -> int:
+    from salbench.models.pull import pull
+
+    if args.url is not None and args.sha256 is None:
+        raise SalbenchError("--url needs --sha256 (the hash to check the file against)")
+    pull(args.name, args.to, mirror=args.mirror, url=args.url, sha256=args.sha256,
+         say=lambda line: print(f"[salbench] {line}", file=sys.stderr, flush=True))
+    return 0
+
+
 def cmd_shard(args: argparse.Namespace) -> int:
     from salbench.datasets.parquet import shard_command
 
@@ -327,6 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list registered names")
     ls.add_argument("what", choices=["models", "methods", "metrics", "datasets"])
     ls.set_defaults(fn=cmd_list)
+
+    wp = sub.add_parser("weights", help="fetch a model's published weights on purpose "
+                        "(runs never download)")
+    wsub = wp.add_subparsers(dest="weights_cmd", required=True)
+    pull = wsub.add_parser("pull", help="download the weights torchvision or timm publish "
+                           "for NAME, check their hash, write them where runs look")
+    pull.add_argument("name", metavar="NAME", help="a torchvision model (resnet50, vgg16, "
+                      "...) or timm:<name>")
+    pull.add_argument("--to", metavar="DIR_OR_URI", help="a directory or object-store prefix "
+                      "(default: $SALBENCH_WEIGHTS)")
+    pull.add_argument("--mirror", metavar="URL", help="fetch from this host instead of the "
+                      "published one (same path)")
+    pull.add_argument("--url", help="fetch this file instead (needs --sha256)")
+    pull.add_argument("--sha256", metavar="HEX", help="the expected SHA-256 (or a prefix of "
+                      "at least 8 digits)")
+    pull.set_defaults(fn=cmd_weights_pull)
 
     sh = sub.add_parser("shard", help="convert a folder or dataset into Parquet shards")
     sh.add_argument("src", help="an ImageNet root or image folder (a path or a URI such as "

@@ -4,6 +4,7 @@ kill-and-resume, missing objects, and Hugging Face image Parquet files read as t
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import json
@@ -341,6 +342,39 @@ def test_heartbeat_on_object_storage_refuses_a_second_driver(bucket):
     assert heartbeat.read(run_dir) is None
     second = heartbeat.Heartbeat(run_dir, every=60.0).claim()  # free again
     second.stop()
+
+
+def test_weights_pulled_to_a_store_prefix_are_found_by_runs(bucket, tmp_path, monkeypatch):
+    import hashlib
+    import http.server
+    import threading
+
+    from salbench.models.pull import pull
+    from salbench.models.weights import find_weights
+
+    body = os.urandom(2048)
+    (tmp_path / "srv").mkdir()
+    (tmp_path / "srv" / "f.pth").write_bytes(body)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(tmp_path / "srv"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        out = pull("vgg16", f"{bucket}/weights",
+                   url=f"http://127.0.0.1:{httpd.server_address[1]}/f.pth",
+                   sha256=hashlib.sha256(body).hexdigest(), say=lambda _: None)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert out == f"{bucket}/weights/vgg16-397923af.pth"
+    monkeypatch.setenv("SALBENCH_WEIGHTS", f"{bucket}/weights")
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    local = find_weights("vgg16-397923af.pth", None, "vgg16")
+    assert local.read_bytes() == body and local.is_relative_to(tmp_path / "tmp")
 
 
 # --------------------------------------------------------------------------- Hugging Face

@@ -12,6 +12,7 @@ Weight files are treated as hostile input: no pickled code runs, and anything th
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,11 @@ _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "state_dict_ema", 
 
 
 def search_dirs() -> list[Path]:
-    """Directories searched for weight files, in order: ``$SALBENCH_WEIGHTS``, torch hub cache."""
+    """Directories searched for weight files, in order: ``$SALBENCH_WEIGHTS`` (when it is a
+    local directory), torch hub cache."""
     dirs: list[Path] = []
     env = os.environ.get("SALBENCH_WEIGHTS")
-    if env:
+    if env and "://" not in env:
         dirs.append(Path(env).expanduser())
     dirs.append(Path(torch.hub.get_dir()).expanduser() / "checkpoints")
     return dirs
@@ -67,6 +69,9 @@ def find_weights(
             )
         return path
     names = [filename] if isinstance(filename, str) else list(filename)
+    from_store = _from_store(names)
+    if from_store is not None:
+        return from_store
     dirs = search_dirs() + [Path(d).expanduser() for d in extra_dirs]
     for d in dirs:
         for name in names:
@@ -81,8 +86,32 @@ def find_weights(
         f"Put the file in one of these directories (e.g. export SALBENCH_WEIGHTS=/path/to/dir), "
         f"or pass it explicitly: salbench.models.load({model_name!r}, weights=PATH) "
         f"(in a config: models: [{{name: {model_name}, weights: PATH}}]). "
-        "salbench never downloads weights."
+        "Runs never download weights; `salbench weights pull "
+        f"{model_name}` fetches published ones on purpose."
     )
+
+
+def _from_store(names: Sequence[str]) -> Path | None:
+    """With ``$SALBENCH_WEIGHTS`` an object-store prefix (``s3://bucket/weights``, where
+    ``salbench weights pull`` put them): the first of ``names`` found there, copied to a
+    local cache (``<tmp>/salbench-weights/``, reused while its size agrees); else None.
+    The project's own store, not the internet: runs still never download."""
+    env = os.environ.get("SALBENCH_WEIGHTS")
+    if not env or "://" not in env:
+        return None
+    from salbench import storage
+
+    cache = Path(tempfile.gettempdir()) / "salbench-weights"
+    for name in names:
+        remote = storage.join(env, name)
+        if not storage.is_file(remote):
+            continue
+        local = cache / name
+        if not local.is_file() or local.stat().st_size != storage.size(remote):
+            cache.mkdir(parents=True, exist_ok=True)
+            storage.write_bytes(local, storage.read_bytes(remote))
+        return local
+    return None
 
 
 def load_state_dict_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
