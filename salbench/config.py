@@ -52,8 +52,9 @@ class Component:
         return str(self.params.get("alias", self.name))
 
     def call_params(self) -> dict[str, Any]:
-        """Parameters without the table-only ``alias``."""
-        return {k: v for k, v in self.params.items() if k != "alias"}
+        """Parameters without the table-only ``alias`` and a method's ``map_reduce`` (the
+        channel reduction of its maps, :meth:`RunConfig.map_reduce_for`)."""
+        return {k: v for k, v in self.params.items() if k not in ("alias", "map_reduce")}
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,12 @@ class RunConfig:
             params["seed"] = self.seed
         return spec.params(self.profile, **params) if merged else params
 
+    def map_reduce_for(self, comp: Component, spec: Any) -> str:
+        """The channel reduction of method ``comp``'s maps (see ``methods.to_map``): the
+        method entry's own ``map_reduce`` key, else the one its MethodSpec registers (e.g.
+        Grad-CAM's "sum"), else the run's ``map_reduce``."""
+        return comp.params.get("map_reduce") or spec.map_reduce or self.map_reduce
+
     def hash(self) -> str:
         """A short stable hash of everything that changes results (not ``out``/resources)."""
         d = self.to_dict()
@@ -262,6 +269,9 @@ def _pool_size(value: Any, key: str) -> PoolSize:
 
 
 def _check_method(c: Component) -> None:
+    if c.params.get("map_reduce", "abs_sum") not in methods.REDUCTIONS:
+        raise ConfigError(f"map_reduce: expected one of {methods.REDUCTIONS}, got "
+                          f"{c.params['map_reduce']!r}")
     methods.get(c.name).params("paper", **c.call_params())
 
 

@@ -103,7 +103,7 @@ def method_key(config: Any, comp: Any) -> str:
     """Key of a configured method (``comp``: a Component of ``config.methods``)."""
     spec = methods.get(comp.name)
     params = _params(config.params_for(comp, spec))
-    reduce = spec.map_reduce or config.map_reduce
+    reduce = config.map_reduce_for(comp, spec)
     return _digest(_json({"name": comp.name, "params": params, "map_reduce": reduce,
                           "profile": config.profile, "code": code_version(spec.fn)}))
 

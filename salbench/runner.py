@@ -243,7 +243,7 @@ class ModelRunner:
         the attribution float32 [B, 3, H, W]); non-finite values are left for the caller."""
         res = methods.attribute_with_info(comp.name, model, x, target, finite=False,
                                           profile=self.config.profile, **self._params(comp, spec))
-        reduce = spec.map_reduce or self.config.map_reduce
+        reduce = self.config.map_reduce_for(comp, spec)
         return methods.to_map(res.attr, reduce), info_rows(spec, res.info, len(x)), res.attr
 
     def _method(self, rows: list[dict[str, Any]], x: torch.Tensor, target: torch.Tensor,

@@ -60,7 +60,8 @@ def test_names_and_params_resolve(path, profile):
             continue
         for item in _items(raw, key):
             spec = registry.get(item["name"])
-            params = {k: v for k, v in item.items() if k not in ("name", "alias")}
+            params = {k: v for k, v in item.items()
+                      if k not in ("name", "alias", "map_reduce")}
             merged = spec.params(profile, **params)
             assert set(params) <= set(spec.defaults), (path.name, item)
             for k, v in params.items():

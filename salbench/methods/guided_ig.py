@@ -41,7 +41,7 @@ import math
 
 import torch
 
-from salbench.methods.baselines import make_baseline
+from salbench.methods.baselines import model_baseline
 from salbench.methods.engine import batched_scores
 from salbench.methods.paths import INFO_COLUMNS, PathResult, RuleAccumulator, gradients_at
 from salbench.methods.registry import Attribution, register
@@ -152,10 +152,10 @@ def guided_ig_path(
 ) -> PathResult:
     """Walk the Guided IG path of every image and integrate it under ``rule``.
 
-    x: float [B, 3, H, W]; target int64 [B]; ``baseline`` as :func:`make_baseline`.
+    x: float [B, 3, H, W]; target int64 [B]; ``baseline`` as :func:`model_baseline`.
     Returns a :class:`PathResult` (attribution float32 [B, 3, H, W], endpoint scores).
     """
-    base = make_baseline(x, baseline)
+    base = model_baseline(model, x, baseline)
     x64, base64 = x.double(), base.double()
     acc = RuleAccumulator(rule, x, steps)
     images = torch.arange(len(x), device=x.device)

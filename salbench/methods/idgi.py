@@ -29,6 +29,12 @@ Choices where the paper is silent (documented deviations):
 - ``steps`` = S = the number of segments = gradient evaluations (the authors' code, fed with
   PAIR's IG gradients at 200 points including both ends, drops the last and so has 199).
 - Σ g_j² = 0 (a flat segment) contributes nothing (the paper divides by zero there).
+- The baseline of ``idgi_ig`` / ``idgi_gig``: "black" (zeros in the [0, 1] input space, the
+  default) or ``baseline: preprocessed_zero``, the input whose normalised value is zero (the
+  model's mean colour; PAIR's examples call that "black"). The paper says neither.
+- The channel reduction of the attribution to a map: the run's ``map_reduce`` (``abs_sum``)
+  or a method entry's own (``{name: idgi_ig, map_reduce: sum}``). Both choices move the
+  insertion results (docs/REPRODUCTION.md, IDGI).
 
 Cost per image: S forward+backward passes and one forward pass (the score at x_S), the same
 as the underlying method.
@@ -38,7 +44,7 @@ from __future__ import annotations
 
 import torch
 
-from salbench.methods.baselines import make_baseline
+from salbench.methods.baselines import model_baseline
 from salbench.methods.blur_ig import blur_ig_path
 from salbench.methods.guided_ig import guided_ig_path, resolve_preset
 from salbench.methods.paths import INFO_COLUMNS, integrate, straight_path
@@ -60,10 +66,11 @@ def idgi_ig(
     """IDGI on the straight IG path (paper 001): g_j² (f(x_{j+1}) - f(x_j)) / Σ g_j² summed.
 
     x: float [B, 3, H, W] in [0, 1]; target int64 [B]; ``steps`` segments; ``baseline`` as
-    :func:`make_baseline`; ``score`` "prob" (paper) or "logit". Returns float32
-    [B, 3, H, W] summing to f(x) - f(x'), with ``completeness_error`` and ``score_delta``.
+    :func:`model_baseline` ("black" or "preprocessed_zero", the model's mean colour);
+    ``score`` "prob" (paper) or "logit". Returns float32 [B, 3, H, W] summing to
+    f(x) - f(x'), with ``completeness_error`` and ``score_delta``.
     """
-    path = straight_path(x, make_baseline(x, baseline), steps)
+    path = straight_path(x, model_baseline(model, x, baseline), steps)
     return integrate(model, path, target, rule="idgi", score=score,
                      internal_batch_size=internal_batch_size).attribution()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from salbench.methods.baselines import make_baseline
+from salbench.methods.baselines import model_baseline
 from salbench.methods.paths import INFO_COLUMNS, integrate, straight_path
 from salbench.methods.registry import Attribution, register
 from salbench.models.base import Classifier
@@ -26,9 +26,10 @@ def integrated_gradients(
 
     x: float [B, 3, H, W] in [0, 1]; target int64 [B]. ``rule``: riemann_left/right/middle,
     trapezoid (textbook) or gausslegendre, with ``steps`` points. ``baseline``: see
-    :func:`make_baseline`. Reports ``completeness_error`` = |sum(attr) - (f(x) - f(x'))| and
-    ``score_delta`` = f(x) - f(x'), per image.
+    :func:`model_baseline` ("black", "preprocessed_zero" = the model's mean colour, ...).
+    Reports ``completeness_error`` = |sum(attr) - (f(x) - f(x'))| and ``score_delta`` =
+    f(x) - f(x'), per image.
     """
-    path = straight_path(x, make_baseline(x, baseline), steps, quadrature_rule=rule)
+    path = straight_path(x, model_baseline(model, x, baseline), steps, quadrature_rule=rule)
     return integrate(model, path, target, score=score,
                      internal_batch_size=internal_batch_size).attribution()
