@@ -111,6 +111,18 @@ def test_relu6_clip_is_an_implicit_bias_and_keeps_completeness():
     assert (res.attr >= 0).all() and res.attr.shape == x.shape
 
 
+def test_bf16_model_is_not_refused_for_its_rounding():
+    """Under ``precision: bf16`` rounding alone breaks completeness by more than the check's
+    tolerance; the map is still computed and the error reported."""
+    from salbench.models import numerics
+
+    model = numerics.apply(_relu6_model(), numerics.Numerics("bf16"))
+    x, t = _inputs(model, 16, n=2)
+    res = salbench.methods.attribute_with_info("fullgrad", model, x, t)
+    assert res.attr.shape == x.shape and torch.isfinite(res.attr).all()
+    assert torch.isfinite(res.info["completeness_error"]).all()
+
+
 class _Clamp(nn.Module):
     """A shifted ReLU: below 1 it outputs the constant 1, an implicit bias fullgrad does not
     trace (a Tensor.clamp call)."""

@@ -50,7 +50,11 @@ silently be |gradient x input|). An operation this list misses shows up as a bro
 completeness: with ``score="logit"`` every call checks, per image, that the logit equals the
 sum of the input term and all bias terms (including the fully connected ones) to 1e-3 of the
 terms' total magnitude, and raises BadInputError otherwise. With ``score="prob"`` or
-``"log_prob"`` the score is not a sum of bias terms and the check is skipped.
+``"log_prob"`` the score is not a sum of bias terms and the check is skipped. A model that
+runs its layers in bfloat16 / float16 (``precision: bf16``) is not refused (its rounding
+alone breaks completeness by a few percent: 0.4 % and 8 % of the logit measured on
+ResNet-18 and EfficientNet-Lite0 on CPU); ``completeness_error`` still reports it. Not tried:
+``compile: true`` (the tracer needs eager execution).
 
 Output: float32 [B, 3, H, W], each channel S / 3 (S >= 0), registered with map reduction
 "sum" (as Grad-CAM), so ``to_map`` returns S. Per image it reports ``completeness_error`` =
@@ -120,6 +124,7 @@ class _Chunk:
     bias_sum: torch.Tensor
     low: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
     spatial: int = 0
+    reduced_precision: bool = False
     handles: list[Any] = field(default_factory=list)
 
     def add(self, grad: torch.Tensor, bias: torch.Tensor) -> None:
@@ -215,6 +220,8 @@ class _BiasTracer(TorchFunctionMode):
     def _hook(self, out: torch.Tensor, bias: torch.Tensor) -> None:
         if out.ndim == 4:
             self.chunk.spatial += 1
+        if out.dtype in (torch.float16, torch.bfloat16):
+            self.chunk.reduced_precision = True
         self.chunk.handles.append(out.register_hook(lambda g: self.chunk.add(g, bias)))
 
 
@@ -308,7 +315,7 @@ def fullgrad(
             f = s.detach().double()
             e = (f - total).abs()
             scale = f.abs() + inp.abs() + chunk.bias_sum.abs() + 1e-12
-            bad = e > COMPLETENESS_TOL * scale
+            bad = (e > COMPLETENESS_TOL * scale) & (not chunk.reduced_precision)
             if bool(bad.any()):
                 i = int(torch.nonzero(bad)[0])
                 raise BadInputError(
