@@ -263,9 +263,8 @@ def test_cli_list_run_and_errors(tmp_path, capsys):
 def test_progress_line():
     from salbench.pipeline.writer import progress_line
 
-    line = progress_line(3, 2, 4, 10, 40, 5.0)
-    assert line == ("[salbench] shard 3 written: 2/4 shards, 10/40 rows, 2.00 rows/s, 5.0 s "
-                    "elapsed, ETA 15 s")
+    line = progress_line(3, 2, 4, 10, 40, 125.0)
+    assert line == "[salbench] shard 3 written: 2/4 shards, 10/40 cells, 2m05s elapsed"
 
 
 def test_demo_config_file_matches_the_cli():

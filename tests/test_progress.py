@@ -41,6 +41,35 @@ def test_progress_text():
     assert "ETA ?" in progress_text(0, 10, 5.0, 0, 1, bar=False)
 
 
+def test_the_eta_counts_from_the_first_work_seen_not_from_the_start():
+    """A run whose first 40 s go to start-up, then 10 cells in the next 10 s: 1 cell/s, so
+    90 cells left take 90 s (counted from the start: 0.2 cells/s and 7m30s)."""
+    assert "ETA ?" in progress_text(10, 100, 40.0, 0, 4, bar=False, since=(40.0, 10))
+    line = progress_text(20, 100, 50.0, 0, 4, bar=False, since=(40.0, 10))
+    assert "1.00 cells/s" in line and "ETA 1m20s" in line
+    assert "ETA 3m20s" in progress_text(20, 100, 50.0, 0, 4, bar=False)
+
+
+def test_shard_lines_share_the_live_lines_clock():
+    """The driver's ShardWriter formats a written shard's line on the progress monitor's
+    clock (in a Ray run the shard was written by the writer actor, whose clock started
+    later)."""
+    from salbench.config import parse_config
+    from salbench.pipeline.writer import ShardWriter
+
+    cfg = parse_config({"name": "p", "dataset": {"kind": "synthetic", "n": 4, "size": 32},
+                        "models": ["tiny_cnn"], "methods": ["vg"], "metrics": ["insertion"]})
+    out = io.StringIO()
+    pending = [{"shard": 0, "start": 0, "stop": 2}, {"shard": 1, "start": 2, "stop": 4}]
+    writer = ShardWriter(cfg, "unused", "p", pending, out)
+    writer.monitor = ProgressMonitor(out, writer.expected, lambda: {}, interactive=False)
+    writer.monitor.t0 = time.time() - 125.0  # the live lines started 125 s ago
+    writer.t0 = time.time()  # this object's own clock: just now
+    writer.shard_written(1)
+    assert "[salbench] shard 1 written: 1/2 shards, 2/4 cells, 2m05s elapsed" in out.getvalue()
+    assert writer.monitor.written == {1}
+
+
 def test_cells_done_caps_retries_and_counts_written_shards():
     expected = {0: 6, 1: 6, 2: 3}
     assert cells_done({0: 9, 1: 2}, expected, set()) == 6 + 2
@@ -127,3 +156,45 @@ def test_a_run_shows_live_progress(tmp_path, in_process, request):
     text = out.getvalue()
     assert "[salbench] 15/15 cells (100%)" in text  # 5 samples x 3 methods
     assert text.count("shard") >= 2 and "2/2 shards written" in text
+
+
+def test_a_shard_is_announced_as_it_lands_not_at_the_next_block(ray_session):
+    """The writer actor's answer for a block is announced while Ray Data has not produced
+    the next block yet (before: only when the next block came, or at the end)."""
+    import threading
+
+    from salbench.pipeline.writer_actor import write_dataset
+
+    ray = ray_session
+
+    @ray.remote(num_cpus=0)
+    class FakeWriter:
+        def add_blocks(self, *blocks):
+            return [int(b["shard"][0]) for b in blocks]
+
+    announced: list[int] = []
+    seen = threading.Event()
+
+    class Writer:
+        def shard_written(self, shard: int) -> None:
+            announced.append(shard)
+            seen.set()
+
+    class Bundle:
+        def __init__(self, shard: int) -> None:
+            self.block_refs = [ray.put({"shard": [shard]})]
+
+    waited: list[bool] = []
+
+    class Dataset:
+        def iter_internal_ref_bundles(self):
+            yield Bundle(0)
+            waited.append(seen.wait(timeout=60))  # a slow model stage: no block meanwhile
+            yield Bundle(1)
+
+    actor = FakeWriter.remote()
+    try:
+        write_dataset(Dataset(), actor, Writer())
+    finally:
+        ray.kill(actor)
+    assert waited == [True] and announced == [0, 1]

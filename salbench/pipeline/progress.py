@@ -42,13 +42,17 @@ def format_seconds(seconds: float) -> str:
 
 
 def progress_text(done: int, total: int, elapsed: float, shards_written: int, shards: int,
-                  bar: bool) -> str:
+                  bar: bool, since: tuple[float, int] | None = None) -> str:
     """One progress line: cells done of total (percent), cells/s, elapsed, ETA, shards.
 
     bar: prefix a text bar of :data:`BAR_WIDTH` characters (for a terminal).
+    since: (elapsed, done) when work was first seen: the rate and ETA count from there, so
+    that the start-up (Ray, actor pools, model loading) does not inflate the ETA; ETA ``?``
+    until more work was seen. None: from the start.
     """
     frac = done / total if total else 1.0
-    rate = done / elapsed if elapsed > 0 else 0.0
+    e0, d0 = since if since is not None else (0.0, 0)
+    rate = (done - d0) / (elapsed - e0) if elapsed > e0 and done > d0 else 0.0
     eta = (total - done) / rate if rate > 0 else float("inf")
     head = "[salbench] "
     if bar:
@@ -75,6 +79,8 @@ class ProgressMonitor:
         self.written: set[int] = set()
         self.counts: dict[int, int] = {}
         self.t0 = time.time()
+        #: (elapsed, cells done) when work was first seen: where the ETA's rate starts
+        self.since: tuple[float, int] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -116,9 +122,12 @@ class ProgressMonitor:
         """Cells finished so far (see :func:`cells_done`)."""
         return cells_done(self.counts, self.expected, self.written)
 
-    def _text(self) -> str:
-        return progress_text(self.done(), self.total, time.time() - self.t0, len(self.written),
-                             len(self.expected), bar=self.interactive)
+    def _text(self, bar: bool | None = None) -> str:
+        done, elapsed = self.done(), time.time() - self.t0
+        if self.since is None and done > 0:
+            self.since = (elapsed, done)
+        return progress_text(done, self.total, elapsed, len(self.written), len(self.expected),
+                             bar=self.interactive if bar is None else bar, since=self.since)
 
     def _refresh(self) -> None:
         try:
@@ -143,8 +152,8 @@ class ProgressMonitor:
         now = time.time()
         if final or now - self._logged >= self.interval:  # run.log: plain lines, no bar
             self._logged = now
-            log.info(progress_text(self.done(), self.total, now - self.t0, len(self.written),
-                                   len(self.expected), bar=False))
+            with self._lock:
+                log.info(self._text(bar=False))
 
     def _loop(self) -> None:
         wait = BAR_INTERVAL if self.interactive else self.interval

@@ -20,7 +20,7 @@ from salbench.config import RunConfig
 from salbench.pipeline import interrupt, tables
 from salbench.pipeline.memory import release_freed_memory
 from salbench.pipeline.parts import ShardParts
-from salbench.pipeline.progress import ProgressMonitor
+from salbench.pipeline.progress import ProgressMonitor, format_seconds
 from salbench.pipeline.reuse import PreviousRun
 
 log = logging.getLogger("salbench")
@@ -39,14 +39,15 @@ class ShardWriter:
     parts on local disk (:class:`~salbench.pipeline.parts.ShardParts`), so its memory does
     not grow with how far one model's rows run ahead of another's.
 
-    announce: called with (shard, progress line) for each shard written instead of
-    :meth:`shard_written` (the writer actor collects the lines for the driver).
+    announce: called with each shard written instead of :meth:`shard_written` (the writer
+    actor collects them for the driver, whose own ShardWriter then counts and announces them
+    on one clock: the driver's).
     """
 
     def __init__(self, config: RunConfig, run_dir: Path | str, run_id: str,
                  pending: list[dict[str, int]], progress: TextIO | None,
                  previous: PreviousRun | None = None,
-                 announce: Callable[[int, str], None] | None = None) -> None:
+                 announce: Callable[[int], None] | None = None) -> None:
         self.config, self.run_dir, self.run_id, self.progress = config, run_dir, run_id, progress
         self.announce = announce
         self.previous, self.reused = previous, 0
@@ -105,21 +106,22 @@ class ShardWriter:
         return self.previous.fill(row, self.value_columns)
 
     def _write(self, shard: int, parts: list[pa.Table]) -> None:
-        self.rows_done += self.expected[shard]
         del self.received[shard]
         table = tables.join_parts(parts, self.config)
         tables.write_shard(self.run_dir, shard, table)
-        self.written += 1
-        msg = progress_line(shard, self.written, len(self.expected), self.rows_done,
-                            self.total_rows, time.time() - self.t0)
-        (self.announce or self.shard_written)(shard, msg)
+        (self.announce or self.shard_written)(shard)
         if time.time() - self.trimmed_at >= TRIM_INTERVAL_S:
             release_freed_memory()
             self.trimmed_at = time.time()
 
-    def shard_written(self, shard: int, msg: str) -> None:
-        """Say that ``shard`` was written (``msg``: its progress line): in the run's log and
-        on the live display, or as a line on ``progress``."""
+    def shard_written(self, shard: int) -> None:
+        """Count ``shard`` as written and say so: in the run's log and on the live display,
+        or as a line on ``progress``; its elapsed time on the live display's clock."""
+        self.rows_done += self.expected[shard]
+        self.written += 1
+        t0 = self.monitor.t0 if self.monitor is not None else self.t0
+        msg = progress_line(shard, self.written, len(self.expected), self.rows_done,
+                            self.total_rows, time.time() - t0)
         log.info(msg)
         if self.monitor is not None:
             self.monitor.shard_written(shard, msg)
@@ -144,11 +146,9 @@ class ShardWriter:
         }
 
 
-def progress_line(shard: int, written: int, shards: int, rows: int, total_rows: int,
+def progress_line(shard: int, written: int, shards: int, cells: int, total_cells: int,
                   elapsed: float) -> str:
-    """One progress line: shards and rows done, rows/s (sample x model x method) and ETA."""
-    rate = rows / elapsed if elapsed > 0 else 0.0
-    eta = (total_rows - rows) / rate if rate > 0 else float("inf")
-    eta_text = f"{eta:.0f} s" if eta != float("inf") else "?"
-    return (f"[salbench] shard {shard} written: {written}/{shards} shards, {rows}/{total_rows}"
-            f" rows, {rate:.2f} rows/s, {elapsed:.1f} s elapsed, ETA {eta_text}")
+    """The line of a written shard: shards and cells (sample x model x method) done, and the
+    elapsed time in the live progress lines' format (their ETA is the run's one ETA)."""
+    return (f"[salbench] shard {shard} written: {written}/{shards} shards, {cells}/"
+            f"{total_cells} cells, {format_seconds(elapsed)} elapsed")

@@ -3,7 +3,8 @@ the driver's node.
 
 The driver only moves references: it takes each output block's ``ObjectRef`` from Ray Data
 (``iter_internal_ref_bundles``, which fetches nothing) and hands it to the writer actor,
-which reads the block, writes the shards it completes and returns their progress lines. So
+which reads the block, writes the shards it completes and returns their numbers; a driver
+thread announces each as soon as its call returns, on the driver's clock. So
 the driver neither maps the blocks' object-store pages nor allocates and frees rows: what
 the driver still grows by over a run is Ray Data's own per-block cost (BENCHMARKS.md,
 "Driver memory at scale"), and its CPU stays free for scheduling. At most
@@ -17,6 +18,7 @@ credentials must be in the cluster's environment, as for reading a dataset from 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -40,18 +42,18 @@ class WriterActor:
     def __init__(self, config: dict[str, Any], run_dir: Path | str, run_id: str,
                  pending: list[dict[str, int]], previous: PreviousRun | None) -> None:
         use_system_allocator()
-        self.lines: list[tuple[int, str]] = []
+        self.written: list[int] = []
         self.writer = ShardWriter(parse_config(config), run_dir, run_id, pending, None,
-                                  previous, announce=lambda shard, msg: self.lines.append(
-                                      (shard, msg)))
+                                  previous, announce=self.written.append)
 
-    def add_blocks(self, *blocks: Any) -> list[tuple[int, str]]:
-        """Write the rows of ``blocks`` (Ray resolves the references); the (shard, progress
-        line) of every shard this completed."""
+    def add_blocks(self, *blocks: Any) -> list[int]:
+        """Write the rows of ``blocks`` (Ray resolves the references); the shards this
+        completed."""
         for block in blocks:
             self.writer.add_block(block)
-        lines, self.lines = self.lines, []
-        return lines
+        done = list(self.written)
+        self.written.clear()
+        return done
 
     def finish(self) -> tuple[dict[str, Any], int]:
         """:meth:`ShardWriter.finish`'s timings, and the cells reused."""
@@ -90,20 +92,75 @@ def remote_call(ref: Any) -> Any:
         raise
 
 
+class _Settler:
+    """A driver thread that waits for the writer actor's calls in order and announces each
+    shard on ``writer`` as soon as it is written (:meth:`ShardWriter.shard_written`: the
+    run's log, the live display), while the main thread waits for Ray Data's next block."""
+
+    def __init__(self, writer: ShardWriter) -> None:
+        self.writer = writer
+        self.in_flight: deque[Any] = deque()
+        self.cond = threading.Condition()
+        self.failure: BaseException | None = None
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, name="salbench-settle", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.in_flight and not self.closed:
+                    self.cond.wait()
+                if not self.in_flight:
+                    return
+                ref = self.in_flight[0]
+            try:
+                shards = remote_call(ref)
+            except BaseException as exc:  # the main thread raises it
+                with self.cond:
+                    self.failure = exc
+                    self.in_flight.clear()
+                    self.cond.notify_all()
+                return
+            with self.cond:
+                self.in_flight.popleft()
+                self.cond.notify_all()
+            for shard in shards:
+                self.writer.shard_written(shard)
+
+    def add(self, ref: Any) -> None:
+        """Queue a writer call; wait while more than MAX_IN_FLIGHT are queued."""
+        with self.cond:
+            self._raise()
+            self.in_flight.append(ref)
+            self.cond.notify_all()
+            while len(self.in_flight) > MAX_IN_FLIGHT and self.failure is None:
+                self.cond.wait()
+            self._raise()
+
+    def _raise(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def close(self, wait: bool) -> None:
+        """No more calls; with ``wait``, wait until every queued one is announced."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        if wait:
+            self.thread.join()
+            self._raise()
+
+
 def write_dataset(ds: Any, actor: Any, writer: ShardWriter) -> None:
     """Stream ``ds``'s output blocks through ``actor`` by reference; each shard it writes is
-    announced on ``writer`` (:meth:`ShardWriter.shard_written`: the run's log, the live
-    display)."""
-    in_flight: deque[Any] = deque()
-
-    def settle() -> None:
-        for shard, msg in remote_call(in_flight.popleft()):
-            writer.shard_written(shard, msg)
-
-    for bundle in ds.iter_internal_ref_bundles():
-        in_flight.append(actor.add_blocks.remote(*bundle.block_refs))
-        del bundle
-        if len(in_flight) > MAX_IN_FLIGHT:
-            settle()
-    while in_flight:
-        settle()
+    announced on ``writer`` as it lands (a thread of :class:`_Settler`)."""
+    settler = _Settler(writer)
+    finished = False
+    try:
+        for bundle in ds.iter_internal_ref_bundles():
+            settler.add(actor.add_blocks.remote(*bundle.block_refs))
+            del bundle
+        finished = True
+    finally:
+        settler.close(wait=finished)
