@@ -108,6 +108,7 @@ def to_map(attr: torch.Tensor, reduce: str = "abs_sum") -> torch.Tensor:
 
 from salbench.methods import (  # noqa: E402,F401
     blur_ig,
+    cams,
     deeplift,
     dga,
     fullgrad,

@@ -6,7 +6,9 @@ last convolutional block of each registered architecture (``TARGET_LAYERS``), or
 other model, the last module whose output is a 4-D feature map with more than one spatial
 position (found with one probe forward pass). The map is spread evenly over the three
 channels (each holds cam / 3), and the method's map reduction is "sum", so ``to_map`` returns
-the CAM itself.
+the CAM itself. ``capture_layer`` (a layer's activations, gradients and the target's score,
+batched) and ``cam_attribution`` (ReLU, upsampling, spread over channels) serve the other
+CAMs too (:mod:`salbench.methods.cams`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from salbench.errors import BadInputError
 from salbench.methods.engine import for_chunks, target_scores
 from salbench.methods.registry import register
 from salbench.models.base import Classifier
@@ -56,11 +59,70 @@ def find_target_layer(model: Classifier) -> str:
     return seen[-1]
 
 
-def _module(model: nn.Module, path: str) -> nn.Module:
+def layer_module(model: nn.Module, path: str) -> nn.Module:
+    """The submodule of ``model`` at dotted ``path``; BadInputError (a ValueError) naming the
+    path when there is none."""
     try:
         return model.get_submodule(path)
     except AttributeError as exc:
-        raise ValueError(f"Grad-CAM layer {path!r} not found in the model: {exc}") from None
+        raise BadInputError(f"Grad-CAM layer {path!r} not found in the model: {exc}") from None
+
+
+def capture_layer(
+    model: Classifier,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    path: str,
+    *,
+    gradients: bool = True,
+    score: str = "logit",
+    internal_batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The activations of layer ``path`` for images ``x`` float [B, 3, H, W], in chunks of
+    ``internal_batch_size`` (one forward pass per image, plus one backward with
+    ``gradients``).
+
+    Returns (A, G, s): A float32 [B, C, h, w], the layer's output; G float32 [B, C, h, w],
+    d s / d A (None without ``gradients``); s float32 [B], the target's score (``score``:
+    logit, prob or log_prob). BadInputError names the layer when it is missing or its output
+    is not a 4-D feature map.
+    """
+    module = layer_module(model, path)
+    acts: list[object] = []
+    handle = module.register_forward_hook(lambda _m, _i, out: acts.append(out))
+    parts: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+
+    def compute(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        acts.clear()
+        xi = x[idx].detach().requires_grad_(gradients)  # a graph even if the weights are frozen
+        s = target_scores(model(xi), target[idx], score)
+        a = acts[-1] if acts else None
+        if not isinstance(a, torch.Tensor) or a.ndim != 4:
+            got = "no output" if a is None else (
+                f"shape {tuple(a.shape)}" if isinstance(a, torch.Tensor) else type(a).__name__)
+            raise BadInputError(f"Grad-CAM layer {path!r} gave {got}; a CAM needs a 4-D "
+                                "feature map [B, C, h, w] (pass layer= another module)")
+        grad = torch.autograd.grad(s.sum(), a)[0].detach().float() if gradients else None
+        return a.detach().float(), grad, s.detach().float()
+
+    try:
+        with torch.set_grad_enabled(gradients):
+            for_chunks(len(x), internal_batch_size, compute, lambda _i, r: parts.append(r),
+                       device=x.device)
+    finally:
+        handle.remove()
+    a = torch.cat([p[0] for p in parts])
+    g = torch.cat([p[1] for p in parts]) if gradients else None  # type: ignore[misc]
+    return a, g, torch.cat([p[2] for p in parts])
+
+
+def cam_attribution(cam: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """A layer's class activation map float [B, h, w] -> the attribution float32
+    [B, 3, H, W] of input ``size`` (H, W): ReLU, bilinear upsampling (half-pixel centres),
+    each channel cam / 3, so the method's "sum" map reduction returns the upsampled CAM."""
+    up = F.interpolate(F.relu(cam.float()).unsqueeze(1), size=tuple(size), mode="bilinear",
+                       align_corners=False)
+    return (up / 3).expand(-1, 3, -1, -1).contiguous()
 
 
 @register("gradcam", map_reduce="sum")
@@ -75,28 +137,7 @@ def gradcam(
 ) -> torch.Tensor:
     """Grad-CAM of the target class at ``layer`` (default: the architecture's table entry),
     upsampled to the input: float32 [B, 3, H, W], each channel cam / 3, cam >= 0."""
-    module = _module(model, layer or find_target_layer(model))
-    acts: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda _m, _i, out: acts.append(out))
-    out = torch.zeros_like(x, dtype=torch.float32)
-
-    def compute(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        acts.clear()
-        xi = x[idx].detach().requires_grad_(True)
-        s = target_scores(model(xi), target[idx], score)
-        (grad,) = torch.autograd.grad(s.sum(), acts[-1])
-        return acts[-1].detach().float(), grad.float()
-
-    def done(idx: torch.Tensor, result: tuple[torch.Tensor, torch.Tensor]) -> None:
-        a, grad = result
-        weights = grad.mean(dim=(2, 3), keepdim=True)
-        cam = F.relu((weights * a).sum(1, keepdim=True))
-        cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        out[idx] = (cam / 3).expand(-1, 3, -1, -1)
-
-    try:
-        with torch.enable_grad():
-            for_chunks(len(x), internal_batch_size, compute, done, device=x.device)
-    finally:
-        handle.remove()
-    return out
+    a, g, _ = capture_layer(model, x, target, layer or find_target_layer(model), score=score,
+                            internal_batch_size=internal_batch_size)
+    weights = g.mean(dim=(2, 3), keepdim=True)  # type: ignore[union-attr]
+    return cam_attribution((weights * a).sum(1), x.shape[-2:])
