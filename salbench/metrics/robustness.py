@@ -99,12 +99,13 @@ def logits(model: Classifier, x: torch.Tensor, chunk: int) -> torch.Tensor:
     return torch.cat(parts) if parts else x.new_zeros((0, 0))
 
 
-def changed(model: Classifier, x: torch.Tensor, xs: torch.Tensor, chunk: int) -> torch.Tensor:
-    """bool [B, K]: perturbation k of image i (xs [B*K, 3, H, W]) changes its top-1 class."""
+def changed(model: Classifier, x: torch.Tensor, xs: torch.Tensor, chunk: int,
+            known: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """bool [B, K]: perturbation k of image i (xs [B*K, 3, H, W]) changes its top-1 class
+    (``known``: the logits of x and xs when already computed)."""
     k = len(xs) // len(x)
-    before = logits(model, x, chunk).argmax(1)
-    after = logits(model, xs, chunk).argmax(1).view(len(x), k)
-    return (after != before[:, None]).cpu()
+    h, hs = known if known is not None else (logits(model, x, chunk), logits(model, xs, chunk))
+    return (hs.argmax(1).view(len(x), k) != h.argmax(1)[:, None]).cpu()
 
 
 def reduce_scores(s: torch.Tensor, how: str, drop: torch.Tensor | None) -> np.ndarray:
@@ -297,10 +298,14 @@ def hidden_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 def representations(model: nn.Module, x: torch.Tensor, chunk: int,
                     layer_names: Sequence[str] | None = None,
-                    layer_indices: Sequence[int] | None = None) -> torch.Tensor:
+                    layer_indices: Sequence[int] | None = None,
+                    reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                    ) -> torch.Tensor:
     """The chosen layers' outputs of x float [N, 3, H, W], each flattened, concatenated in
     the order they run -> float [N, D] (all layers of :func:`hidden_layers` if neither
-    ``layer_names`` nor ``layer_indices`` (negative counts from the end) is given)."""
+    ``layer_names`` nor ``layer_indices`` (negative counts from the end) is given).
+    ``reduce(rows int64 [c], reps [c, D]) -> [c]``, if given, is applied to each chunk and
+    the results concatenated, so that only one chunk's representations are held."""
     if layer_names is not None and layer_indices is not None:
         raise ValueError("give layer_names or layer_indices, not both")
     layers = hidden_layers(model)
@@ -325,7 +330,9 @@ def representations(model: nn.Module, x: torch.Tensor, chunk: int,
             for i in range(0, len(x), max(1, chunk)):
                 outs.clear()
                 model(x[i:i + chunk])
-                parts.append(torch.cat(outs, 1))
+                reps = torch.cat(outs, 1)
+                rows = torch.arange(i, i + len(reps), device=reps.device)
+                parts.append(reps if reduce is None else reduce(rows, reps))
     finally:
         for h in handles:
             h.remove()
@@ -348,22 +355,25 @@ def _relative_stability(kind: str, model: Classifier, x: torch.Tensor, target: t
                       "second_moment").view(b, k, -1)
     num = norm((e - ep) / (e + (e == 0) * eps_min), "l2")
 
-    def relative(v: torch.Tensor, vs: torch.Tensor) -> torch.Tensor:
-        v, vs = v.double()[:, None], vs.double().view(b, k, -1)
+    def relative(v: torch.Tensor, rows: torch.Tensor, vs: torch.Tensor) -> torch.Tensor:
+        """||(v_i - vs_r) / v_i||_2 for each row r of vs [c, D], i = r // k -> [c]."""
+        v, vs = v[rows // k].double(), vs.double()
         return norm((v - vs) / (v + (v == 0) * eps_min), "l2")
 
+    every = torch.arange(b * k, device=x.device)
+    known = None
     if kind == "input":
-        den = relative(x.detach().flatten(1), xs.flatten(1))
+        den = relative(x.detach().flatten(1), every, xs.flatten(1)).view(b, k)
     elif kind == "output":
         h, hs = logits(model, x, internal_batch_size), logits(model, xs, internal_batch_size)
         den = norm(h.double()[:, None] - hs.double().view(b, k, -1), "l2")
+        known = (h, hs)
     else:
-        den = relative(representations(model, x, internal_batch_size, layer_names,
-                                       layer_indices),
-                       representations(model, xs, internal_batch_size, layer_names,
-                                       layer_indices))
+        rep = representations(model, x, internal_batch_size, layer_names, layer_indices)
+        den = representations(model, xs, internal_batch_size, layer_names, layer_indices,
+                              lambda rows, reps: relative(rep, rows, reps)).view(b, k)
     s = num / den.to(num.device).clamp_min(eps_min)
-    drop = changed(model, x, xs, internal_batch_size) \
+    drop = changed(model, x, xs, internal_batch_size, known) \
         if return_nan_when_prediction_changes else None
     return {name: reduce_scores(s, "max", drop)}
 
