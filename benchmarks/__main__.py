@@ -1,7 +1,9 @@
 """The benchmark harness: ``python -m benchmarks [CASE ...] [options]``.
 
 Cases (SPEC 8, all by default): floor, refs, scaling, bokeh, pipeline, throughput,
-driver_memory. Each runs in this
+driver_memory; on request only: precision (each numeric setting's fidelity against fp32)
+and gpu (cases 1-3 and 5 on CUDA for ResNet-50 and EfficientNet-Lite0 at each precision,
+within 8 minutes; ``--device cpu --tiny`` checks it on CPU). Each runs in this
 process, one after another; run the harness alone on the machine (two torch-heavy
 processes on two cores slow each other down many times). Writes ``results.json`` (every
 timing) and ``results.md`` (one table per case, with the machine and date) into ``--out``.
@@ -12,6 +14,9 @@ timing) and ``results.md`` (one table per case, with the machine and date) into 
     python -m benchmarks floor scaling --device cuda --autocast bf16 --channels-last
     python -m benchmarks throughput --rows 160000 --reps 1
     python -m benchmarks driver_memory --data-dir /tmp/mem   # tables kept there, reused
+    python -m benchmarks precision                # fidelity of bf16 / channels_last vs fp32
+    python -m benchmarks gpu                      # on a GPU machine: one command, < 8 min
+    python -m benchmarks gpu --device cpu --tiny  # the same code on CPU, tiny model, seconds
 """
 
 from __future__ import annotations
@@ -26,7 +31,17 @@ from typing import Any
 
 import torch
 
-from benchmarks import bokeh, driver_memory, floor, pipeline, refs, scaling, throughput
+from benchmarks import (
+    bokeh,
+    driver_memory,
+    floor,
+    gpu,
+    pipeline,
+    precision,
+    refs,
+    scaling,
+    throughput,
+)
 from benchmarks.common import Settings, machine
 from salbench.actors.memory import keep_freed_memory
 
@@ -40,7 +55,12 @@ CASES = {
                    "6. Machinery throughput: Ray graph vs in-process executor"),
     "driver_memory": (driver_memory.run_case, driver_memory.markdown,
                       "7. Driver memory at scale: summary, report, compare and run"),
+    "precision": (precision.run, precision.markdown,
+                  "Numeric settings: fidelity against fp32"),
+    "gpu": (gpu.run, gpu.markdown, "GPU: cases 1-3 and 5 per model and precision"),
 }
+#: What ``python -m benchmarks`` runs without cases named.
+DEFAULT_CASES = [c for c in CASES if c not in ("precision", "gpu")]
 
 
 def _sizes(p: argparse.ArgumentParser, option: str, text: str | None) -> tuple[int, ...] | None:
@@ -67,7 +87,10 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
     p.add_argument("--size", type=int, default=None, help="input side (default: the model's)")
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (median)")
     p.add_argument("--quick", action="store_true", help="tiny workloads: checks, not figures")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--device", default=None, choices=["cpu", "cuda"],
+                   help="default: cuda for the gpu case, else cpu")
+    p.add_argument("--tiny", action="store_true",
+                   help="gpu case: a tiny model and workloads (checks the case runs)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--autocast", choices=["bf16", "fp16"], default=None)
     p.add_argument("--channels-last", action="store_true")
@@ -114,17 +137,19 @@ def parse(argv: list[str] | None = None) -> tuple[list[str], Settings, Path]:
         driver_memory.check_sizes(mem_rows or (), a.production_rows or 0, run_rows or ())
     except ValueError as exc:
         p.error(str(exc))
-    if a.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: no CUDA device is visible")
+    device = a.device or ("cuda" if "gpu" in a.cases else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible (the gpu case on CPU: --device cpu "
+                "--tiny)")
     settings = Settings(model=a.model, weights=a.weights, size=a.size, reps=a.reps, quick=a.quick,
-                        device=a.device, threads=a.threads, autocast=a.autocast,
+                        device=device, threads=a.threads, autocast=a.autocast,
                         channels_last=a.channels_last, compile=a.compile,
                         methods=tuple(a.methods.split(",")) if a.methods else None,
                         rows=a.rows, data_dir=a.data_dir,
                         mem_rows=mem_rows, production_rows=a.production_rows,
                         run_rows=run_rows,
-                        mem_timeout_s=a.mem_timeout)
-    return list(a.cases) or list(CASES), settings, a.out
+                        mem_timeout_s=a.mem_timeout, tiny=a.tiny)
+    return list(a.cases) or DEFAULT_CASES, settings, a.out
 
 
 def render(results: dict[str, Any]) -> str:

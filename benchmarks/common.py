@@ -42,7 +42,10 @@ class Settings:
     kept and reused (None: a temporary folder, removed after); mem_rows: sizes (rows) of its
     2-method tables, production_rows: of its production table (0: none), run_rows: of its
     real runs (None: the case's defaults); mem_timeout_s: seconds one of its measurements
-    may take (None: the case's default).
+    may take (None: the case's default). tiny: the gpu case on a tiny model with tiny
+    workloads (checks it runs; figures meaningless). precision: the model's salbench
+    precision (``salbench.models.numerics``: fp32, tf32, bf16; None: torch's defaults, as
+    before); the gpu case sets it.
     """
 
     model: str = "efficientnet_lite0"
@@ -62,6 +65,8 @@ class Settings:
     production_rows: int | None = None
     run_rows: tuple[int, ...] | None = None
     mem_timeout_s: int | None = None
+    tiny: bool = False
+    precision: str | None = None
 
 
 def interleaved(fns: dict[str, Callable[[], Any]], reps: int,
@@ -171,10 +176,13 @@ def best_batch(model: torch.nn.Module, x: torch.Tensor, candidates: tuple[int, .
 
 
 def load_model(s: Settings) -> torch.nn.Module:
-    """The benchmark's model on ``s.device``, in eval mode, channels_last if asked."""
-    from salbench.models import load
+    """The benchmark's model on ``s.device``, in eval mode, channels_last if asked, with
+    salbench's ``s.precision`` if set."""
+    from salbench.models import load, numerics
 
     model = load(s.model, weights=s.weights).to(s.device)
+    if s.precision:
+        numerics.apply(model, numerics.Numerics(precision=s.precision))
     if s.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if s.compile:

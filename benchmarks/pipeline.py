@@ -63,7 +63,7 @@ def config(s: Settings, actors: int = 1, workload: str = "short") -> dict[str, A
 def bare_loop(cfg_dict: dict[str, Any]) -> float:
     """Seconds for the config's work in one process, without Ray."""
     cfg = parse_config(cfg_dict)
-    model = load(cfg.models[0].name)
+    model = load(cfg.models[0].name, weights=cfg.models[0].params.get("weights"))
     t0 = time.perf_counter()
     attribute, bokeh = AttributeActor(cfg.to_dict(), 0), BokehActor(cfg.to_dict())
     spec = json.dumps(cfg.dataset, sort_keys=True)

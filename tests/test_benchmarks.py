@@ -134,3 +134,52 @@ def test_quick_throughput_case_times_both_executors(ray_session):
     assert res["met"] == (res["ratio"] >= 0.8)
     md = throughput.markdown(res)
     assert "| ray |" in md and "| in_process |" in md
+
+
+def test_gpu_case_runs_on_cpu_with_a_tiny_model(tmp_path, monkeypatch):
+    """``python -m benchmarks gpu`` is written for a lent GPU; ``--device cpu --tiny`` runs
+    the same code (cases 1-3 for real; case 5's Ray runs stubbed here, they are the
+    pipeline case's, tested above) so that it cannot rot."""
+    from benchmarks import gpu
+    from salbench.pipeline import parse_config
+
+    configs: list[dict] = []
+
+    def case5(s, cfg, out):
+        configs.append(cfg)
+        parse_config(cfg)  # a valid run config
+        return {"loop_s": 1.0, "pipeline_s": 2.0, "ratio": 0.5, "ratio_after_startup": 0.6,
+                "images": 2}
+
+    monkeypatch.setattr(gpu, "_case5", case5)
+    assert harness.main(["gpu", "--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())["cases"]["gpu"]
+    rows = res["rows"]
+    assert not [r for r in rows if "error" in r] and not res["skipped"]
+    floor = {(r["precision"], r["what"]) for r in rows if r["case"] == "1"}
+    assert floor == {(p, f"{m} (fast)") for p in gpu.PRECISIONS for m in ("vg", "ig")}
+    assert {r["case"] for r in rows} == {"1", "2", "3", "5"}
+    assert all(r["images_per_s"] > 0 and r["share_of_bf16_peak"] is None for r in rows)
+    assert [c["precision"] for c in configs] == ["bf16"]
+    assert configs[0]["resources"]["device"] == "cpu"
+    flops = res["flops"]["tiny_cnn"]
+    assert 1.5 < flops["fb"] / flops["forward"] < 2.5  # input gradients: ~2x a forward pass
+    assert res["ig_passes"]["tiny_cnn"][0] >= 16  # IG's 16 steps, counted
+    md = (tmp_path / "results.md").read_text()
+    assert "GPU: cases 1-3 and 5" in md and "TINY" in md
+
+
+def test_gpu_peak_table_share_formula_and_precision_setting():
+    from benchmarks import gpu
+    from benchmarks.common import Settings, load_model
+
+    assert gpu.peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert gpu.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gpu.peak_tflops("NVIDIA H200") == 989.4
+    assert gpu.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert gpu.peak_tflops("NVIDIA L40S") == 362.1 and gpu.peak_tflops("NVIDIA L4") == 121.0
+    assert gpu.peak_tflops("Tesla T4") is None and gpu.peak_tflops(None) is None
+    # 10 f+b passes of 4 GFLOP + 2 forwards of 1 GFLOP per image, 100 images/s, 100 TFLOP/s
+    assert math.isclose(gpu.share(10, 2, 100.0, {"fb": 4e9, "forward": 1e9}, 100.0), 0.042)
+    assert load_model(Settings(model="tiny_cnn", precision="bf16")).numerics.precision == "bf16"
+    assert load_model(Settings(model="tiny_cnn")).numerics is None
