@@ -13,7 +13,7 @@ reduction "sum").
 
 Agreement with pytorch-grad-cam (``grad-cam`` on PyPI, a test-only reference): the
 low-resolution maps before ReLU equal its ``get_cam_image`` on the same activations and
-gradients to float rounding (tests/test_cams.py; the figures in docs/REPRODUCTION.md).
+gradients to float rounding (tests/test_cams.py prints the relative L2 errors).
 What differs on purpose, for every method: salbench returns the map unnormalised (no
 per-image min-max scaling to [0, 1]) and upsamples with torch (half-pixel bilinear, as
 OpenCV's ``resize``, which pytorch-grad-cam uses); a map min-max scaled after upsampling
