@@ -29,6 +29,19 @@ from salbench.models.base import Classifier
 PERTURBATIONS = ("square", "gaussian")
 
 
+def _squares(g: torch.Generator, n: int, sizes: list[int], h: int, w: int
+             ) -> list[list[int]]:
+    """n squares [side, top row, left column], the side drawn from ``sizes``, the position
+    uniform among those inside an h x w image."""
+    out = []
+    for k in torch.randint(0, len(sizes), (n,), generator=g).tolist():
+        side = sizes[k]
+        top = int(torch.randint(0, h - side + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - side + 1, (1,), generator=g))
+        out.append([side, top, left])
+    return out
+
+
 @register("infidelity", stage="model", columns={"infidelity": "float"},
           directions={"infidelity": "lower"})
 def infidelity(
@@ -67,11 +80,8 @@ def infidelity(
     gens = image_generators(x, seed)
     fill = Fill(x, perturb_baseline, gens)
     if perturb_func == "square":
-        draws = torch.tensor([[[sz, int(torch.randint(0, h - sz + 1, (1,), generator=g)),
-                                int(torch.randint(0, w - sz + 1, (1,), generator=g))]
-                               for sz in (sizes[int(k)] for k in torch.randint(
-                                   0, len(sizes), (s,), generator=g))]
-                              for g in gens], device=x.device)  # [B, S, 3]
+        draws = torch.tensor([_squares(g, s, sizes, h, w) for g in gens],
+                             device=x.device)  # [B, S, 3]: side, top row, left column
         rows = torch.arange(h, device=x.device).view(1, h, 1)
         cols = torch.arange(w, device=x.device).view(1, 1, w)
 
@@ -98,7 +108,7 @@ def infidelity(
     delta = f0[:, None] - fs
     if normalise:
         den = (dot * dot).mean(1, keepdim=True)
-        beta = torch.where(den > 0, (dot * delta).mean(1, keepdim=True) / den.clamp(min=1e-300),
-                           torch.ones_like(den))
+        num = (dot * delta).mean(1, keepdim=True)
+        beta = torch.where(den > 0, num / torch.where(den > 0, den, 1), 1)
         dot = beta * dot
     return {"infidelity": ((dot - delta) ** 2).mean(1).cpu().numpy().astype(np.float64)}
