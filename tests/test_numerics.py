@@ -242,3 +242,16 @@ def test_ray_and_in_process_write_equal_tables_by_default(tmp_path):
     pd.testing.assert_frame_equal(a, b)
     num_a, num_b = (_manifest(r.run_dir)["numerics"] for r in (in_proc, on_ray))
     assert num_a == num_b
+
+
+def test_the_report_shows_the_precision(tmp_path):
+    from salbench.report.build import write_report
+
+    result = run(parse_config(_cfg(tmp_path, precision="bf16",
+                                   models=[{"name": "numerics_probe", "channels_last": True}])),
+                 progress=None, in_process=True)
+    index = Path(write_report(result.run_dir))
+    html = index.read_text()
+    md = (index.parent / "tables.md").read_text()
+    for text in (html, md):
+        assert "precision bf16, channels-last, torch threads 1" in text

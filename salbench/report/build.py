@@ -72,7 +72,8 @@ def _markdown(run: RunTables, groups: list[tuple[str, list[T.Table]]],
               plots: list[Plot]) -> str:
     out = [f"# salbench report: {run.run_id}", "",
            "Built from the run's Parquet tables and manifest. Bold: the best value of a "
-           "column, or the better of a base / +IDGI pair.", ""]
+           "column, or the better of a base / +IDGI pair.", "",
+           f"Numeric settings: {_numerics(run.manifest)}.", ""]
     for title, tables in groups:
         if not tables:
             continue
