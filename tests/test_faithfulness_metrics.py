@@ -378,6 +378,10 @@ def test_edge_cases(setup):
         _fn("faithfulness_correlation")(model, x, y, maps, subset_size=10_000)
     with pytest.raises(BadInputError, match="perturb_baseline"):
         _fn("selectivity")(model, x, y, maps, perturb_baseline="purple")
+    with pytest.raises(BadInputError, match="regions_evaluation"):
+        _fn("region_perturbation")(model, x, y, maps, regions_evaluation=0)
+    with pytest.raises(BadInputError, match="features_in_step"):
+        _fn("monotonicity")(model, x, y, maps, features_in_step=0)
     with pytest.raises(BadInputError, match="percentages"):
         _fn("road")(model, x, y, maps, percentages=[150])
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from salbench.errors import BadInputError
 from salbench.methods.seeding import image_generators
 from salbench.metrics.registry import register
 from salbench.metrics.removal import (
@@ -112,6 +113,8 @@ def region_perturbation(
 ) -> dict[str, Any]:
     """Region perturbation (Samek et al. 2017): AOPC of MoRF and LeRF patch removal
     (curves: f(x) - f(x_k), k = 1..L)."""
+    if regions_evaluation < 1:
+        raise BadInputError(f"regions_evaluation must be at least 1, got {regions_evaluation}")
     fill = Fill(x, perturb_baseline, image_generators(x, seed))
     f0 = scores(model, len(x), lambda i: x[i], target, score, internal_batch_size)
     out: dict[str, Any] = {}
