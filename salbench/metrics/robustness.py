@@ -355,15 +355,27 @@ def _relative_stability(kind: str, model: Classifier, x: torch.Tensor, target: t
                       "second_moment").view(b, k, -1)
     num = norm((e - ep) / (e + (e == 0) * eps_min), "l2")
 
-    def relative(v: torch.Tensor, rows: torch.Tensor, vs: torch.Tensor) -> torch.Tensor:
-        """||(v_i - vs_r) / v_i||_2 for each row r of vs [c, D], i = r // k -> [c]."""
-        v, vs = v[rows // k].double(), vs.double()
-        return norm((v - vs) / (v + (v == 0) * eps_min), "l2")
+    def relative(v: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """rows int64 [c], vs [c, D] -> ||(v_i - vs_r) / v_i||_2 for each row r, i = r // k,
+        float64 [c] (in vs's precision, summed in float64: a representation has up to
+        millions of values; 1 / v_i is computed once per image)."""
+        inv = 1.0 / (v + (v == 0) * eps_min)
+
+        def rows_norm(rows: torch.Tensor, vs: torch.Tensor) -> torch.Tensor:
+            out = torch.empty(len(rows), dtype=torch.float64, device=vs.device)
+            img = rows // k
+            for i in img.unique().tolist():
+                sel = img == i
+                d = (vs[sel] - v[i].to(vs.dtype)).mul_(inv[i].to(vs.dtype))
+                out[sel] = torch.linalg.vector_norm(d, 2, dim=-1, dtype=torch.float64)
+            return out
+
+        return rows_norm
 
     every = torch.arange(b * k, device=x.device)
     known = None
     if kind == "input":
-        den = relative(x.detach().flatten(1), every, xs.flatten(1)).view(b, k)
+        den = relative(x.detach().flatten(1))(every, xs.flatten(1)).view(b, k)
     elif kind == "output":
         h, hs = logits(model, x, internal_batch_size), logits(model, xs, internal_batch_size)
         den = norm(h.double()[:, None] - hs.double().view(b, k, -1), "l2")
@@ -371,7 +383,7 @@ def _relative_stability(kind: str, model: Classifier, x: torch.Tensor, target: t
     else:
         rep = representations(model, x, internal_batch_size, layer_names, layer_indices)
         den = representations(model, xs, internal_batch_size, layer_names, layer_indices,
-                              lambda rows, reps: relative(rep, rows, reps)).view(b, k)
+                              relative(rep)).view(b, k)
     s = num / den.to(num.device).clamp_min(eps_min)
     drop = changed(model, x, xs, internal_batch_size, known) \
         if return_nan_when_prediction_changes else None
