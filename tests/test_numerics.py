@@ -29,6 +29,7 @@ def _flags() -> dict[str, Any]:
     return {"cudnn_tf32": torch.backends.cudnn.allow_tf32,
             "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
             "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "nan_fill": torch.utils.deterministic.fill_uninitialized_memory,
             "autocast": torch.is_autocast_enabled("cpu"),
             "autocast_dtype": torch.get_autocast_dtype("cpu")}
 
@@ -81,17 +82,20 @@ def _manifest(run_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def known_flags():
-    """TF32 on and determinism off before the test (what a GPU process starts with for
-    cuDNN), restored afterwards."""
+    """TF32 on, determinism off and its NaN fill on before the test (torch's defaults for
+    cuDNN and the fill), restored afterwards."""
+    det = torch.utils.deterministic
     old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32,
-           torch.are_deterministic_algorithms_enabled())
+           torch.are_deterministic_algorithms_enabled(), det.fill_uninitialized_memory)
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.use_deterministic_algorithms(False)
+    det.fill_uninitialized_memory = True
     SEEN.clear()
     yield
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old[:2]
     torch.use_deterministic_algorithms(old[2])
+    det.fill_uninitialized_memory = old[3]
 
 
 def test_config_numerics_run_level_model_override_and_errors():
@@ -128,7 +132,7 @@ def test_precision_is_honoured_in_forward_and_backward_and_restored(precision, k
     bf16 = precision == "bf16"
     for s in SEEN:
         assert s["cudnn_tf32"] is tf32 and s["matmul_tf32"] is tf32, s
-        assert s["deterministic"] is True, s
+        assert s["deterministic"] is True and s["nan_fill"] is False, s
         assert s["dtype"] == (torch.bfloat16 if bf16 else torch.float32), s
     for s in fwd:  # autocast is a forward-pass state; backward replays the casts it recorded
         assert s["autocast"] is bf16, s
@@ -137,6 +141,7 @@ def test_precision_is_honoured_in_forward_and_backward_and_restored(precision, k
     # the process's own flags are back as they were
     assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory is True
     man = _manifest(result.run_dir)
     assert man["config"]["precision"] == precision
     assert man["numerics"] == {"numerics_probe": {

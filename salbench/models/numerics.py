@@ -30,7 +30,9 @@ and the manifest records them per model with the model stage's torch threads.
 - ``deterministic``: ``torch.use_deterministic_algorithms(True, warn_only=True)`` around the
   model's passes (on by default): where torch has a deterministic kernel (cuDNN's
   convolutions, scatter/index operations on CUDA) it is used, and an operation without one
-  warns instead of failing. On CPU torch's kernels are deterministic either way.
+  warns instead of failing. On CPU torch's kernels are deterministic either way. torch's
+  filling of new tensors with NaN in that mode (``fill_uninitialized_memory``, a debugging
+  aid) is turned off: it costs a write of every allocation and changes no result.
 
 The settings apply in two places: :func:`forward` (what :meth:`Classifier.forward` calls once
 :func:`apply` gave the model its settings) sets them around each forward pass, so a
@@ -50,6 +52,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.utils.deterministic
 
 if TYPE_CHECKING:
     from salbench.models.base import Classifier
@@ -96,17 +99,22 @@ def numeric_mode(settings: Numerics) -> Iterator[None]:
     """Process-wide flags for ``settings`` inside the block, restored afterwards: TF32 of
     cuDNN and CUDA matmuls (on only for ``tf32``), and deterministic algorithms."""
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    det = torch.utils.deterministic
     old = (cudnn.allow_tf32, matmul.allow_tf32, torch.are_deterministic_algorithms_enabled(),
-           torch.is_deterministic_algorithms_warn_only_enabled())
+           torch.is_deterministic_algorithms_warn_only_enabled(), det.fill_uninitialized_memory)
     tf32 = settings.precision == "tf32"
     cudnn.allow_tf32 = tf32
     matmul.allow_tf32 = tf32
     torch.use_deterministic_algorithms(settings.deterministic, warn_only=True)
+    # deterministic mode would also fill every new tensor's memory with NaN (a debugging
+    # aid that costs a write of every allocation); our kernels overwrite what they allocate
+    det.fill_uninitialized_memory = False
     try:
         yield
     finally:
         cudnn.allow_tf32, matmul.allow_tf32 = old[0], old[1]
         torch.use_deterministic_algorithms(old[2], warn_only=old[3])
+        det.fill_uninitialized_memory = old[4]
 
 
 def apply(model: Classifier, settings: Numerics) -> Classifier:
