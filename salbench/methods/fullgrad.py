@@ -63,7 +63,8 @@ all bias gradients of a chunk of ``internal_batch_size`` images come from that o
 pass (tensor hooks), each rescaled as it arrives. Bilinear upsampling is linear, so the
 channels of a layer and the layers of one resolution are summed before it and each resolution
 is upsampled once (the authors upsample every channel of every layer; equal up to float
-rounding, ~80x faster on EfficientNet-Lite0 at 224 px).
+rounding; on EfficientNet-Lite0 at 224 px, 3 images took 73-86 s upsampling every channel and
+1.5-2 s this way, on the shared 2-core machine).
 """
 
 from __future__ import annotations
@@ -148,10 +149,14 @@ def rescaled_sum(term: torch.Tensor, rescale: str = "layer") -> torch.Tensor:
     and channel (``"channel"``).
     """
     t = term.abs().float()
-    flat = t.flatten(1) if rescale == "layer" else t.flatten(2)
-    lo = flat.min(-1, keepdim=True).values
-    hi = (flat - lo).max(-1, keepdim=True).values
-    return ((flat - lo) / (hi + EPS)).view_as(t).sum(1, keepdim=True)
+    if rescale == "layer":  # sum_c (t_c - lo) / d = (sum_c t_c - C lo) / d, lo and d per image
+        lo, hi = torch.aminmax(t.flatten(1), dim=1)
+        lo, d = lo.view(-1, 1, 1, 1), (hi - lo).view(-1, 1, 1, 1) + EPS
+        return (t.sum(1, keepdim=True) - t.shape[1] * lo) / d
+    lo, hi = torch.aminmax(t.flatten(2), dim=2)  # [c, C] per channel
+    w = 1.0 / (hi - lo + EPS)
+    shift = (lo * w).sum(1).view(-1, 1, 1, 1)
+    return (t * w[:, :, None, None]).sum(1, keepdim=True) - shift
 
 
 def upsample(t: torch.Tensor, size: tuple[int, int], align_corners: bool = True) -> torch.Tensor:
