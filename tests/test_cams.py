@@ -197,3 +197,29 @@ def test_bad_layers_name_the_layer(relu_model, images32):
             salbench.methods.attribute(name, relu_model, images32, 0, layer="net.nope")
         with pytest.raises(BadInputError, match="'net.7' gave shape \\(4, 10\\); a CAM needs"):
             salbench.methods.attribute(name, relu_model, images32, 0, layer="net.7")
+
+
+def test_scorecam_authors_settings_match_their_loop(relu_model):
+    """``score="prob", channel_softmax=False, align_corners=False`` is the authors' code
+    (haofanwang/Score-CAM, cam/scorecam.py), written out here as its per-channel loop: skip
+    constant channels, mask with the min-max scaled upsampled channel, weigh the upsampled
+    channel by the softmax probability of the target; compared after ReLU and min-max."""
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    t = 2
+    a, _, _ = capture_layer(relu_model, x, torch.tensor([t]), "net.5", gradients=False)
+    ref = torch.zeros(1, 1, 32, 32)
+    with torch.no_grad():
+        for k in range(a.shape[1]):
+            up = torch.nn.functional.interpolate(a[:, k:k + 1], size=(32, 32), mode="bilinear",
+                                                 align_corners=False)
+            if up.max() == up.min():
+                continue
+            norm = (up - up.min()) / (up.max() - up.min())
+            prob = torch.softmax(relu_model(x * norm), dim=1)[0, t]
+            ref += prob * up
+    ref = torch.relu(ref)[:, 0]
+    ours = salbench.methods.attribute("scorecam", relu_model, x, t, layer="net.5", score="prob",
+                                      channel_softmax=False, align_corners=False).sum(1)
+    rel = _rel(_minmax(ours), _minmax(ref))
+    print(f"\nscorecam (authors' settings) tiny_cnn: rel L2 {rel:.2e}")
+    assert rel < 1e-5

@@ -19,12 +19,15 @@ per-image min-max scaling to [0, 1]) and upsamples with torch (half-pixel biline
 OpenCV's ``resize``, which pytorch-grad-cam uses); a map min-max scaled after upsampling
 equals pytorch-grad-cam's output. Per-method differences are in each docstring.
 
-Cost per image (forward / backward passes through the model): gradient CAMs 1 + 1; Eigen-CAM
-1 + 0; Score-CAM 1 + C forward (C: the layer's channels, e.g. 512 for ResNet-18 / VGG-16,
-1280 for EfficientNet-Lite0, 2048 for ResNet-50 and Inception-v3), at most 1 + ``channels``
-+ 1 with a channel cap; Ablation-CAM 1 + C' forward, C' the channels that are not all zero
-(at most ``channels``). The per-channel passes run as batches of ``internal_batch_size``
-(image, channel) pairs over all images of the call.
+Cost per image: the gradient CAMs (Grad-CAM++, XGrad-CAM, Layer-CAM, HiResCAM) 1 forward pass
+and 1 backward pass from the score down to the layer only (not to the input); Eigen-CAM 1
+forward pass; Score-CAM 1 + C' + 1 forward passes (C' the channels that are not constant, at
+most C: 512 for ResNet-18 / VGG-16, 1280 for EfficientNet-Lite0, 2048 for ResNet-50 and
+Inception-v3; the last pass, for the black image of the constant channels, only when there
+is one); Ablation-CAM 1 + C' forward passes (C' the channels that are not all zero). Every
+per-channel pass is a whole forward pass (the layers before the target run too). With a
+``channels`` cap (64 in the fast profile) C' is at most the cap. The per-channel passes run
+as batches of ``internal_batch_size`` (image, channel) pairs over all images of the call.
 """
 
 from __future__ import annotations
@@ -145,7 +148,8 @@ def scorecam_cam(
     channel, and multiplied into the image (masked-out pixels become black: the model's
     [0, 1] input is masked, before its normalisation); the target's ``score`` of each masked
     image, softmax-normalised over the channels (``channel_softmax``), is the weight. A
-    constant channel masks everything (a black image, scored once per image). ``channels``:
+    constant channel masks everything (a black image, scored once per image); without
+    ``channel_softmax`` it weighs 0 (the authors' code skips it). ``channels``:
     only the ``channels`` channels of largest spatial variance take part (the others get weight
     0 and leave the softmax), an approximation for speed; None keeps all.
     """
@@ -183,7 +187,7 @@ def scorecam_cam(
     if channel_softmax:
         weights = torch.softmax(logits, dim=1)
     else:
-        weights = torch.where(use, logits, torch.zeros_like(logits))
+        weights = torch.where(use & varying, logits, torch.zeros_like(logits))
     return (weights.view(b, c, 1, 1) * a).sum(1)
 
 
@@ -267,7 +271,8 @@ def gradcam_pp(
 ) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhay et al. 2018): float32 [B, 3, H, W], each channel cam / 3 >= 0.
 
-    1 forward + 1 backward pass per image. Differs from pytorch-grad-cam on purpose: no 1e-6
+    1 forward pass and 1 backward pass (score to layer) per image. Differs from
+    pytorch-grad-cam on purpose: no 1e-6
     added to alpha's denominator (the paper has none; alpha = 0 where the denominator is 0),
     so the two agree where G^2 >> 1e-6.
     """
@@ -286,7 +291,8 @@ def xgradcam(
 ) -> torch.Tensor:
     """XGrad-CAM (Fu et al. 2020): float32 [B, 3, H, W], each channel cam / 3 >= 0.
 
-    1 forward + 1 backward pass per image. Differs from pytorch-grad-cam on purpose: no 1e-7
+    1 forward pass and 1 backward pass (score to layer) per image. Differs from
+    pytorch-grad-cam on purpose: no 1e-7
     added to the channel's activation sum (a channel summing to 0 gets weight 0).
     """
     return _gradient_cam(xgradcam_cam, model, x, target, layer, score, internal_batch_size)
@@ -303,8 +309,8 @@ def layercam(
     internal_batch_size: int = 64,
 ) -> torch.Tensor:
     """Layer-CAM (Jiang et al. 2021) at one layer: float32 [B, 3, H, W], each channel
-    cam / 3 >= 0. 1 forward + 1 backward pass per image. No difference from pytorch-grad-cam
-    beyond the module's (no min-max scaling)."""
+    cam / 3 >= 0. 1 forward pass and 1 backward pass (score to layer) per image. No
+    difference from pytorch-grad-cam beyond the module's (no min-max scaling)."""
     return _gradient_cam(layercam_cam, model, x, target, layer, score, internal_batch_size)
 
 
@@ -319,8 +325,8 @@ def hirescam(
     internal_batch_size: int = 64,
 ) -> torch.Tensor:
     """HiResCAM (Draelos & Carin 2020): float32 [B, 3, H, W], each channel cam / 3 >= 0.
-    1 forward + 1 backward pass per image. No difference from pytorch-grad-cam beyond the
-    module's (no min-max scaling)."""
+    1 forward pass and 1 backward pass (score to layer) per image. No difference from
+    pytorch-grad-cam beyond the module's (no min-max scaling)."""
     return _gradient_cam(hirescam_cam, model, x, target, layer, score, internal_batch_size)
 
 
@@ -361,15 +367,17 @@ def scorecam(
     """Score-CAM (Wang et al. 2020): float32 [B, 3, H, W], each channel cam / 3 >= 0.
 
     Cost per image: 1 forward pass for the activations, then 1 forward pass per channel of
-    the layer (512 on ResNet-18, 2048 on ResNet-50; at most ``channels``, 64 in the fast
-    profile), plus 1 for the black image when a channel is constant; no backward pass.
-    Weights as pytorch-grad-cam: the target's logit of each masked image, softmax over the
-    channels. The authors' code weighs with the softmax probability of the target class
-    instead (``score="prob", channel_softmax=False``) and upsamples with
-    ``align_corners=False``. Differs from pytorch-grad-cam on purpose: a constant channel's
-    mask is 0 without pytorch-grad-cam's 1e-8 in the min-max denominator; the ``channels``
-    cap (all channels by default, as pytorch-grad-cam) is salbench's. See
-    :func:`scorecam_cam`.
+    the layer that is not constant (up to 512 on ResNet-18, 2048 on ResNet-50; at most
+    ``channels``, 64 in the fast profile), plus 1 for the black image when a channel is
+    constant; no backward pass. Weights as pytorch-grad-cam: the target's logit of each
+    masked image, softmax over the channels. The authors' code (haofanwang/Score-CAM,
+    cam/scorecam.py) weighs with the softmax probability of the target class, skips constant
+    channels and upsamples with ``align_corners=False``: ``score="prob",
+    channel_softmax=False, align_corners=False`` here (it masks the normalised input, salbench
+    the [0, 1] image, so masked-out pixels are black). Differs from pytorch-grad-cam on
+    purpose: a constant channel's mask is 0 without pytorch-grad-cam's 1e-8 in the min-max
+    denominator; the ``channels`` cap (all channels by default, as pytorch-grad-cam) is
+    salbench's. See :func:`scorecam_cam`.
     """
     path = layer or find_target_layer(model)
     a, _, _ = capture_layer(model, x, target, path, gradients=False,
