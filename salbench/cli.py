@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -168,12 +169,22 @@ def _warn_if_interrupted(run_dir: str) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    import salbench
+    import json
 
-    registry = {"models": salbench.models, "methods": salbench.methods,
-                "metrics": salbench.metrics, "datasets": salbench.datasets}[args.what]
-    for name in registry.names():
-        print(name)
+    from salbench.catalog import entries
+
+    rows = entries(args.what)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    cols = [c for c in ("description", "cost", "needs") if any(r[c] for r in rows)]
+    width = max(len(r["name"]) for r in rows) + 2
+    for r in rows:
+        parts = [r[c] for c in cols if r[c]]
+        cost = f"[{r['cost']}]" if r["cost"] else ""
+        needs = f"needs {r['needs']}" if r["needs"] else ""
+        text = "  ".join(p for p in (r["description"], cost, needs) if p)
+        print(f"{r['name']:<{width}}{text}".rstrip() if parts else r["name"])
     return 0
 
 
@@ -336,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list registered names")
     ls.add_argument("what", choices=["models", "methods", "metrics", "datasets"])
+    ls.add_argument("--json", action="store_true", help="one JSON object per entry (name, "
+                    "description, cost, needs), for scripts")
     ls.set_defaults(fn=cmd_list)
 
     wp = sub.add_parser("weights", help="fetch a model's published weights on purpose "
@@ -391,6 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     except interrupt.RunInterrupted as exc:
         print(f"salbench: {_interrupted_line(exc)}", file=sys.stderr)
         return int(exc.code)
+    except BrokenPipeError:  # `salbench list methods | head`: the reader left
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (flushed at exit, never read)
+        return 0
     except SalbenchError as exc:
         print(f"salbench: error: {exc}", file=sys.stderr)
         return 2
