@@ -158,7 +158,9 @@ def dga(
     seed: int = 0,
     internal_batch_size: int = 64,
 ) -> torch.Tensor:
-    """Distilled Gradient Aggregation: mean of ReLU(local attribution) over N distilled inputs.
+    """Distilled Gradient Aggregation (Jeon et al. 2022), FullGrad as the local attribution.
+
+    The mean of ReLU(local attribution) over N distilled inputs.
 
     x: float [B, 3, H, W] in [0, 1]; target int64 [B]. Returns float32 [B, 3, H, W] >= 0.
     Local attribution FullGrad by default (the paper's DGA). Fast profile: 10 steps.

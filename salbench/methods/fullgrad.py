@@ -272,7 +272,9 @@ def fullgrad(
     score: str = "logit",
     internal_batch_size: int = 64,
 ) -> Attribution:
-    """FullGrad saliency: float32 [B, 3, H, W], each channel S / 3 with S >= 0 (see module).
+    """FullGrad (Srinivas & Fleuret 2019), input- and bias-gradients, the authors' processing.
+
+    Returns float32 [B, 3, H, W], each channel S / 3 with S >= 0 (see the module docstring).
 
     x: float [B, 3, H, W] in [0, 1]; target int64 [B]. ``rescale``: "layer" (the authors'
     code) or "channel" (pytorch-grad-cam); ``align_corners`` of the bilinear upsampling (True

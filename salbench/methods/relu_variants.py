@@ -45,9 +45,10 @@ def ig_p1(
     score: str = "logit",
     internal_batch_size: int = 64,
 ) -> torch.Tensor:
-    """IG_p1 (DGA supplement Eq. 1): ReLU of Integrated Gradients. float32 [B, 3, H, W] >= 0.
+    """IG_p1 (DGA supplement Eq. 1), the ReLU of Integrated Gradients.
 
-    Parameters as ``ig``."""
+    x: float [B, 3, H, W] in [0, 1]; target int64 [B]; parameters as ``ig``. Returns float32
+    [B, 3, H, W] >= 0."""
     out = integrated_gradients(model, x, target, steps=steps, rule=rule, baseline=baseline,
                                score=score, internal_batch_size=internal_batch_size)
     return torch.relu(out.attr)
@@ -65,10 +66,11 @@ def ig_p2(
     score: str = "logit",
     internal_batch_size: int = 64,
 ) -> torch.Tensor:
-    """IG_p2 (DGA supplement Eq. 2): sum_k w_k ReLU(grad f(x' + a_k (x - x')) * (x - x')).
+    """IG_p2 (DGA supplement Eq. 2), the ReLU of each point's term on IG's path.
 
-    x: float [B, 3, H, W] in [0, 1]; target int64 [B]. ``rule`` and ``steps`` as ``ig``
-    (its quadrature nodes a_k and weights w_k). Returns float32 [B, 3, H, W] >= 0.
+    sum_k w_k ReLU(grad f(x' + a_k (x - x')) * (x - x')). x: float [B, 3, H, W] in [0, 1];
+    target int64 [B]. ``rule`` and ``steps`` as ``ig`` (its quadrature nodes a_k and weights
+    w_k). Returns float32 [B, 3, H, W] >= 0.
     """
     base = make_baseline(x, baseline)
     delta = x - base
@@ -105,7 +107,10 @@ def gig_p1(
     score: str = "logit",
     internal_batch_size: int = 64,
 ) -> torch.Tensor:
-    """GIG_p1: ReLU of Guided IG. float32 [B, 3, H, W] >= 0. Parameters as ``gig``."""
+    """GIG_p1 (DGA supplement Table 2), the ReLU of Guided IG.
+
+    x: float [B, 3, H, W] in [0, 1]; target int64 [B]; parameters as ``gig``. Returns float32
+    [B, 3, H, W] >= 0."""
     out = guided_ig(model, x, target, steps=steps, fraction=fraction, max_dist=max_dist,
                     preset=preset, baseline=baseline, score=score,
                     internal_batch_size=internal_batch_size)
@@ -126,10 +131,11 @@ def gig_p2(
     score: str = "logit",
     internal_batch_size: int = 64,
 ) -> torch.Tensor:
-    """GIG_p2: sum_j ReLU(grad f(x_j) * (x_{j+1} - x_j)) along Guided IG's path.
+    """GIG_p2 (DGA supplement Table 2), the ReLU of each step's term on Guided IG's path.
 
-    x: float [B, 3, H, W] in [0, 1]; target int64 [B]; parameters as ``gig`` (the path is
-    :func:`salbench.methods.guided_ig.guided_step`'s). Returns float32 [B, 3, H, W] >= 0.
+    sum_j ReLU(grad f(x_j) * (x_{j+1} - x_j)). x: float [B, 3, H, W] in [0, 1]; target int64
+    [B]; parameters as ``gig`` (the path is :func:`salbench.methods.guided_ig.guided_step`'s).
+    Returns float32 [B, 3, H, W] >= 0.
     """
     steps, fraction, max_dist = resolve_preset(preset, steps, fraction, max_dist)
     base = make_baseline(x, baseline)
