@@ -255,7 +255,7 @@ def translate_x(x: torch.Tensor, shift: int, base: torch.Tensor) -> torch.Tensor
 
 
 @register("continuity", stage="model", columns={"continuity": "float"},
-          fast={"nr_steps": 8}, directions={"continuity": "lower"})
+          fast={"nr_steps": 9}, directions={"continuity": "lower"})
 def continuity(
     model: Classifier,
     x: torch.Tensor,
