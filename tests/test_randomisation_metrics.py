@@ -283,6 +283,22 @@ def test_smooth_mprt_smooths_both_maps_hand_case():
     assert len(out["smooth_mprt_curve"][0]) == len(R.randomisable_layers(model, "bottom_up"))
 
 
+def test_per_image_draws_do_not_depend_on_the_batch(setup):
+    """random_logit's off class and smooth_mprt's noise are drawn per image: an image's
+    score is the same alone as in its batch (float rounding of the method's batch aside)."""
+    model, x, t, maps, method, _ = setup
+    fn = _maps_fn("vg")
+    for name, kw in (("random_logit", {}), ("smooth_mprt", {"nr_samples": 3,
+                                                             "skip_layers": True})):
+        spec = salbench.metrics.get(name)
+        whole = spec.fn(model, x, t, maps, method=method, **spec.params(**kw))[name]
+        for i in range(len(x)):
+            one = spec.fn(model, x[i:i + 1], t[i:i + 1], maps[i:i + 1],
+                          method=method_callable(fn, x[i:i + 1], t[i:i + 1], 2),
+                          **spec.params(**kw))[name]
+            assert one[0] == pytest.approx(whole[i], abs=1e-5), (name, i)
+
+
 def test_layer_randomisation_leaves_the_model_and_global_rng_alone(setup):
     model = setup[0]
     before = {k: v.clone() for k, v in model.state_dict().items()}
