@@ -340,3 +340,29 @@ def test_pipeline_one_samples_failure_stays_on_it(tmp_path, monkeypatch):
     assert summ.loc[("vg", "local_lipschitz"), ["n", "n_error"]].tolist() == [3, 1]
     assert 0.0 <= summ.loc[("vg", "consistency"), "mean"] <= 1.0
     assert summ.loc[("vg", "consistency"), "n"] == 4
+
+
+def test_pipeline_reruns_the_method_in_chunks_of_internal_batch_size(tmp_path, monkeypatch):
+    """In the pipeline, the metric's ``method`` runs the configured method on chunks of
+    ``resources.internal_batch_size`` images: 4 images x 4 noisy copies in chunks of 3
+    (spied: the sizes of the batches the method's function receives)."""
+    seen: list[int] = []
+    real_get = salbench.methods.get
+
+    def spied(name):
+        spec = real_get(name)
+
+        def fn(model, x, target, **args):
+            seen.append(len(x))
+            return spec.fn(model, x, target, **args)
+        return dataclasses.replace(spec, fn=fn)
+
+    monkeypatch.setattr(salbench.methods, "get", spied)
+    res = salbench.evaluate(dataset={"kind": "synthetic", "n": 4, "size": 32, "seed": 3},
+                            models=["tiny_smooth"], methods=["vg"],
+                            metrics=[{"name": "avg_sensitivity", "nr_samples": 4}],
+                            out=tmp_path, ray=False,
+                            resources={"shard_size": 4, "batch_size": 4, "torch_threads": 1,
+                                       "internal_batch_size": 3})
+    assert (res.samples["status"] == "ok").all()
+    assert seen == [4, 3, 3, 3, 3, 3, 1]
