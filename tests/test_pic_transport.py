@@ -47,7 +47,9 @@ def test_encoded_images_decode_to_the_same_bytes():
         back = pickle.loads(pickle.dumps(enc))
         np.testing.assert_array_equal(np.stack(list(back)), np.stack(images))
     # a WebP level's own encoding is reused as it is, not encoded again
+    pic.BOKEH_CACHE.clear()
     known = pic.webp_bytes(img)
+    assert known != pic.transport_bytes(img)
     assert pic.EncodedImages.encode([img], [known]).data[0] == known
     with pytest.raises(ValueError):
         pic.EncodedImages.encode([img.astype(np.float32)])
@@ -93,6 +95,25 @@ def test_msssim_images_without_webp_levels_are_encoded_losslessly():
     np.testing.assert_array_equal(encoded.decode(), raw)
     np.testing.assert_array_equal(state["levels"], raw_state["levels"])
     assert encoded.data[0] == pic.transport_bytes(img)
+
+
+def test_an_image_several_protocols_send_is_encoded_once():
+    """sic and sic_msssim build the same images, pic_blur sends the same original: one bytes
+    object each, which pickle writes once into the row's payload."""
+    img, smap = _sample()
+    sample = {"image": img, "map": smap}
+    sets = {}
+    for name in ("sic", "sic_msssim", "pic_blur"):
+        spec = salbench.metrics.get(name)
+        params = spec.params(**({"thresholds": (0.5,)} if name != "pic_blur" else {}))
+        sets[name] = spec.prepare(sample, **params)[2]
+    assert all(a is b for a, b in zip(sets["sic"].data, sets["sic_msssim"].data, strict=True))
+    assert sets["pic_blur"].data[0] is sets["sic"].data[0]
+    together = len(pickle.dumps(sets))
+    apart = sum(len(pickle.dumps(v)) for v in sets.values())
+    assert together < apart - sets["sic"].nbytes
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(sets))["sic_msssim"].decode(),
+                                  sets["sic"].decode())
 
 
 def _rows(n: int = 3, size: int = 32) -> pd.DataFrame:

@@ -7,6 +7,12 @@ there are some (``info="webp"``), else a fast lossless encoding (libwebp ``metho
 Lossless WebP of an 8-bit RGB or grey image decodes to the same bytes, so the predictions and
 AUCs are bit-equal to sending the pixels (tested), at a fraction of the size
 (BENCHMARKS.md, "PIC transport").
+
+An image that several protocols send (the original in every one; ``sic`` and
+``sic_msssim`` build the same bokeh images) gets one encoding, found by its content hash in
+:data:`~salbench.metrics.pic.engine.BOKEH_CACHE`; the sets then hold the same ``bytes``
+object, which pickle writes once into the row's payload. The ScoreActor still scores each
+set's images in the same order as before, so deduplication changes no prediction.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from typing import overload
 import numpy as np
 from PIL import Image
 
+from salbench.metrics.pic.engine import BOKEH_CACHE
+from salbench.metrics.pic.images import content_hash
 from salbench.metrics.pic.levels import webp_bytes
 
 
@@ -25,6 +33,18 @@ def transport_bytes(image: np.ndarray) -> bytes:
     """A fast lossless WebP encoding of a uint8 [H, W, 3] or [H, W] image (libwebp's least
     effort: ``method=0``; ~15% larger than PAIR's quality-100 encoding, ~15x faster)."""
     return webp_bytes(image, quality=100, method=0)
+
+
+def _encoding(image: np.ndarray, known: bytes | None) -> bytes:
+    """The one encoding of ``image`` this process hands on: the cached one if any, else
+    ``known`` (a WebP level's), else a fresh :func:`transport_bytes`; cached by content."""
+    key = ("encoded", content_hash(image))
+    hit = BOKEH_CACHE.get(key)
+    if hit is not None:
+        return hit
+    data = known or transport_bytes(image)
+    BOKEH_CACHE.put(key, data, len(data) + 64)
+    return data
 
 
 def decode_image(data: bytes, grey: bool = False) -> np.ndarray:
@@ -46,7 +66,7 @@ class EncodedImages(Sequence[np.ndarray]):
     dtype = np.dtype(np.uint8)
 
     def __init__(self, data: Sequence[bytes], image_shape: tuple[int, ...] = (0, 0, 3)) -> None:
-        self.data = [bytes(d) for d in data]
+        self.data = list(data)
         self.image_shape = tuple(int(n) for n in image_shape)
         self.grey = len(self.image_shape) == 2
 
@@ -65,8 +85,8 @@ class EncodedImages(Sequence[np.ndarray]):
             if any(a.shape != shape or a.dtype != np.uint8 for a in arrays):
                 raise ValueError("EncodedImages: every image must have the first's shape")
         known = list(known) if known is not None else [None] * len(arrays)
-        data = [k if k else transport_bytes(a) for a, k in zip(arrays, known, strict=True)]
-        return cls(data, arrays[0].shape if arrays else (0, 0, 3))
+        return cls([_encoding(a, k) for a, k in zip(arrays, known, strict=True)],
+                   arrays[0].shape if arrays else (0, 0, 3))
 
     @property
     def shape(self) -> tuple[int, ...]:
