@@ -65,6 +65,26 @@ def prepare_maps(maps: torch.Tensor, abs: bool, normalise: bool,
     return a
 
 
+def per_image(maps: torch.Tensor, new: torch.Tensor, k: int, abs: bool, normalise: bool,
+              fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+              how: str = "max") -> torch.Tensor:
+    """fn(a float64 [1, D], ap float64 [k, D]) -> [k] for each image i of maps [B, H, W]:
+    its map and its k perturbed maps (rows i*k .. i*k + k - 1 of new [B*k, H, W]), both
+    through :func:`prepare_maps`, one image at a time (float64 copies of one image's maps
+    only) -> [B, k]."""
+    a = prepare_maps(maps, abs, normalise, how)
+    return torch.stack([fn(a[i:i + 1], prepare_maps(new[i * k:(i + 1) * k], abs, normalise,
+                                                    how)) for i in range(len(maps))])
+
+
+def input_distances(x: torch.Tensor, xs: torch.Tensor, kind: str) -> torch.Tensor:
+    """Norm ``kind`` of x_i - x' for each of image i's k perturbed copies (xs [B*k, 3, H, W],
+    as :func:`noisy_copies` orders them), in float64, one image at a time -> [B, k]."""
+    k = len(xs) // len(x)
+    return torch.stack([norm((x[i].double() - xs[i * k:(i + 1) * k].double()).flatten(1), kind)
+                        for i in range(len(x))])
+
+
 def noisy_copies(x: torch.Tensor, seed: int, k: int, kind: str, **kw: float) -> torch.Tensor:
     """x float [B, 3, H, W] -> [B * k, 3, H, W]: k noisy copies of each image, image i's at
     rows i*k .. i*k + k - 1, the noise from image i's generator (not clipped to [0, 1]).
@@ -82,14 +102,13 @@ def noisy_copies(x: torch.Tensor, seed: int, k: int, kind: str, **kw: float) -> 
                 lo, hi = -lo, lo
             elif hi <= lo:
                 raise ValueError(f"upper_bound ({hi}) must be larger than lower_bound ({lo})")
-            noise.append(torch.rand(shape, generator=g, dtype=torch.float64) * (hi - lo) + lo)
+            noise.append(torch.rand(shape, generator=g) * (hi - lo) + lo)
         elif kind == "gaussian":
-            noise.append(torch.randn(shape, generator=g, dtype=torch.float64)
-                         * kw["perturb_std"] + kw["perturb_mean"])
+            noise.append(torch.randn(shape, generator=g) * kw["perturb_std"]
+                         + kw["perturb_mean"])
         else:
             raise ValueError(f"noise kind must be 'uniform' or 'gaussian', got {kind!r}")
-    out = x.detach().double()[:, None] + torch.stack(noise).to(x.device)
-    return out.to(x.dtype).flatten(0, 1)
+    return (x.detach()[:, None] + torch.stack(noise).to(x.device, x.dtype)).flatten(0, 1)
 
 
 def logits(model: Classifier, x: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -137,15 +156,15 @@ def _sensitivity(name: str, how: str, model: Classifier, x: torch.Tensor,
                  normalise: bool, return_nan_when_prediction_changes: bool, seed: int,
                  internal_batch_size: int) -> dict[str, Any]:
     method = _need(method, name)
-    b = len(x)
     xs = noisy_copies(x, seed, nr_samples, "uniform", lower_bound=lower_bound,
                       upper_bound=upper_bound)
-    a = prepare_maps(maps, abs, normalise).view(b, 1, -1)
-    ap = prepare_maps(method(model, xs, target.repeat_interleave(nr_samples)), abs,
-                      normalise).view(b, nr_samples, -1)
-    s = norm(a - ap, norm_numerator)
-    if norm_denominator not in (None, "none"):
-        s = s / norm(a[:, 0], norm_denominator)[:, None]
+    new = method(model, xs, target.repeat_interleave(nr_samples))
+
+    def score(a: torch.Tensor, ap: torch.Tensor) -> torch.Tensor:
+        s = norm(a - ap, norm_numerator)
+        return s if norm_denominator in (None, "none") else s / norm(a, norm_denominator)
+
+    s = per_image(maps, new, nr_samples, abs, normalise, score)
     drop = changed(model, x, xs, internal_batch_size) \
         if return_nan_when_prediction_changes else None
     return {name: reduce_scores(s, how, drop)}
@@ -228,14 +247,12 @@ def local_lipschitz(
     """Local Lipschitz estimate (Alvarez-Melis & Jaakkola 2018): max ||a(x') - a(x)|| /
     ||x' - x|| over Gaussian neighbours x'."""
     method = _need(method, "local_lipschitz")
-    b = len(x)
     xs = noisy_copies(x, seed, nr_samples, "gaussian", perturb_mean=perturb_mean,
                       perturb_std=perturb_std)
-    a = prepare_maps(maps, abs, normalise).view(b, 1, -1)
-    ap = prepare_maps(method(model, xs, target.repeat_interleave(nr_samples)), abs,
-                      normalise).view(b, nr_samples, -1)
-    dx = (x.detach().double()[:, None] - xs.double().view(b, nr_samples, *x.shape[1:]))
-    s = norm(a - ap, norm_numerator) / (norm(dx.flatten(2), norm_denominator) + 1e-10)
+    new = method(model, xs, target.repeat_interleave(nr_samples))
+    s = per_image(maps, new, nr_samples, abs, normalise,
+                  lambda a, ap: norm(a - ap, norm_numerator))
+    s = s / (input_distances(x, xs, norm_denominator).to(s.device) + 1e-10)
     drop = changed(model, x, xs, internal_batch_size) \
         if return_nan_when_prediction_changes else None
     return {"local_lipschitz": reduce_scores(s, "max", drop)}
@@ -273,16 +290,14 @@ def continuity(
     """Explanation continuity (Montavon et al. 2018): max over horizontal translations x'
     of ||a(x) - a(x')||_1 / ||x - x'||_2."""
     method = _need(method, "continuity")
-    b, w = len(x), x.shape[-1]
+    w = x.shape[-1]
     dx = (2 * w + 1) // nr_steps
     shifts = [-w + (s + 1) * dx for s in range(nr_steps)]
     base = make_baseline(x, perturb_baseline)
     xs = torch.stack([translate_x(x, t, base) for t in shifts], 1).flatten(0, 1)
-    a = prepare_maps(maps, abs, normalise).view(b, 1, -1)
-    ap = prepare_maps(method(model, xs, target.repeat_interleave(nr_steps)), abs,
-                      normalise).view(b, nr_steps, -1)
-    diff = (x.detach().double()[:, None] - xs.double().view(b, nr_steps, *x.shape[1:]))
-    s = norm(a - ap, "manhattan") / (norm(diff.flatten(2), "euclidean").to(a.device) + 1e-9)
+    new = method(model, xs, target.repeat_interleave(nr_steps))
+    s = per_image(maps, new, nr_steps, abs, normalise, lambda a, ap: norm(a - ap, "manhattan"))
+    s = s / (input_distances(x, xs, "euclidean").to(s.device) + 1e-9)
     drop = changed(model, x, xs, internal_batch_size) \
         if return_nan_when_prediction_changes else None
     return {"continuity": reduce_scores(s, "max", drop)}
@@ -350,10 +365,10 @@ def _relative_stability(kind: str, model: Classifier, x: torch.Tensor, target: t
     method = _need(method, name)
     b, k = len(x), nr_samples
     xs = noisy_copies(x, seed, k, "uniform", lower_bound=lower_bound, upper_bound=upper_bound)
-    e = prepare_maps(maps, abs, normalise, "second_moment").view(b, 1, -1)
-    ep = prepare_maps(method(model, xs, target.repeat_interleave(k)), abs, normalise,
-                      "second_moment").view(b, k, -1)
-    num = norm((e - ep) / (e + (e == 0) * eps_min), "l2")
+    new = method(model, xs, target.repeat_interleave(k))
+    num = per_image(maps, new, k, abs, normalise,
+                    lambda e, ep: norm((e - ep) / (e + (e == 0) * eps_min), "l2"),
+                    "second_moment")
 
     def relative(v: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """rows int64 [c], vs [c, D] -> ||(v_i - vs_r) / v_i||_2 for each row r, i = r // k,
