@@ -33,6 +33,10 @@ Batching: input and reference go through the model together (a batch of 2c rows 
 images, ``internal_batch_size`` rows at most); cost per image: one forward pass on 2 rows and
 one backward pass (one "forward+backward pass" on a doubled batch). The hooks are registered
 for the call and removed afterwards, also on error; the model's weights are not touched.
+
+Numeric settings: the network runs eagerly in float32 (``Classifier.logits``), whatever the
+model's ``precision`` / ``compile`` settings say: the rules are module hooks, which a compiled
+graph would skip.
 """
 
 from __future__ import annotations
@@ -182,12 +186,13 @@ def deeplift(
     attr = torch.empty_like(x)
     delta = torch.empty(len(x), dtype=torch.float64, device=x.device)
     per_chunk = max(1, int(internal_batch_size) // 2)
+    forward = getattr(model, "logits", model)  # eager float32, past the numeric settings
 
     def compute(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         c = len(idx)
         pts = torch.cat([x[idx], ref[idx]]).requires_grad_(True)
         with deeplift_hooks(model, eps):
-            logits = model(pts)
+            logits = forward(pts)
         t = target[idx].repeat(2)
         s = logits.gather(1, t.view(-1, 1)).squeeze(1)
         (grad,) = torch.autograd.grad(s.sum(), pts)

@@ -39,6 +39,9 @@ SiLU, GELU, squeeze-excitation blocks, Inception's concatenating blocks) raises 
 naming the first such layer: zennit would run on them with rules that were not designed for
 them, and the result would silently be something other than LRP.
 
+Numeric settings: the network runs eagerly in float32 whatever the model's ``precision`` /
+``compile`` settings say (zennit's rules are module hooks, which a compiled graph would skip).
+
 Output: float32 [B, 3, H, W], signed relevance per pixel and channel. Cost per image: one
 forward and one (modified) backward pass; chunks of ``internal_batch_size`` images.
 """
