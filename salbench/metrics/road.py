@@ -51,28 +51,34 @@ def linear_imputation(x: torch.Tensor, removed: torch.Tensor, *, tol: float = 1e
     total = nnf.conv2d(torch.ones(1, 1, h, w, dtype=z.dtype, device=z.device), kern,
                        padding=1)
 
-    def apply(u: torch.Tensor) -> torch.Tensor:
-        return mask * (total * u - nnf.conv2d(mask * u, kern, padding=1))
+    def apply(v: torch.Tensor, mk: torch.Tensor) -> torch.Tensor:
+        """The system's matrix times v (zero outside the removed pixels mk)."""
+        return mk * (total * v - nnf.conv2d(mk * v, kern, padding=1))
 
     rhs = mask * nnf.conv2d((1 - mask) * z, kern, padding=1)
     u = rhs / total
-    r = rhs - apply(u)
-    p = r.clone()
+    r = rhs - apply(u, mask)
     rr = (r * r).sum((1, 2, 3), keepdim=True)
     stop = (tol * rhs.flatten(1).norm(dim=1)).view(-1, 1, 1, 1) ** 2
+    # conjugate gradients on the systems not yet converged (each as if solved alone)
+    ids = torch.arange(m * c, device=z.device)
+    uu, rc, pc, rrc, mc, stc = u, r, r.clone(), rr, mask, stop
     for _ in range(max_iter):
-        active = rr > stop
-        if not active.any():
-            break
-        ap = apply(p)
-        pap = (p * ap).sum((1, 2, 3), keepdim=True)
-        alpha = torch.where(active & (pap > 0), rr / torch.where(pap > 0, pap, 1), 0)
-        u = u + alpha * p
-        r = r - alpha * ap
-        rr_new = (r * r).sum((1, 2, 3), keepdim=True)
-        beta = torch.where(active, rr_new / torch.where(rr > 0, rr, 1), 0)
-        p = torch.where(active, r + beta * p, p)
-        rr = torch.where(active, rr_new, rr)
+        keep = (rrc > stc).flatten()
+        if not keep.all():
+            u[ids[~keep]] = uu[~keep]
+            ids, uu, rc, pc, rrc, mc, stc = (t[keep] for t in (ids, uu, rc, pc, rrc, mc, stc))
+            if len(ids) == 0:
+                break
+        ap = apply(pc, mc)
+        pap = (pc * ap).sum((1, 2, 3), keepdim=True)
+        alpha = torch.where(pap > 0, rrc / torch.where(pap > 0, pap, 1), 0)
+        uu = uu + alpha * pc
+        rc = rc - alpha * ap
+        rr_new = (rc * rc).sum((1, 2, 3), keepdim=True)
+        pc = rc + (rr_new / rrc) * pc
+        rrc = rr_new
+    u[ids] = uu
     out = torch.where(mask > 0, u, z)
     return out.view(m, c, h, w).to(x.dtype)
 
