@@ -150,11 +150,11 @@ def smooth_mprt(
     std = noise_magnitude * (x.detach().flatten(1).amax(1) - x.detach().flatten(1).amin(1))
     noise = []
     for g, s in zip(image_generators(x, seed), std.tolist(), strict=True):
-        eps = torch.randn((n, *x.shape[1:]), generator=g, dtype=torch.float64) * s
+        eps = torch.randn((n, *x.shape[1:]), generator=g) * s
         eps[-1] = 0.0  # Quantus' last sample is the unperturbed image
         noise.append(eps)
-    xs = (x.detach().double()[:, None] + torch.stack(noise).to(x.device)).to(x.dtype)
-    xs, ts = xs.flatten(0, 1), target.repeat_interleave(n)
+    xs = (x.detach()[:, None] + torch.stack(noise).to(x.device, x.dtype)).flatten(0, 1)
+    ts = target.repeat_interleave(n)
 
     def smoothed(m: nn.Module) -> np.ndarray:
         avg = method(m, xs, ts).double().view(b, n, *maps.shape[1:]).mean(1)
