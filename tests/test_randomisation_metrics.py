@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -26,6 +25,8 @@ from salbench.metrics.rerun import method_callable
 from salbench.models.base import Classifier
 
 quantus = pytest.importorskip("quantus")
+#: Quantus warns about every parameter choice and every perturbation that changes nothing
+pytestmark = pytest.mark.filterwarnings("ignore")
 
 FAMILY = ["random_logit", "smooth_mprt", "efficient_mprt", "non_sensitivity",
           "input_invariance"]
@@ -50,7 +51,6 @@ def _explain(fn):
 def setup():
     """tiny_smooth, four random 32 px images, their predicted classes, vg maps, the
     ``method`` callable and Quantus' explain_func (the same maps as [B, 1, H, W])."""
-    warnings.filterwarnings("ignore")
     model = salbench.models.load("tiny_smooth")
     x = torch.rand((4, 3, 32, 32), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

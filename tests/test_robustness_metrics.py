@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -26,6 +25,8 @@ from salbench.metrics.robustness import consistency_summary, reduce_scores
 from salbench.models.base import Classifier
 
 quantus = pytest.importorskip("quantus")
+#: Quantus warns about every parameter choice and every perturbation that changes nothing
+pytestmark = pytest.mark.filterwarnings("ignore")
 
 ROBUSTNESS = ["max_sensitivity", "avg_sensitivity", "local_lipschitz", "continuity",
               "relative_input_stability", "relative_output_stability",
@@ -47,7 +48,6 @@ def setup():
     """tiny_smooth, four random 32 px images (each with a black pixel: Quantus pads
     translations with the image minimum, salbench with black), the predicted classes, vg
     maps, the ``method`` callable and Quantus' explain_func (the same vg maps, [B, 1, H, W])."""
-    warnings.filterwarnings("ignore")
     model = salbench.models.load("tiny_smooth")
     x = torch.rand((4, 3, 32, 32), generator=torch.Generator().manual_seed(1))
     x[:, :, 0, 0] = 0.0
