@@ -84,12 +84,14 @@ class _Rescale(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         z, y = ctx.saved_tensors
         dz, dy = _halves(z), _halves(y)
-        with torch.enable_grad():
+        small = dz.abs() < ctx.eps
+        rescaled = g * dy / torch.where(small, torch.ones_like(dz), dz)
+        if not small.any():
+            return rescaled, None, None, None
+        with torch.enable_grad():  # the plain gradient where input and reference agree
             zz = z.detach().requires_grad_(True)
             (plain,) = torch.autograd.grad(ctx.module.forward(zz * 1.0), zz, g)
-        small = dz.abs() < ctx.eps
-        ratio = dy / torch.where(small, torch.ones_like(dz), dz)
-        return torch.where(small, plain, g * ratio), None, None, None
+        return torch.where(small, plain, rescaled), None, None, None
 
 
 def _unpool_add(v: torch.Tensor, idx: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
