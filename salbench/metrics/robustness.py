@@ -311,16 +311,10 @@ def hidden_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             if not isinstance(m, (type(model), nn.Sequential))]
 
 
-def representations(model: nn.Module, x: torch.Tensor, chunk: int,
-                    layer_names: Sequence[str] | None = None,
-                    layer_indices: Sequence[int] | None = None,
-                    reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-                    ) -> torch.Tensor:
-    """The chosen layers' outputs of x float [N, 3, H, W], each flattened, concatenated in
-    the order they run -> float [N, D] (all layers of :func:`hidden_layers` if neither
-    ``layer_names`` nor ``layer_indices`` (negative counts from the end) is given).
-    ``reduce(rows int64 [c], reps [c, D]) -> [c]``, if given, is applied to each chunk and
-    the results concatenated, so that only one chunk's representations are held."""
+def chosen_layers(model: nn.Module, layer_names: Sequence[str] | None = None,
+                  layer_indices: Sequence[int] | None = None) -> list[nn.Module]:
+    """The layers of :func:`hidden_layers` named in ``layer_names`` or at ``layer_indices``
+    (negative counts from the end); all of them if neither is given."""
     if layer_names is not None and layer_indices is not None:
         raise ValueError("give layer_names or layer_indices, not both")
     layers = hidden_layers(model)
@@ -330,28 +324,63 @@ def representations(model: nn.Module, x: torch.Tensor, chunk: int,
         raise ValueError(f"layer_names {unknown} are not layers of the model; its layers: "
                          f"{sorted(names)}")
     idx = {i % len(layers) for i in (layer_indices or ())}
-    chosen = [m for i, (n, m) in enumerate(layers)
-              if (not layer_names and not layer_indices) or n in (layer_names or ())
-              or i in idx]
-    outs: list[torch.Tensor] = []
+    return [m for i, (n, m) in enumerate(layers)
+            if (not layer_names and not layer_indices) or n in (layer_names or ()) or i in idx]
+
+
+def layer_outputs(model: nn.Module, x: torch.Tensor, chunk: int, layers: list[nn.Module],
+                  each: Callable[[int, int, torch.Tensor], None]) -> None:
+    """Run the model on x float [N, 3, H, W] in chunks (no gradients) and hand each output
+    of ``layers`` to ``each(first_row, j, out [c, d_j])`` as it is produced (j: its place in
+    the forward pass's order of outputs), so that one layer's output is held at a time."""
+    state = {"start": 0, "j": 0}
 
     def hook(_m: nn.Module, _i: Any, out: torch.Tensor) -> None:
-        outs.append(out.detach().flatten(1))
+        each(state["start"], state["j"], out.detach().flatten(1))
+        state["j"] += 1
 
-    parts = []
-    handles = [m.register_forward_hook(hook) for m in chosen]
+    handles = [m.register_forward_hook(hook) for m in layers]
     try:
         with torch.no_grad():
             for i in range(0, len(x), max(1, chunk)):
-                outs.clear()
+                state.update(start=i, j=0)
                 model(x[i:i + chunk])
-                reps = torch.cat(outs, 1)
-                rows = torch.arange(i, i + len(reps), device=reps.device)
-                parts.append(reps if reduce is None else reduce(rows, reps))
     finally:
         for h in handles:
             h.remove()
-    return torch.cat(parts)
+
+
+def representations(model: nn.Module, x: torch.Tensor, chunk: int,
+                    layer_names: Sequence[str] | None = None,
+                    layer_indices: Sequence[int] | None = None) -> list[torch.Tensor]:
+    """The chosen layers' outputs of x float [N, 3, H, W] (:func:`chosen_layers`), each
+    flattened, in the order they run: a list of [N, d_j]; concatenated they are Quantus'
+    internal representation [N, D]."""
+    parts: dict[int, list[torch.Tensor]] = {}
+    layer_outputs(model, x, chunk, chosen_layers(model, layer_names, layer_indices),
+                  lambda _s, j, out: parts.setdefault(j, []).append(out))
+    return [torch.cat(parts[j]) for j in sorted(parts)]
+
+
+def relative_representation_change(model: nn.Module, xs: torch.Tensor, chunk: int,
+                                   ref: list[torch.Tensor], k: int, eps_min: float,
+                                   layer_names: Sequence[str] | None = None,
+                                   layer_indices: Sequence[int] | None = None
+                                   ) -> torch.Tensor:
+    """||(L_i - L') / L_i||_2 over the whole representation for each row of xs [N, 3, H, W]
+    (i = row // k; ``ref``: :func:`representations` of the B images; a zero in L_i counts
+    as ``eps_min``), summed layer by layer in float64 -> float64 [N]."""
+    sq = torch.zeros(len(xs), dtype=torch.float64, device=xs.device)
+
+    def each(start: int, j: int, out: torch.Tensor) -> None:
+        rows = torch.arange(start, start + len(out), device=out.device)
+        v = ref[j][rows // k].to(out.dtype)
+        d = (out - v).div_(v + (v == 0) * eps_min)
+        sq[start:start + len(out)] += torch.linalg.vector_norm(d, 2, dim=-1,
+                                                               dtype=torch.float64) ** 2
+
+    layer_outputs(model, xs, chunk, chosen_layers(model, layer_names, layer_indices), each)
+    return sq.sqrt()
 
 
 def _relative_stability(kind: str, model: Classifier, x: torch.Tensor, target: torch.Tensor,
@@ -370,35 +399,19 @@ def _relative_stability(kind: str, model: Classifier, x: torch.Tensor, target: t
                     lambda e, ep: norm((e - ep) / (e + (e == 0) * eps_min), "l2"),
                     "second_moment")
 
-    def relative(v: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """rows int64 [c], vs [c, D] -> ||(v_i - vs_r) / v_i||_2 for each row r, i = r // k,
-        float64 [c] (in vs's precision, summed in float64: a representation has up to
-        millions of values; 1 / v_i is computed once per image)."""
-        inv = 1.0 / (v + (v == 0) * eps_min)
-
-        def rows_norm(rows: torch.Tensor, vs: torch.Tensor) -> torch.Tensor:
-            out = torch.empty(len(rows), dtype=torch.float64, device=vs.device)
-            img = rows // k
-            for i in img.unique().tolist():
-                sel = img == i
-                d = (vs[sel] - v[i].to(vs.dtype)).mul_(inv[i].to(vs.dtype))
-                out[sel] = torch.linalg.vector_norm(d, 2, dim=-1, dtype=torch.float64)
-            return out
-
-        return rows_norm
-
-    every = torch.arange(b * k, device=x.device)
     known = None
     if kind == "input":
-        den = relative(x.detach().flatten(1))(every, xs.flatten(1)).view(b, k)
+        den = torch.stack([  # ||(x - x') / x||, one image's copies at a time
+            norm(((xs[i * k:(i + 1) * k] - x[i]) / (x[i] + (x[i] == 0) * eps_min)).flatten(1)
+                 .double(), "l2") for i in range(b)])
     elif kind == "output":
         h, hs = logits(model, x, internal_batch_size), logits(model, xs, internal_batch_size)
         den = norm(h.double()[:, None] - hs.double().view(b, k, -1), "l2")
         known = (h, hs)
     else:
-        rep = representations(model, x, internal_batch_size, layer_names, layer_indices)
-        den = representations(model, xs, internal_batch_size, layer_names, layer_indices,
-                              relative(rep)).view(b, k)
+        ref = representations(model, x, internal_batch_size, layer_names, layer_indices)
+        den = relative_representation_change(model, xs, internal_batch_size, ref, k, eps_min,
+                                             layer_names, layer_indices).view(b, k)
     s = num / den.to(num.device).clamp_min(eps_min)
     drop = changed(model, x, xs, internal_batch_size, known) \
         if return_nan_when_prediction_changes else None
