@@ -47,13 +47,19 @@ METHOD_COSTS: dict[str, Callable[[P], str]] = {
     "layercam": lambda p: "1 fwd+bwd",
     "hirescam": lambda p: "1 fwd+bwd",
     "eigencam": lambda p: "1 fwd",
-    "scorecam": lambda p: "1 fwd + 1 fwd per channel of the layer",
-    "ablationcam": lambda p: "1 fwd + 1 fwd per channel of the layer",
+    "scorecam": lambda p: _per_channel(p),
+    "ablationcam": lambda p: _per_channel(p),
     "rise": lambda p: f"{p['masks']} fwd",
     "xrai": lambda p: f"{2 * p['steps']} fwd+bwd + segmentation (CPU)",
     "lrp": lambda p: "1 fwd+bwd (modified rules)",
     "deeplift": lambda p: "2 fwd + 1 bwd",
 }
+
+def _per_channel(p: P) -> str:
+    cap = p.get("channels")
+    per = "per channel of the layer" if cap is None else f"per channel, at most {cap}"
+    return f"1 fwd + 1 fwd {per}"
+
 
 #: Model name -> what it needs besides the core install.
 MODEL_NEEDS: dict[str, str] = {
