@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -27,6 +26,9 @@ from salbench.errors import BadInputError
 from salbench.metrics.registry import REGISTRY, direction
 
 quantus = pytest.importorskip("quantus")
+
+#: Quantus warns about every parameter choice and every perturbation that changes nothing
+pytestmark = pytest.mark.filterwarnings("ignore")
 
 FAMILY = ("faithfulness_correlation", "faithfulness_estimate", "monotonicity",
           "monotonicity_correlation", "selectivity", "region_perturbation", "irof", "road",
@@ -66,7 +68,6 @@ def setup():
 def _quantus_shims(monkeypatch):
     """Quantus 0.6.0 calls np.trapz, which NumPy 2.4 removed."""
     monkeypatch.setattr(np, "trapz", np.trapezoid, raising=False)
-    warnings.filterwarnings("ignore", module="quantus")
 
 
 def _q(metric, model, x, y, a, **call):
