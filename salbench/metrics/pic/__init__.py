@@ -68,6 +68,13 @@ AUC are as above (no random mask). The paper then bins the (level, value) pairs 
 into 100 bins (SIC: median of p / p_original, AIC: mean top-1 accuracy); the per-sample
 points are returned for that (:func:`aggregate_binned`).
 
+``bokeh="fast"`` (opt-in; sic, aic, sic_msssim, aic_msssim and :func:`pic_curve` take it):
+the same images with only the boundary of the kept pixels triangulated
+(:func:`fast_bokeh_image`): equal to PAIR's up to the ties of cocircular pixels, where
+either mode's choice of triangles is arbitrary; the information level is PAIR's WebP as
+ever. It saves the triangulation of kept regions' interiors, so the most on smooth maps;
+measured speed and AUC differences: docs/METRICS.md, "PIC".
+
 Cost: there is no ``fast`` profile (fewer thresholds would change the protocol). The
 triangulations and WebP encodings dominate; a second metric on the same images and maps
 (``aic`` after ``sic``) is served from the cache. Measured times: docs/PERFORMANCE.md,
@@ -97,6 +104,7 @@ from salbench.metrics.pic.images import (
     bokeh_image,
     content_hash,
     count_masks,
+    fast_bokeh_image,
     generate_random_mask,
     image_mask,
     single_threaded_blas,
@@ -121,7 +129,7 @@ __all__ = [
     "PIC_BLUR_STEPS", "PIC_BLUR_THRESHOLDS", "SKIP_STATUSES", "STATUS_OK", "EncodedImages",
     "PicCurve", "PicSettings", "aggregate", "aggregate_binned", "aic", "aic_msssim",
     "blur_base", "bokeh_image", "content_hash", "count_masks", "curve_from_levels",
-    "decode_image", "default_workers",
+    "decode_image", "default_workers", "fast_bokeh_image",
     "generate_random_mask", "image_mask", "interpolate_curve", "model_scores",
     "msssim_levels", "pic_batch", "pic_blur", "pic_curve", "pic_finalize", "pic_prepare",
     "predictor", "run_pic", "sic", "sic_msssim", "single_threaded_blas", "skip_status",

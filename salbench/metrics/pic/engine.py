@@ -24,11 +24,12 @@ from salbench.metrics.pic.images import (
     content_hash,
     count_masks,
     expand_mask,
+    fast_bokeh_image,
     single_threaded_blas,
     threshold_masks,
 )
 from salbench.metrics.pic.levels import msssim_levels, webp_bytes
-from salbench.metrics.pic.settings import PicSettings
+from salbench.metrics.pic.settings import INTERPOLATED, PicSettings
 
 
 class LRU:
@@ -132,7 +133,12 @@ class PicEngine:
                         else max(1, int(settings.num_workers)))
 
     def _mode_key(self) -> tuple[Any, ...]:
-        return ("interp",) if self.bokeh == "interp" else ("blur", self.blur_radius)
+        return (self.bokeh,) if self.bokeh in INTERPOLATED else ("blur", self.blur_radius)
+
+    def _interpolate(self, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The interpolated bokeh image of ``mask`` ("interp": every kept pixel triangulated,
+        "fast": the boundary only)."""
+        return (fast_bokeh_image if self.bokeh == "fast" else bokeh_image)(image, mask)
 
     def prepare(self, jobs: list[Job]) -> None:
         """Base ("fully blurred") image and the original's and base's levels of each job."""
@@ -140,7 +146,7 @@ class PicEngine:
         for job in jobs:
             if not job.valid:
                 continue
-            mask_key = (content_hash(job.random_mask) if self.bokeh == "interp" else b"")
+            mask_key = (content_hash(job.random_mask) if self.bokeh in INTERPOLATED else b"")
             job.image_key = content_hash(job.image) + mask_key
             hit = BOKEH_CACHE.get(("base", self._mode_key(), job.image_key, self.info))
             if hit is not None:
@@ -150,8 +156,8 @@ class PicEngine:
                 todo.append(job)
 
         def base_of(job: Job) -> np.ndarray:
-            if self.bokeh == "interp":
-                return bokeh_image(job.image, job.random_mask)
+            if self.bokeh in INTERPOLATED:
+                return self._interpolate(job.image, job.random_mask)
             return blur_base(job.image, self.blur_radius)
 
         bases = run_threads(base_of, todo, self.workers)
@@ -192,20 +198,20 @@ class PicEngine:
             if cached is not None:
                 job.bokeh = cached
                 continue
-            if self.bokeh == "interp":
+            if self.bokeh in INTERPOLATED:
                 masks = threshold_masks(job.saliency_map, job.random_mask, self.thresholds)
             else:
                 masks = count_masks(job.saliency_map, self.thresholds)
             job.bokeh = [None] * len(masks)  # type: ignore[list-item]
             tasks += [(i, k, m) for k, m in enumerate(masks)]
         # most revealed pixels first: those triangulations are the slowest (load balancing)
-        tasks.sort(key=lambda t: -int(t[2].sum()) if self.bokeh == "interp" else 0)
+        tasks.sort(key=lambda t: -int(t[2].sum()) if self.bokeh in INTERPOLATED else 0)
 
         def build(task: tuple[int, int, np.ndarray]) -> tuple[int, int, np.ndarray, bytes]:
             i, k, mask = task
             job = todo[i][0]
-            if self.bokeh == "interp":
-                img = bokeh_image(job.image, mask)
+            if self.bokeh in INTERPOLATED:
+                img = self._interpolate(job.image, mask)
             else:
                 img = np.where(expand_mask(mask, job.image), job.image, job.base)
             return i, k, img, (webp_bytes(img) if self.info == "webp" else b"")

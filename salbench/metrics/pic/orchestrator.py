@@ -30,7 +30,7 @@ from salbench.metrics.pic.curve import (
 )
 from salbench.metrics.pic.engine import Job, PicEngine
 from salbench.metrics.pic.images import check_inputs, image_mask
-from salbench.metrics.pic.settings import PicSettings, settings_with
+from salbench.metrics.pic.settings import INTERPOLATED, PicSettings, settings_with
 from salbench.metrics.pic.transport import EncodedImages
 from salbench.models.base import to_uint8
 
@@ -105,7 +105,7 @@ def pic_curve(
         image: uint8 [H, W, 3] (or [H, W] / [H, W, C]).
         saliency_map: float [H, W]; higher = more important (apply abs before if wanted).
         random_mask: bool [H, W], the pixels every bokeh image keeps (PAIR: 1%); unused (may
-            be None) with ``bokeh="blur"``.
+            be None) with ``bokeh="blur"``. ``bokeh="fast"`` takes it as ``"interp"`` does.
         predict: uint8 [N, H, W, 3] -> float [N]: softmax of the original class (SIC) or
             1.0/0.0 "still top-1" (AIC). Called twice: on [original, fully blurred], then
             (unless skipped) on all bokeh images at once.
@@ -220,7 +220,7 @@ def pic_batch(
         img = to_uint8(x[i])
         problem = check_inputs(img, maps_np[i], np.zeros(img.shape[:2], bool), "interp")
         mask = (image_mask(img, st.mask_fraction, st.seed)
-                if st.bokeh == "interp" and not problem else None)
+                if st.bokeh in INTERPOLATED and not problem else None)
         jobs.append(Job(img, maps_np[i], mask, valid=not problem, message=problem))
     valid_targets = tgt[[i for i, j in enumerate(jobs) if j.valid]]
 
@@ -252,7 +252,7 @@ def pic_prepare(
     if problem:
         return (Job(image, None, None, valid=False, message=problem).state(st),
                 EncodedImages([]) if encoded else np.zeros((0, 1, 1, 3), np.uint8))
-    mask = image_mask(image, st.mask_fraction, st.seed) if st.bokeh == "interp" else None
+    mask = image_mask(image, st.mask_fraction, st.seed) if st.bokeh in INTERPOLATED else None
     job = Job(image, np.asarray(saliency_map), mask)
     engine = PicEngine(st)
     engine.prepare([job])

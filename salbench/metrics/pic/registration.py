@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from salbench.errors import BadInputError
 from salbench.metrics.pic.curve import (
     DEFAULT_THRESHOLDS,
     KINDS,
@@ -22,7 +23,7 @@ from salbench.metrics.pic.curve import (
     PicCurve,
 )
 from salbench.metrics.pic.orchestrator import pic_batch, pic_finalize, pic_prepare
-from salbench.metrics.pic.settings import PicSettings
+from salbench.metrics.pic.settings import INTERPOLATED, PicSettings
 from salbench.metrics.pic.transport import EncodedImages
 from salbench.metrics.registry import register
 
@@ -63,10 +64,12 @@ def _pic_metric(kind: str, info: str) -> Callable[..., dict[str, Any]]:
         curve_points: int = 101,
         mask_fraction: float = 0.01,
         seed: int = 0,
+        bokeh: str = "interp",
         internal_batch_size: int = 64,
         num_workers: int | None = None,
     ) -> dict[str, Any]:
-        settings = PicSettings(info=info, thresholds=tuple(thresholds), min_pred=min_pred,
+        settings = PicSettings(info=info, bokeh=_interpolated(name, bokeh),
+                               thresholds=tuple(thresholds), min_pred=min_pred,
                                keep_monotonous=keep_monotonous, num_points=num_points,
                                mask_fraction=mask_fraction, seed=seed, num_workers=num_workers)
         curves = pic_batch(model, x, target, maps, kinds=(kind,), settings=settings,
@@ -78,10 +81,20 @@ def _pic_metric(kind: str, info: str) -> Callable[..., dict[str, Any]]:
     metric.__doc__ = (
         f"{kind.upper()} ({what} information curve, PAIR protocol) with the {level} as the "
         f"information level; per-sample AUC (NaN when skipped), {name}_skipped (1 skipped, "
-        "0 ok, NaN invalid map) and the curve at curve_points evenly spaced levels."
+        "0 ok, NaN invalid map) and the curve at curve_points evenly spaced levels. bokeh: "
+        "'interp' (PAIR's images, the default) or 'fast' (only the boundary of the kept "
+        "pixels triangulated; equal up to ties of cocircular pixels)."
     )
     metric.__name__ = name
     return metric
+
+
+def _interpolated(name: str, bokeh: str) -> str:
+    """``bokeh`` checked for sic / aic / sic_msssim / aic_msssim: "interp" or "fast"."""
+    if bokeh not in INTERPOLATED:
+        raise BadInputError(f"metric {name!r}: bokeh must be one of {INTERPOLATED}, got "
+                            f"{bokeh!r} (the blurred base is the pic_blur metric)")
+    return bokeh
 
 
 def _cols(name: str) -> dict[str, str]:
@@ -98,11 +111,13 @@ def _split_parts(kind: str, info: str) -> tuple[Callable[..., Any], Callable[...
     name = kind if info == "webp" else f"{kind}_msssim"
 
     def prepare(sample: dict[str, Any], *, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-                mask_fraction: float = 0.01, seed: int = 0, num_workers: int | None = None,
+                mask_fraction: float = 0.01, seed: int = 0, bokeh: str = "interp",
+                num_workers: int | None = None,
                 **_: Any) -> tuple[Any, dict[str, Any], EncodedImages]:
-        key = ("interp", info, tuple(thresholds), mask_fraction, seed)
-        settings = PicSettings(info=info, thresholds=tuple(thresholds),
-                               mask_fraction=mask_fraction, seed=seed, num_workers=num_workers)
+        key = (bokeh, info, tuple(thresholds), mask_fraction, seed)
+        settings = PicSettings(info=info, bokeh=_interpolated(name, bokeh),
+                               thresholds=tuple(thresholds), mask_fraction=mask_fraction,
+                               seed=seed, num_workers=num_workers)
         state, images = pic_prepare(sample["image"], sample["map"], settings, encoded=True)
         return key, state, images
 

@@ -8,7 +8,9 @@ from typing import Any
 from salbench.metrics.pic.curve import DEFAULT_THRESHOLDS
 
 INFOS = ("webp", "msssim")
-BOKEHS = ("interp", "blur")
+BOKEHS = ("interp", "blur", "fast")
+#: the bokeh constructions that interpolate between kept pixels (random mask, thresholds)
+INTERPOLATED = ("interp", "fast")
 
 
 @dataclass(frozen=True)
@@ -17,8 +19,11 @@ class PicSettings:
 
     Attributes:
         info: "webp" (normalised lossless WebP size) or "msssim" (MS-SSIM vs the original).
-        bokeh: "interp" (PAIR's interpolated images) or "blur" (pic_blur: Gaussian-blurred
-            base of radius ``blur_radius``, thresholds = fractions of pixels revealed).
+        bokeh: "interp" (PAIR's interpolated images), "fast" (the same interpolation with
+            only the boundary of the kept pixels triangulated:
+            :func:`~salbench.metrics.pic.images.fast_bokeh_image`; equal to "interp" up to
+            the ties of cocircular pixels) or "blur" (pic_blur: Gaussian-blurred base of
+            radius ``blur_radius``, thresholds = fractions of pixels revealed).
         thresholds: fractions of most salient pixels revealed, ascending in [0, 1] (stored
             as a tuple of floats).
         min_pred: skip the image if the original's prediction is below this.
