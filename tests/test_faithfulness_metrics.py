@@ -261,9 +261,11 @@ def test_sufficiency_equals_quantus(setup):
     base = torch.rand((3, 24, 24), generator=g)
     maps = torch.cat([base, base + 0.05 * torch.rand((3, 24, 24), generator=g)])
     xx = torch.cat([x, x.flip(0)])
-    ours = _fn("sufficiency")(model, xx, y.repeat(2), maps)["sufficiency"]
+    out = _fn("sufficiency")(model, xx, y.repeat(2), maps)
     ref = _q(quantus.Sufficiency(disable_warnings=True), model, xx, y.repeat(2), maps)
-    assert np.isfinite(ours).all() and np.abs(ours - ref).max() < 1e-12
+    assert np.abs(out["sufficiency"] - ref).max() < 1e-12
+    # each map's near-copy is close to it (and a share needs at least one close image)
+    assert (out["sufficiency_neighbours"] >= 1).all()
 
 
 def test_cam_confidence_equals_pytorch_grad_cam(setup):
@@ -373,8 +375,14 @@ def test_edge_cases(setup):
     assert (_fn("average_drop")(model, black, y, maps)["average_drop"] == 0).all()
     assert (_fn("monotonicity")(model, black, y, maps, features_in_step=64)["monotonicity"]
             == 1).all()
-    # sufficiency: an image with no close explanation has no score
-    assert np.isnan(_fn("sufficiency")(model, x[:1], y[:1], maps[:1])["sufficiency"]).all()
+    # sufficiency: alone, or with one other image (never close: the distances are divided
+    # by the largest), an image has no close explanation: 0, as Quantus, with 0 neighbours;
+    # identical maps are all close to each other
+    for n in (1, 2):
+        out = _fn("sufficiency")(model, x[:n], y[:n], maps[:n])
+        assert (out["sufficiency"] == 0).all() and (out["sufficiency_neighbours"] == 0).all()
+    out = _fn("sufficiency")(model, x, torch.zeros_like(y), const)
+    assert (out["sufficiency_neighbours"] == 2).all()
     with pytest.raises(BadInputError, match="subset_size"):
         _fn("faithfulness_correlation")(model, x, y, maps, subset_size=10_000)
     with pytest.raises(BadInputError, match="perturb_baseline"):

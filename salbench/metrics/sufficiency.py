@@ -8,8 +8,11 @@ matrix divided by its largest value, and "close" when at most ``threshold``. The
 compared are those of one model-stage batch (Quantus compares those of the batch it is
 given): the score depends on ``resources.batch_size`` and on which images share a batch,
 not on randomness. Pixels that do not vary over the batch are left out of "seuclidean"
-(Quantus divides by their zero variance and then finds no image close). NaN when no other
-image is close (Quantus: 0). In [0, 1], higher is better; 1 pass per map.
+(Quantus divides by their zero variance and then finds no image close). 0 when no other
+image is close (as Quantus; the share is undefined there): ``sufficiency_neighbours`` counts
+the close images, so such rows can be told apart. With 2 images in a batch the other one is
+never close (the distances are divided by the largest). In [0, 1], higher is better; 1 pass
+per map.
 """
 
 from __future__ import annotations
@@ -27,28 +30,31 @@ from salbench.models.base import Classifier
 
 
 def local_sufficiency(a: np.ndarray, classes: np.ndarray, threshold: float = 0.6,
-                      distance_func: str = "seuclidean") -> np.ndarray:
-    """a float [B, N] (|map| flattened), classes int [B] -> float64 [B] in [0, 1] or NaN."""
+                      distance_func: str = "seuclidean") -> tuple[np.ndarray, np.ndarray]:
+    """a float [B, N] (|map| flattened), classes int [B] -> (sufficiency float64 [B] in
+    [0, 1], number of other images close to each float64 [B])."""
+    b = len(a)
     if distance_func == "seuclidean":
-        varying = a.var(0) > 0
-        a = a[:, varying]
-    if len(a) < 2 or a.shape[1] == 0:
-        return np.full(len(a), np.nan)
-    try:
-        dist = cdist(a, a, distance_func)
-    except ValueError as exc:
-        raise BadInputError(f"distance_func {distance_func!r}: {exc}") from None
-    peak = np.nanmax(np.abs(dist)) if np.isfinite(dist).any() else 0.0
-    if peak > 0:
-        dist = dist / peak
-    close = (dist <= threshold) & ~np.eye(len(a), dtype=bool)
+        a = a[:, a.var(0) > 0] if b > 1 else a[:, :0]
+    if a.shape[1] == 0:  # no pixel varies over the batch: the maps are all equal
+        dist = np.zeros((b, b))
+    else:
+        try:
+            dist = cdist(a, a, distance_func)
+        except ValueError as exc:
+            raise BadInputError(f"distance_func {distance_func!r}: {exc}") from None
+        peak = np.nanmax(np.abs(dist)) if np.isfinite(dist).any() else 0.0
+        if peak > 0:
+            dist = dist / peak
+    close = (dist <= threshold) & ~np.eye(b, dtype=bool)
     same = classes[None, :] == classes[:, None]
     n = close.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, (close & same).sum(1) / np.where(n > 0, n, 1), np.nan)
+    share = (close & same).sum(1) / np.maximum(n, 1)
+    return share.astype(np.float64), n.astype(np.float64)
 
 
-@register("sufficiency", stage="model", columns={"sufficiency": "float"},
+@register("sufficiency", stage="model",
+          columns={"sufficiency": "float", "sufficiency_neighbours": "float"},
           directions={"sufficiency": "higher"})
 def sufficiency(
     model: Classifier,
@@ -65,4 +71,5 @@ def sufficiency(
     classes = predictions(model, len(x), lambda i: x[i], device=x.device,
                           internal_batch_size=internal_batch_size).cpu().numpy()
     a = feature_values(maps, None).abs().cpu().numpy()
-    return {"sufficiency": local_sufficiency(a, classes, threshold, distance_func)}
+    share, n = local_sufficiency(a, classes, threshold, distance_func)
+    return {"sufficiency": share, "sufficiency_neighbours": n}
