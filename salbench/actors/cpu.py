@@ -1,12 +1,12 @@
 """BokehActor and FinalizeActor: the CPU stages.
 
 BokehActor runs every model-free ("cpu") metric on each ok row and the CPU half of every
-split metric (PIC: bokeh images and information levels), whose images it attaches to the
-row for the ScoreActor (PIC's as lossless WebP, :class:`~salbench.metrics.pic.EncodedImages`,
-decoded as the ScoreActor iterates them). FinalizeActor turns the scored images into the split metrics'
-columns (PIC curves and AUCs). Rows travel with fixed-type columns; the split metrics'
-payload is one pickled ``split`` bytes column that only these actors read (internal data,
-never read from outside the pipeline).
+split metric (PIC: bokeh images and information levels), whose images it attaches to the row
+for the ScoreActor (PIC's as lossless WebP, :class:`~salbench.metrics.pic.EncodedImages`,
+decoded as the ScoreActor iterates them). FinalizeActor turns the scored images into the
+split metrics' columns (PIC curves and AUCs). Rows travel with fixed-type columns; the split
+metrics' payload is one pickled ``split`` bytes column that only these actors read (internal
+data, never read from outside the pipeline).
 """
 
 from __future__ import annotations
