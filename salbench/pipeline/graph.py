@@ -6,11 +6,11 @@ models' branches are united -> FinalizeActor (CPU: PIC curves and AUCs) -> the w
 Finalize stages exist only when a split metric (PIC) is configured.
 
 Data between stages: images travel as the model's uint8 crop, maps as float16; the bokeh
-images go from the BokehActor to the ScoreActor as lossless WebP (2 + T per PIC protocol and (sample, method),
-metrics with the same protocol share them: ``sic`` and ``aic`` score one set; an image two
-protocols send is encoded once) and are dropped once scored, so only the scores reach the
-FinalizeActor. Rebuilding them on the model side instead would put the griddata work (~1 s
-per bokeh set) on the GPU actor.
+images go from the BokehActor to the ScoreActor as lossless WebP (2 + T per PIC protocol and
+(sample, method), metrics with the same protocol share them: ``sic`` and ``aic`` score one
+set; an image two protocols send is encoded once) and are dropped once scored, so only the
+scores reach the FinalizeActor. Rebuilding them on the model side instead would put the
+griddata work (~1 s per bokeh set) on the GPU actor.
 
 Each block holds whole shards from reading on (one, or several small ones:
 ``resources.block_images``, :func:`salbench.pipeline.plan.block_shards`), the model stages
