@@ -169,6 +169,8 @@ def _sequential(*layers: nn.Module) -> Classifier:
                          nn.LazyLinear(4)), r"layer '0' is a grouped/depthwise"),
     (lambda: _sequential(nn.Conv2d(3, 4, 3), nn.ReLU6(), nn.Flatten(), nn.LazyLinear(4)),
      r"ReLU6"),
+    (lambda: _sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Flatten(),
+                         nn.LazyLinear(4)), r"batch-norm '2' does not follow a convolution"),
 ])
 def test_lrp_unsupported_layers_are_named(net, message):
     model = net()

@@ -91,10 +91,17 @@ def check_network(net: nn.Module) -> bool:
     torchvision ResNet (it needs the ResNet canonizer)."""
     containers = _containers()
     modules = list(net.named_modules())
+    previous: nn.Module | None = None
     for name, module in modules:  # leaves first: the message names the layer itself
         if len(list(module.children())) > 0:
             continue
         where, kind = name or "the network itself", type(module).__name__
+        if isinstance(module, nn.BatchNorm2d) and not isinstance(previous, (nn.Conv2d,
+                                                                            nn.Linear)):
+            raise BadInputError(
+                f"lrp: batch-norm {where!r} does not follow a convolution, so it cannot be "
+                "merged into one (LRP has no rule for a free-standing batch-norm)")
+        previous = module
         if not isinstance(module, SUPPORTED_LEAVES):
             raise BadInputError(
                 f"lrp: layer {where!r} ({kind}) is not supported; LRP here covers Conv2d, "
@@ -157,6 +164,7 @@ def lrp(
     """
     if composite not in COMPOSITES:
         raise ConfigError(f"lrp: composite must be one of {COMPOSITES}, got {composite!r}")
+    _zennit()
     net, mean, std = (getattr(model, k, None) for k in ("net", "mean", "std"))
     if not isinstance(net, nn.Module) or not isinstance(mean, torch.Tensor) or getattr(
             model, "grayscale", False):
