@@ -152,6 +152,7 @@ def test_gpu_case_runs_on_cpu_with_a_tiny_model(tmp_path, monkeypatch):
                 "images": 2}
 
     monkeypatch.setattr(gpu, "_case5", case5)
+    monkeypatch.setattr(gpu, "BUDGET_S", 1e9)  # a loaded CPU may take minutes; no deadline
     assert harness.main(["gpu", "--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())["cases"]["gpu"]
     rows = res["rows"]
@@ -167,6 +168,19 @@ def test_gpu_case_runs_on_cpu_with_a_tiny_model(tmp_path, monkeypatch):
     assert res["ig_passes"]["tiny_cnn"][0] >= 16  # IG's 16 steps, counted
     md = (tmp_path / "results.md").read_text()
     assert "GPU: cases 1-3 and 5" in md and "TINY" in md
+
+
+def test_gpu_case_past_its_deadline_lists_every_step_as_skipped(tmp_path, monkeypatch):
+    from benchmarks import gpu
+
+    monkeypatch.setattr(gpu, "BUDGET_S", 0.0)
+    assert harness.main(["gpu", "--device", "cpu", "--tiny", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())["cases"]["gpu"]
+    assert res["rows"] == []
+    assert res["skipped"] == ["case 1 tiny_cnn fp32", "case 3 tiny_cnn fp32",
+                              "case 1 tiny_cnn tf32", "case 1 tiny_cnn bf16",
+                              "case 5 tiny_cnn bf16", "case 2 tiny_cnn fp32"]
+    assert "Skipped (past the deadline)" in (tmp_path / "results.md").read_text()
 
 
 def test_gpu_peak_table_share_formula_and_precision_setting():
