@@ -51,9 +51,11 @@ def placement(model: str, device: torch.device) -> str:
 
 
 def set_threads(config: RunConfig, device: torch.device) -> None:
-    """torch threads of a model actor: ``resources.torch_threads``; else on CPU, in a Ray
-    actor, the CPUs Ray assigned to it (its pool's ``num_cpus``, at least 1), and in this
-    process (the in-process executor) the node's cores divided among the models.
+    """torch threads of a model actor: ``resources.torch_threads``, which both executors
+    set to the same number for their actors (``salbench.pipeline.plan.model_threads``:
+    equal threads, equal maps); else (an actor built by hand) on CPU, in a Ray actor, the
+    CPUs Ray assigned to it (its pool's ``num_cpus``, at least 1), and outside one the
+    node's cores divided among the models.
 
     A Ray actor with more threads than its CPUs oversubscribes the cores that the other
     stages' actors and read tasks run on, and torch's threads then wait for each other:
