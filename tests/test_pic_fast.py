@@ -138,3 +138,12 @@ def test_pic_curve_takes_fast():
     assert exact.ok and fast.ok
     assert abs(fast.auc - exact.auc) < 0.02
     np.testing.assert_allclose(fast.levels, exact.levels, rtol=0.05)  # WebP sizes, as exact
+
+
+def test_the_report_names_a_non_default_bokeh():
+    from salbench.report.build import pic_bokeh
+
+    assert pic_bokeh({"metrics": ["sic", {"name": "aic", "bokeh": "interp"}]}) == ""
+    assert pic_bokeh({"metrics": [{"name": "sic", "bokeh": "fast"}, "insertion",
+                                  {"name": "aic", "bokeh": "fast", "alias": "aic_f"}]}) \
+        == "PIC bokeh: fast (sic, aic_f)"

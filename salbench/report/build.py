@@ -41,11 +41,23 @@ def _meta(run: RunTables) -> str:
              f"started {escape(str(m.get('started', '?'))[:19].replace('T', ' '))} UTC",
              f"profile {escape(str(run.config.get('profile', '?')))}",
              escape(_numerics(m)),
+             *([escape(bokeh)] if (bokeh := pic_bokeh(run.config)) else []),
              f"{n_samples} samples x {len(run.models)} model(s) x {len(run.methods)} methods "
              f"= {len(run.samples)} rows",
              f"models: {escape(', '.join(run.models))}"]
     return " · ".join(parts) + ("<br>Built from the run's Parquet tables "
                                 "(samples/*.parquet, summary.parquet) and manifest.json.")
+
+
+def pic_bokeh(config: dict) -> str:
+    """The PIC metrics of a recorded config that use a bokeh other than PAIR's ``interp``,
+    in words ("PIC bokeh: fast (sic, aic)"); "" when none does."""
+    items = [{"name": c} if isinstance(c, str) else c for c in config.get("metrics") or []]
+    other = {}
+    for c in items:
+        if isinstance(c, dict) and c.get("bokeh", "interp") != "interp":
+            other.setdefault(str(c["bokeh"]), []).append(str(c.get("alias", c.get("name"))))
+    return "; ".join(f"PIC bokeh: {b} ({', '.join(labels)})" for b, labels in other.items())
 
 
 def _numerics(manifest: dict) -> str:
