@@ -14,6 +14,10 @@ is, since on CPU it is fp32), each on its own freshly loaded model, with the sam
   change of the mean over images (the dataset-level figure), both with the maps *and* the
   metric's forward passes at the setting ("run"), and with the setting's maps scored at
   fp32 ("map only"), which separates what the map moved from what the scoring moved;
+- SIC (PAIR's softmax information curve, the default ``interp`` bokeh) for the methods of
+  :data:`SIC_METHODS` that run: the largest per-image AUC change and the change of the
+  dataset-level AUC (the AUC of the median curve, PAIR's aggregate), maps and scoring at
+  the setting;
 - time: seconds per image of the method (map and insertion/deletion excluded) relative to
   fp32's, one pass each (noisy on a shared machine).
 
@@ -38,6 +42,8 @@ from salbench.models import load, numerics
 SLOW = ("ggig", "igos", "meaningful_perturbation", "scorecam", "ablationcam", "samp",
         "samp_pp", "xrai")
 QUICK_METHODS = ("vg", "ig", "gradcam")
+#: Methods whose SIC is measured too (its CPU stage costs ~2 s a map on one core).
+SIC_METHODS = ("vg", "ig", "gradcam")
 
 
 def settings_for(device: str, with_compile: bool) -> dict[str, numerics.Numerics]:
@@ -65,6 +71,34 @@ def _auc(model: torch.nn.Module, settings: numerics.Numerics, x: torch.Tensor,
             cols = spec.fn(model, x, target, maps, **spec.params("fast"))
             out[name] = np.asarray(cols[f"{name}_auc"], np.float64)
     return out
+
+
+def _sic(model: torch.nn.Module, settings: numerics.Numerics, x: torch.Tensor,
+         target: torch.Tensor, maps: torch.Tensor) -> dict[str, Any]:
+    """Per-image SIC curves of ``maps`` [B, H, W] (scores under ``settings``): AUCs [B],
+    curves [B, P] (NaN rows for skipped images), their x grid [P]."""
+    from salbench.metrics.pic import image_mask, pic_curve, predictor
+    from salbench.models.base import to_uint8
+
+    aucs, ys, grid = [], [], None
+    with numerics.numeric_mode(settings):
+        for i in range(len(x)):
+            img = to_uint8(x[i])
+            curve = pic_curve(img, maps[i].double().cpu().numpy(), image_mask(img),
+                              predictor(model, int(target[i]), "sic"))
+            aucs.append(curve.auc)
+            ys.append(curve.y)
+            grid = curve.x
+    return {"auc": np.asarray(aucs, np.float64), "y": np.asarray(ys, np.float64),
+            "x": np.asarray(grid, np.float64)}
+
+
+def _aggregate(sic: dict[str, Any]) -> float:
+    """PAIR's dataset-level SIC: the AUC of the median of the usable curves."""
+    ok = np.isfinite(sic["y"]).all(axis=1)
+    if not ok.any():
+        return float("nan")
+    return float(np.trapezoid(np.median(sic["y"][ok], axis=0), sic["x"]))
 
 
 def _attribute(name: str, model: torch.nn.Module, settings: numerics.Numerics,
@@ -111,6 +145,8 @@ def run(s: Settings) -> dict[str, Any]:
             try:
                 got = _attribute(name, model, settings, x, target)
                 got["auc"] = _auc(model, settings, x, target, got["maps"])
+                if name in SIC_METHODS and not s.quick:
+                    got["sic"] = _sic(model, settings, x, target, got["maps"])
                 if label != "fp32":
                     got["auc_fp32_scoring"] = _auc(base, cases["fp32"], x, target, got["maps"])
             except Exception as exc:  # reported in the table, the other methods go on
@@ -146,6 +182,12 @@ def run(s: Settings) -> dict[str, Any]:
                 row[f"{metric}_mean_delta"] = float(d_run.mean())
                 row[f"{metric}_map_only_max_abs_delta"] = float(np.abs(d_map).max())
                 row[f"{metric}_map_only_mean_delta"] = float(d_map.mean())
+            if "sic" in a and "sic" in b:
+                d = b["sic"]["auc"] - a["sic"]["auc"]
+                both = np.isfinite(d)
+                row["sic_images"] = int(both.sum())
+                row["sic_max_abs_delta"] = float(np.abs(d[both]).max()) if both.any() else None
+                row["sic_aggregate_delta"] = _aggregate(b["sic"]) - _aggregate(a["sic"])
             rows.append(row)
     return {"model": s.model, "images": len(x), "device": s.device, "profile": "fast",
             "settings": {k: v.as_dict() for k, v in cases.items()},
@@ -168,12 +210,13 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         "| setting | method | map rel. L2 median / max | min rank rho | completeness rel. "
         "fp32 -> setting | insertion AUC: max abs delta / mean delta (map only: max / mean) "
-        "| deletion AUC: max abs delta / mean delta (map only: max / mean) | time vs fp32 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| deletion AUC: max abs delta / mean delta (map only: max / mean) | SIC AUC: max abs "
+        "delta (images) / aggregate delta | time vs fp32 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"| {r['setting']} | {r['method']} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['setting']} | {r['method']} | failed: {r['error']} | | | | | | |")
             continue
         comp = "" if r["completeness"] is None else \
             f"{r['completeness_fp32']:.2e} -> {r['completeness']:.2e}"
@@ -185,6 +228,9 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{r[f'{metric}_mean_delta']:+.1e} "
                          f"({_e(r[f'{metric}_map_only_max_abs_delta'])} / "
                          f"{r[f'{metric}_map_only_mean_delta']:+.1e})")
+        cells.append("" if "sic_images" not in r else
+                     f"{_e(r['sic_max_abs_delta'])} ({r['sic_images']}) / "
+                     f"{r['sic_aggregate_delta']:+.1e}")
         cells.append("" if r["time_ratio"] is None else f"{r['time_ratio']:.2f}x")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

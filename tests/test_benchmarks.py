@@ -197,3 +197,29 @@ def test_gpu_peak_table_share_formula_and_precision_setting():
     assert math.isclose(gpu.share(10, 2, 100.0, {"fb": 4e9, "forward": 1e9}, 100.0), 0.042)
     assert load_model(Settings(model="tiny_cnn", precision="bf16")).numerics.precision == "bf16"
     assert load_model(Settings(model="tiny_cnn")).numerics is None
+
+
+def test_quick_precision_case_compares_each_setting_with_fp32(tmp_path):
+    import numpy as np
+
+    from benchmarks import precision
+
+    assert harness.main(["precision", "--quick", "--model", "tiny_smooth",
+                         "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())["cases"]["precision"]
+    rows = {(r["setting"], r["method"]): r for r in res["rows"]}
+    assert set(rows) == {(s, m) for s in ("bf16", "channels_last")
+                         for m in precision.QUICK_METHODS}
+    assert not [r for r in rows.values() if "error" in r]
+    for m in precision.QUICK_METHODS:
+        bf16, cl = rows[("bf16", m)], rows[("channels_last", m)]
+        # bfloat16 keeps 8 bits of mantissa: maps move, but not beyond recognition here
+        assert 1e-4 < bf16["map_rel_l2_median"] < 0.1 and bf16["rank_spearman_min"] > 0.99
+        assert cl["map_rel_l2_max"] < 1e-5  # a memory layout: float32 rounding only
+        assert (bf16["completeness"] is None) == (m != "ig")
+    assert "| bf16 | ig |" in (tmp_path / "results.md").read_text()
+    # PAIR's dataset-level SIC: the AUC of the median of the usable curves
+    sic = {"x": np.array([0.0, 0.5, 1.0]),
+           "y": np.array([[0.0, 1.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.5, 1.0],
+                          [np.nan] * 3])}
+    assert precision._aggregate(sic) == 0.5  # median curve (0, 0.5, 1)
