@@ -1,7 +1,9 @@
 """The benchmark harness: ``python -m benchmarks [CASE ...] [options]``.
 
 Cases (SPEC 8, all by default): floor, refs, scaling, bokeh, pipeline, throughput,
-driver_memory; on request only: precision (each numeric setting's fidelity against fp32)
+driver_memory; on request only: pic_transport and pic_fast (PIC's images between stages,
+``bokeh: fast``; each also ``python -m benchmarks.<case>``), precision (each numeric
+setting's fidelity against fp32)
 and gpu (cases 1-3 and 5 on CUDA for ResNet-50 and EfficientNet-Lite0 at each precision,
 within 8 minutes; ``--device cpu --tiny`` checks it on CPU). Each runs in this
 process, one after another; run the harness alone on the machine (two torch-heavy
@@ -36,6 +38,8 @@ from benchmarks import (
     driver_memory,
     floor,
     gpu,
+    pic_fast,
+    pic_transport,
     pipeline,
     precision,
     refs,
@@ -58,9 +62,12 @@ CASES = {
     "precision": (precision.run, precision.markdown,
                   "Numeric settings: fidelity against fp32"),
     "gpu": (gpu.run, gpu.markdown, "GPU: cases 1-3 and 5 per model and precision"),
+    "pic_transport": (pic_transport.run, pic_transport.markdown,
+                      "PIC images between stages: raw pixels vs lossless WebP"),
+    "pic_fast": (pic_fast.run, pic_fast.markdown, "PIC bokeh: fast vs the exact mode"),
 }
 #: What ``python -m benchmarks`` runs without cases named.
-DEFAULT_CASES = [c for c in CASES if c not in ("precision", "gpu")]
+DEFAULT_CASES = [c for c in CASES if c not in ("precision", "gpu", "pic_transport", "pic_fast")]
 
 
 def _sizes(p: argparse.ArgumentParser, option: str, text: str | None) -> tuple[int, ...] | None:
