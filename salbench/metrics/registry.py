@@ -82,10 +82,27 @@ BUILTIN_BOUNDS: dict[str, tuple[float, float]] = {
     **{c: (0.0, float("inf")) for c in BUILTIN_DIRECTIONS if "ratio" in c
        and "_samp" not in c},
     "mprt_spearman": (-1.0, 1.0), "sensitivity_n": (-1.0, 1.0), "mprt_ssim": (-1.0, 1.0),
+    # the Quantus / LATEC families, where the range holds whatever the parameters: a
+    # correlation, a fraction, a Gini coefficient, a distance or a count
+    **{c: (-1.0, 1.0) for c in ("faithfulness_correlation", "faithfulness_estimate",
+                                "monotonicity_correlation", "random_logit")},
+    **{c: (0.0, 1.0) for c in ("monotonicity", "increase_in_confidence", "input_invariance",
+                               "road", "road_lerf", "sufficiency", "average_drop",
+                               "consistency", "relevance_mass_accuracy",
+                               "relevance_rank_accuracy", "sparseness")},
+    **{c: (0.0, float("inf")) for c in ("infidelity", "max_sensitivity", "avg_sensitivity",
+                                        "local_lipschitz", "continuity",
+                                        "relative_input_stability",
+                                        "relative_output_stability",
+                                        "relative_representation_stability", "complexity",
+                                        "effective_complexity", "non_sensitivity",
+                                        # a fraction unless weighted by the box's size
+                                        "topk_intersection", "attribution_localisation")},
 }
 
 #: Columns whose per-sample values are 0/1 hits (Wilson intervals for their mean).
-BINARY_COLUMNS = frozenset({"pointing_game_hit"})
+BINARY_COLUMNS = frozenset({"pointing_game_hit", "monotonicity", "increase_in_confidence",
+                            "input_invariance"})
 
 
 @dataclass(frozen=True)
