@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 import salbench
+from salbench.config import parse_config
 from salbench.datasets.synthetic import SyntheticParams, generate, mask_box
 from salbench.errors import BadInputError
 from salbench.metrics import complexity as C
@@ -271,6 +272,14 @@ def test_registered_metrics_take_boxes_or_a_mask():
         ground_truth_mask({**with_box, "mask": mask[:-1]})
 
 
+def test_metrics_all_expands_to_every_registered_metric():
+    cfg = parse_config({"dataset": "sample", "models": ["efficientnet_lite0"],
+                        "methods": ["vg"], "metrics": "all"})
+    assert [c.name for c in cfg.metrics] == salbench.metrics.names()
+    assert set(LOCALISATION + COMPLEXITY) <= {c.name for c in cfg.metrics}
+    assert parse_config(cfg.to_dict()) == cfg  # the recorded config names them all
+
+
 def _raising_on_bright(spec, threshold: float):
     """``spec`` whose function raises on images brighter than ``threshold`` (mean in [0, 1])."""
     inner = spec.fn
@@ -322,3 +331,31 @@ def test_pipeline_one_samples_failure_stays_on_it(tmp_path, monkeypatch, family,
     html = Path(write_report(res.run_dir)).read_text()
     assert 'id="rankings"' in html and "Method ranks, tiny_smooth" in html
     assert all(f"<td>{n}</td>" in html for n in family)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_metrics_all_on_the_bundled_sample_ray_and_in_process_agree(ray_session, tmp_path):
+    """``metrics: all`` on two of the bundled photos (fast profile, one method): every
+    registered metric runs in one run, every row is ok, and the Ray pipeline and the
+    in-process executor write the same samples, summary and rankings tables."""
+    cfg = {"name": "all", "seed": 0, "profile": "fast",
+           "dataset": {"kind": "sample", "limit": 2}, "models": ["efficientnet_lite0"],
+           "methods": ["vg"], "metrics": "all",
+           "resources": {"shard_size": 2, "batch_size": 2, "torch_threads": 1}}
+    local = salbench.evaluate(cfg, out=tmp_path / "local", ray=False)
+    on_ray = salbench.evaluate(cfg, out=tmp_path / "ray", ray=True)
+    s = local.samples
+    assert len(s) == 2 and (s["status"] == "ok").all(), s["error"].tolist()
+    for name in salbench.metrics.names():
+        spec = salbench.metrics.get(name)
+        assert set(spec.columns) <= set(s.columns), name
+    assert [c.name for c in parse_config(cfg).metrics] == salbench.metrics.names()
+    # the photos have boxes: the localisation family has values
+    assert np.isfinite(s[list(LOCALISATION)].astype(float).to_numpy()).all()
+    pd.testing.assert_frame_equal(*[r.samples.drop(columns=["run_id"]) for r in (local, on_ray)],
+                                  check_exact=True)
+    pd.testing.assert_frame_equal(local.summary, on_ray.summary, check_exact=True)
+    pd.testing.assert_frame_equal(
+        *[pd.read_parquet(Path(r.run_dir) / "rankings.parquet") for r in (local, on_ray)],
+        check_exact=True)
