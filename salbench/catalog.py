@@ -52,7 +52,7 @@ METHOD_COSTS: dict[str, Callable[[P], str]] = {
     "rise": lambda p: f"{p['masks']} fwd",
     "xrai": lambda p: f"{2 * p['steps']} fwd+bwd + segmentation (CPU)",
     "lrp": lambda p: "1 fwd+bwd (modified rules)",
-    "deeplift": lambda p: "2 fwd + 1 bwd",
+    "deeplift": lambda p: "1 fwd+bwd on 2 rows (input and reference)",
 }
 
 def _per_channel(p: P) -> str:
