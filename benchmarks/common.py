@@ -106,13 +106,15 @@ class PassCounter:
 
     A forward hook notes each call's batch size; a tensor hook on the output notes when a
     gradient flows back through it. ``fb``: samples whose output was back-propagated;
-    ``f``: samples only run forward (with or without autograd recording).
+    ``f``: samples only run forward (with or without autograd recording). The hook sits on
+    the network behind a Classifier (``model.net``), so the passes of methods that run it
+    past the Classifier's forward (DeepLift's and LRP's float32 rules) count too.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
         self._forward = 0
         self.fb = 0
-        self._handle = model.register_forward_hook(self._hook)
+        self._handle = getattr(model, "net", model).register_forward_hook(self._hook)
 
     @property
     def f(self) -> int:
