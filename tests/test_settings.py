@@ -44,7 +44,7 @@ def test_pic_registered_defaults_are_the_settings_defaults(name):
     params = salbench.metrics.get(name).params()
     shared = {k: v for k, v in _defaults(PicSettings).items() if k in params}
     assert set(shared) == {"thresholds", "min_pred", "keep_monotonous", "num_points",
-                           "mask_fraction", "seed", "num_workers"}
+                           "mask_fraction", "seed", "num_workers", "bokeh"}
     for key, value in shared.items():
         assert tuple(params[key]) == value if key == "thresholds" else params[key] == value
 
