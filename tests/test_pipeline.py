@@ -252,7 +252,7 @@ def test_cli_list_run_and_errors(tmp_path, capsys):
     captured = capsys.readouterr()
     out = captured.out
     assert "run directory:" in out and "insertion_auc" in out
-    assert "rows/s" in captured.err and "ETA" in captured.err
+    assert "cells/s" in captured.err and "ETA" in captured.err and "shard 0 written" in captured.err
     assert main(["run", str(cfg), "--set", "dataset.n=1", "--quiet"]) == 0
     assert "[salbench]" not in capsys.readouterr().err
     assert main(["run", str(cfg), "--set", "methods=[nope]"]) == 2
