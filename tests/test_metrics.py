@@ -129,3 +129,24 @@ def test_metric_registry_errors():
         salbench.metrics.get("insertion").params(stepz=3)
     assert salbench.metrics.get("pointing_game").stage == "cpu"
     assert salbench.metrics.get("insertion").stage == "model"
+
+
+def test_gini_coefficients_do_not_depend_on_blas_threads():
+    """Concentration's and sparseness's Gini sums are numpy's own pairwise sums, not BLAS
+    dots, so the in-process executor and a Ray CPU actor (other BLAS thread counts) write
+    equal values."""
+    from threadpoolctl import threadpool_limits
+
+    from salbench.metrics.complexity import gini_index
+    from salbench.metrics.concentration import concentration_scores
+
+    m = np.random.default_rng(0).random((224, 224)).astype(np.float32)
+    with threadpool_limits(1):
+        one = (concentration_scores(m)["concentration_gini"], gini_index(m))
+    with threadpool_limits(4):
+        many = (concentration_scores(m)["concentration_gini"], gini_index(m))
+    assert one == many
+    v = np.sort(np.abs(m.astype(np.float64)).ravel())
+    n = v.size
+    hand = sum((2 * i - n - 1) * x for i, x in enumerate(v.tolist(), start=1)) / (n * v.sum())
+    assert abs(one[0] - hand) < 1e-12

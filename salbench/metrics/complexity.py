@@ -40,7 +40,9 @@ def gini_index(saliency_map: np.ndarray, abs: bool = True, normalise: bool = Tru
     n, total = a.size, a.sum()
     if total == 0:
         return float("nan")
-    return float((2 * np.arange(1, n + 1) - n - 1) @ a / (n * total))
+    # np.sum's pairwise sum, not a BLAS dot: the same value whatever BLAS's thread count
+    # (the in-process executor and a Ray CPU actor run BLAS with different threads)
+    return float(np.sum((2 * np.arange(1, n + 1) - n - 1) * a) / (n * total))
 
 
 def entropy_complexity(saliency_map: np.ndarray, abs: bool = True,

@@ -30,7 +30,10 @@ def concentration_scores(saliency_map: np.ndarray) -> dict[str, float]:
         out[f"concentration_top{k}"] = float(s[:n].sum() / total) if total > 0 else float("nan")
     asc = s[::-1]
     n = len(asc)
-    gini = (2 * np.arange(1, n + 1) - n - 1) @ asc / (n * total) if total > 0 else float("nan")
+    # np.sum's pairwise sum, not a BLAS dot: the same value whatever BLAS's thread count
+    # (the in-process executor and a Ray CPU actor run BLAS with different threads)
+    weighted = np.sum((2 * np.arange(1, n + 1) - n - 1) * asc)
+    gini = weighted / (n * total) if total > 0 else float("nan")
     out["concentration_gini"] = float(gini)
     return out
 
