@@ -8,6 +8,7 @@ from their documented protocol; a plugin without an entry says "see its docs".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -72,9 +73,24 @@ MODEL_NEEDS: dict[str, str] = {
 }
 
 
-#: The papers by the names users know them by (docstrings number them as the project does).
-PAPERS = {"paper 000": "Geometrically Guided Saliency paper", "paper 001": "IDGI paper",
-          "paper 002": "I-GOS paper", "paper 003": "DGA paper", "paper 004": "SAMP paper"}
+#: The five papers: the project's number (docstrings use it) -> (the short name users see,
+#: the reference that defines it). The report and ``salbench list`` use these, never numbers.
+PAPER_REFS: dict[str, tuple[str, str]] = {
+    "000": ("Geometrically Guided Saliency paper",
+            'Rahman, Lewis & Plis, "Geometrically Guided Saliency Maps"'),
+    "001": ("IDGI paper", 'Yang, Wang & Bilgic, "IDGI: A Framework to Eliminate Explanation '
+                          'Noise from Integrated Gradients", CVPR 2023'),
+    "002": ("I-GOS paper", 'Qi, Khorram & Li, "Visualizing Deep Networks by Optimizing with '
+                           'Integrated Gradients" (I-GOS), AAAI 2020'),
+    "003": ("DGA paper", 'Jeon, Jeong & Choi, "Distilled Gradient Aggregation" (DGA), '
+                         "NeurIPS 2022, supplement"),
+    "004": ("SAMP paper", 'Zhang, Zheng, Zhou & Lu, "Path Choice Matters for Clear Attribution '
+                          'in Path Methods" (SAMP), ICLR 2024'),
+}
+#: "paper 001" -> "IDGI paper": the papers by the names users know them by.
+PAPERS = {f"paper {number}": short for number, (short, _) in PAPER_REFS.items()}
+#: The design spec's section references ("SPEC 4", "SPEC 2 and 4"): developers' words only.
+_SPEC_REF = re.compile(r"[;,]?\s*\bSPEC \d+(?:(?:,| and) \d+)*")
 _NOT_AN_END = ("al.", "Alg.", "Eq.", "e.g.", "i.e.", "Sec.", "Fig.", "vs.")
 LIMIT = 100
 
@@ -91,6 +107,8 @@ def first_sentence(text: str) -> str:
     line = " ".join(out).rstrip(":,. ")
     for number, title in PAPERS.items():
         line = line.replace(number, title)
+    line = re.sub(r"\(\s*[;,]\s*", "(", _SPEC_REF.sub("", line))
+    line = " ".join(re.sub(r"\(\s*\)", "", line).split())
     return line if len(line) <= LIMIT else line[: LIMIT - 3].rstrip() + "..."
 
 
@@ -145,4 +163,4 @@ def _method_needs(name: str) -> str:
     return {"lrp": "the [lrp] extra (zennit)"}.get(name, "")
 
 
-__all__ = ["METHOD_COSTS", "MODEL_NEEDS", "entries", "first_sentence"]
+__all__ = ["METHOD_COSTS", "MODEL_NEEDS", "PAPERS", "PAPER_REFS", "entries", "first_sentence"]

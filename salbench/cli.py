@@ -286,7 +286,10 @@ def address_hint(args: argparse.Namespace, exc: BaseException) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``salbench`` command."""
-    p = argparse.ArgumentParser(prog="salbench", description=__doc__)
+    p = argparse.ArgumentParser(prog="salbench", description=(
+        "Evaluate saliency (attribution) methods on image classifiers: run a config's "
+        "models x methods x metrics on a dataset (locally or on a Ray cluster), then read the "
+        "results as a report or compare two runs."))
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run a config file")

@@ -8,6 +8,7 @@ runs the real pipeline on the tiny model.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import io
@@ -35,7 +36,7 @@ from salbench.report import write_compare_report, write_report
 from salbench.report.compare import classify
 from salbench.report.data import read_run
 from salbench.report.gallery import NORMALISATION, normalise
-from salbench.report.tables import idgi_pairs, idgi_tables
+from salbench.report.tables import idgi_pairs, idgi_tables, tables_markdown
 
 SIZE = 32
 N = 6
@@ -190,7 +191,7 @@ def test_idgi_table_pairs_methods_and_highlights_the_better(report):
     run = read_run(report)
     assert idgi_pairs(run) == [("ig", "idgi_ig"), ("gig", "idgi_gig")]
     md = (report / "report" / "tables.md").read_text()
-    title = "Paper 001 (Table 1): Insertion score with probability (↑) — insertion_auc"
+    title = "IDGI paper, Table 1: Insertion score with probability (↑) — insertion_auc"
     header, (cells,) = md_rows(md, title)
     assert header == ["model", "IG", "+IDGI", "GIG", "+IDGI", "Other (vg)"]
     s = tables.read_samples(report)  # the run's own files, read independently of the report
@@ -207,23 +208,32 @@ def test_idgi_table_pairs_methods_and_highlights_the_better(report):
         assert cells[cb].startswith("**") == (not better_is_idgi)
     assert cells[2].startswith("**") and "*)" in cells[2]     # IDGI improves IG, significant
     assert cells[3].startswith("**")                           # GIG beats its IDGI form
-    _, (mae,) = md_rows(md, "Paper 001 (Table 4): MAE (↓) — wsol_mae")
+    _, (mae,) = md_rows(md, "IDGI paper, Table 4: MAE (↓) — wsol_mae")
     assert mae[2].startswith("**") and not mae[1].startswith("**")  # lower MAE is better
     assert "n=5, 1 err" in cells[1] and "n=4, 2 err" in cells[3]  # counts under each mean
 
 
 def test_idgi_pairs_on_different_scores_are_not_comparable(report):
-    """IG on the logit vs IDGI-IG on the probability: no delta, a "not comparable" note
-    (the delta would contain the change of score); GIG / IDGI-GIG, both on the probability,
-    keep theirs."""
+    """IG on the logit vs IDGI-IG on the probability: no delta and no bold (the delta would
+    contain the change of score), its +IDGI column marked; one note for all the IDGI
+    tables says which pair differs and why, no cell does; GIG / IDGI-GIG, both on the
+    probability, keep their delta."""
     run = read_run(report)
     manifest = copy.deepcopy(run.manifest)
     manifest["config"]["methods"][1] = "ig"  # the logit, salbench's default
     mixed = dataclasses.replace(run, manifest=manifest)
-    table = next(t for t in idgi_tables(mixed) if t.title.endswith("insertion_auc"))
-    (cells,) = [[c.text for c in row] for row in table.rows]
-    assert "not comparable: ig on the logit, idgi_ig on the prob" in cells[2]
+    idgi = idgi_tables(mixed)
+    table = next(t for t in idgi if t.title.endswith("insertion_auc"))
+    assert table.header == ["model", "IG", "+IDGI †", "GIG", "+IDGI", "Other (vg)"]
+    (row,) = table.rows
+    cells = [c.text for c in row]
     assert "Δ" not in cells[2] and "Δ" in cells[4]
+    assert not row[1].strong and not row[2].strong    # idgi_ig's higher mean is not "better"
+    assert all(len(c.text) < 30 for t in idgi for r in t.rows for c in r)  # no note in a cell
+    md = "\n".join(tables_markdown(idgi))
+    assert md.count("Not comparable") == 1 and len(idgi) > 3   # once for the whole group
+    assert "ig took gradients of the logit, idgi_ig of the probability" in md
+    assert "gig took" not in md
 
 
 def test_html_is_offline_and_every_reference_exists(report):
@@ -327,7 +337,7 @@ def test_many_methods_few_metrics_no_maps(tmp_path):
     md = (index.parent / "tables.md").read_text()
     overview = md_table(md, "Overview: tiny_cnn")
     assert [r["method"] for r in overview] == [f"m{k:02d}" for k in range(20)]
-    assert "Paper 00" not in md                       # no paper layout applies
+    assert "paper, Table" not in md                   # no paper layout applies
     plot = Image.open(index.parent / "plots" / "curves-tiny_cnn-insertion_curve.png")
     assert plot.size[1] > 4 * 200                     # 20 panels: 4 rows of 5
     (run_dir / "summary.parquet").unlink()            # an interrupted run: summary recomputed
@@ -379,6 +389,14 @@ BROWSER = shutil.which("chromium") or shutil.which("chromium-browser") or (
 REQUIRE_BROWSER = os.environ.get("SALBENCH_REQUIRE_BROWSER") == "1"
 
 
+def chromium_args(profile: Path) -> list[str]:
+    """Headless Chromium with its own profile and no network: without the
+    background-networking flags Chromium keeps dialling out."""
+    return [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={profile}", "--virtual-time-budget=10000"]
+
+
 @pytest.mark.skipif(BROWSER is None and not REQUIRE_BROWSER, reason="needs chromium")
 def test_report_renders_in_headless_chromium(report, tmp_path):
     """Chromium loads the page: every image decodes (checked by a script in a copy of the
@@ -393,11 +411,7 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
               " document.body.setAttribute('data-images', String(document.images.length)); });"
               "</script></body>")
     probe.write_text((out / "index.html").read_text().replace("</body>", script))
-    # no network: without the background-networking flags Chromium keeps dialling out
-    args = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=10000"]
+    args = [*chromium_args(tmp_path / "profile"), "--hide-scrollbars"]
     try:
         dom = subprocess.run([*args, "--dump-dom", probe.as_uri()], capture_output=True,
                              text=True, timeout=120, check=True).stdout
@@ -449,3 +463,123 @@ def test_report_removes_its_group_files(tmp_path, temp_dirs):
     write_report(run_dir)
     assert [Path(m).name.startswith("salbench-groups-") for m in made] == [True]
     assert not list(spill.iterdir())
+
+
+def _built_in_methods() -> list[str]:
+    """The registered methods salbench ships (other tests register methods of their own)."""
+    def built_in(name: str) -> bool:
+        fn = methods.get(name).fn
+        return getattr(fn, "__wrapped__", fn).__module__.startswith("salbench.")
+
+    return [m for m in methods.names() if built_in(m)]
+
+
+@pytest.fixture(scope="module")
+def wide_report(tmp_path_factory) -> Path:
+    """The report of a hand-written run with every built-in method on its defaults (as the
+    demo runs them: IG on the logit, IDGI on the probability) and the metrics of every
+    paper layout; returns its index.html. Built without the curve plots (images that scale
+    to the page; drawing 35 panels per curve would take most of a minute)."""
+    cfg = {**CONFIG, "save_maps": False, "methods": _built_in_methods(),
+           "metrics": ["insertion", "deletion", "pointing_game", "wsol", "sic", "pixel_flip",
+                       "deletion_igos", "insertion_igos"]}
+    run_dir = make_run(tmp_path_factory.mktemp("wide"), "wide", cfg, errors=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("salbench.report.build.write_curve_plots", lambda run, out: [])
+        return Path(write_report(run_dir))
+
+
+def _help_texts() -> list[str]:
+    """``salbench --help`` and every subcommand's (nested ones too) help."""
+    from salbench.cli import build_parser
+
+    texts, parsers = [], [build_parser()]
+    while parsers:
+        p = parsers.pop()
+        texts.append(p.format_help())
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    return texts
+
+
+def test_user_facing_text_names_papers_not_numbers(wide_report, capsys):
+    """No "paper 00x" and no "SPEC n" in what a user reads: the command line's help, the
+    descriptions `salbench list` prints, the report (page, tables.md, plot titles); each
+    paper's short name in the report is defined once, by its reference."""
+    from salbench.report.plots import CURVES
+
+    helps = _help_texts()
+    assert len(helps) > 8 and any("weights" in h for h in helps)
+    for what in ("methods", "metrics", "models", "datasets"):
+        assert main(["list", what]) == 0
+    listing = capsys.readouterr().out
+    assert "IDGI on the straight IG path (IDGI paper)" in listing
+    html = wide_report.read_text()
+    md = (wide_report.parent / "tables.md").read_text()
+    plot_titles = "\n".join(title for title, _, _ in CURVES.values())
+    for name, text in [*(("help", h) for h in helps), ("list", listing), ("index.html", html),
+                       ("tables.md", md), ("plot titles", plot_titles)]:
+        assert not re.search(r"paper 00\d", text, re.IGNORECASE), (name, text)
+        assert "SPEC " not in text, (name, text)
+    for short, where in (("IDGI paper", "Yang, Wang & Bilgic"), ("I-GOS paper", "Qi, Khorram"),
+                         ("DGA paper", "Jeon, Jeong & Choi"),
+                         ("SAMP paper", "Zhang, Zheng, Zhou & Lu")):
+        if f"### {short}," in md:        # a table of that paper: its reference, once
+            assert md.count(f"{short}: {where}") == 1, short
+    assert md.count("### IDGI paper, Table") >= 4 and "### DGA paper," in md
+
+
+def test_shared_captions_print_once_per_section(wide_report):
+    """The text the tables of a section share (how the figures are computed, the papers'
+    legends) is printed once before the section's tables; a table's caption keeps only what
+    is its own (here: which interval a metric's CI is)."""
+    from salbench.report.tables import METRIC_LEAD, OVERVIEW_LEAD
+
+    md = (wide_report.parent / "tables.md").read_text()
+    html = wide_report.read_text()
+    metric_tables = md.split("## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    assert metric_tables.count("\n### ") > 10 and metric_tables.count(METRIC_LEAD) == 1
+    assert metric_tables.count("95% CI: Student t interval of the mean") >= 1
+    assert md.count(OVERVIEW_LEAD) == 1
+    paper = md.split("## Paper-style tables\n", 1)[1].split("\n## ", 1)[0]
+    assert paper.count("Mean with its 95% interval and n") == 1      # the IDGI tables' legend
+    assert paper.count("Not comparable") == 1
+    assert paper.count("\n### IDGI paper, Table") == 6
+    # once each on the page: overview, IDGI, I-GOS, DGA tables, metrics, method diagnostics
+    assert html.count('<p class="lead">') == 6
+    assert html.count(escape_html(METRIC_LEAD)) == 2
+
+
+@pytest.mark.skipif(BROWSER is None and not REQUIRE_BROWSER, reason="needs chromium")
+def test_wide_report_fits_a_1400_px_window(wide_report, tmp_path):
+    """Every built-in method and the metrics of every paper layout, at a 1400 px wide
+    window (scroll bars shown): the page has no horizontal overflow, and the overview and
+    the paper tables fit without scrolling inside their containers."""
+    if BROWSER is None:
+        pytest.fail("SALBENCH_REQUIRE_BROWSER=1 but no chromium (PATH, /usr/bin/chromium)")
+    probe = wide_report.parent / "_probe.html"
+    script = (
+        "<script>window.addEventListener('load', () => { const d = document.documentElement;"
+        " const title = e => { let h = e.previousElementSibling;"
+        " while (h && h.tagName !== 'H3') { h = h.previousElementSibling; }"
+        " return h ? h.textContent : '?'; };"
+        " const boxes = [...document.querySelectorAll('#overview .scroll, #paper .scroll')];"
+        " const wide = boxes.filter(e => e.scrollWidth > e.clientWidth)"
+        ".map(e => title(e) + ': ' + e.scrollWidth + ' px');"
+        " document.body.setAttribute('data-doc', d.scrollWidth + ' ' + d.clientWidth + ' '"
+        " + window.innerWidth);"
+        " document.body.setAttribute('data-tables', String(boxes.length));"
+        " document.body.setAttribute('data-wide', JSON.stringify(wide)); });</script></body>")
+    probe.write_text(wide_report.read_text().replace("</body>", script))
+    try:
+        dom = subprocess.run([*chromium_args(tmp_path / "profile"), "--window-size=1400,900",
+                              "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+    finally:
+        probe.unlink()
+    doc_width, client, viewport = map(int, re.search(r'data-doc="([^"]*)"', dom).group(1).split())
+    assert viewport == 1400 and doc_width <= client <= 1400, (doc_width, client)
+    # the overview, 6 IDGI tables (Tables 1, 2, 4), I-GOS and DGA (one model)
+    assert int(re.search(r'data-tables="(\d+)"', dom).group(1)) == 1 + 6 + 2
+    assert re.search(r'data-wide="\[\]"', dom), re.search(r'data-wide="[^"]*"', dom)

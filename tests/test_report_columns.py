@@ -7,7 +7,7 @@ import copy
 
 from salbench.report.columns import paper_labels, paper_layout
 from salbench.report.data import read_run
-from salbench.report.tables import dga_tables, igos_tables, to_markdown
+from salbench.report.tables import dga_tables, igos_tables, tables_markdown
 from tests.test_report import CONFIG, make_run, md_rows
 
 DGA_METHODS = [
@@ -71,12 +71,13 @@ def test_report_paper_tables_use_the_papers_names(tmp_path):
     cfg["metrics"] = ["pixel_flip", "deletion_igos", "insertion_igos"]
     run_dir = make_run(tmp_path, "cols", cfg, errors=False)
     run = read_run(run_dir)
-    md = "\n".join(to_markdown(t) for t in dga_tables(run) + igos_tables(run))
-    header, rows = md_rows(md, "Paper 003 (supplement Tables 1-3): LeRF (↑ is better)")
-    assert header == ["model", "G*I", "DGA (G*I)", "DGA_W", "DGA_E", "GCAM", "DGA", "ig"]
-    assert len(rows) == 1 and rows[0][0] == "tiny_cnn"
-    _, rows = md_rows(md, "Paper 002 (Tables 1-2): I-GOS protocol: tiny_cnn")
+    md = "\n".join(tables_markdown(dga_tables(run) + igos_tables(run)))
+    header, rows = md_rows(md, "DGA paper, supplement Tables 1-3: tiny_cnn")
+    assert header == ["method", "LeRF (↑)", "MoRF (↓)"]
+    assert [r[0] for r in rows] == ["G*I", "DGA (G*I)", "DGA_W", "DGA_E", "GCAM", "DGA", "ig"]
+    _, rows = md_rows(md, "I-GOS paper, Tables 1-2: tiny_cnn")
     assert [r[0] for r in rows] == ["GradCam", "Integrated Gradients", "gxi", "dga_with_gxi",
                                     "dga", "dga_w", "dga_e"]
     assert "Columns named as in the paper: GradCam = gradcam; Integrated Gradients = ig." in md
+    assert md.count("Columns named as in the paper: G*I (gradient x input) = gxi;") == 1
 

@@ -25,7 +25,7 @@ from salbench.report.html import (
     page,
     plots_html,
     section,
-    table_html,
+    tables_html,
 )
 from salbench.report.intervals import bounded_summary
 from salbench.report.plots import Plot, write_curve_plots
@@ -89,7 +89,7 @@ def _markdown(run: RunTables, groups: list[tuple[str, list[T.Table]]],
     for title, tables in groups:
         if not tables:
             continue
-        out += [f"## {title}", ""] + [T.to_markdown(t) for t in tables]
+        out += [f"## {title}", ""] + T.tables_markdown(tables)
     if plots:
         out += ["## Curves", ""] + [f"![{p.title}, {p.model}]({p.path})\n" for p in plots]
     return "\n".join(out)
@@ -146,22 +146,22 @@ def _write_report(run: RunTables, out: Path, max_samples: int) -> Path:
 
     compares = sorted(p.parent.name for p in out.glob("compare-*/index.html"))
     body = [
-        section("overview", "Overview", "".join(table_html(t) for t in overview)),
+        section("overview", "Overview", tables_html(overview)),
         section("paper", "Paper-style tables",
-                "".join(table_html(t) for t in paper) if paper else
+                tables_html(paper) if paper else
                 '<p class="note">None of the papers\' table layouts applies to this run\'s '
                 "metrics (see the configs/paper-*.yaml configs).</p>"),
         section("curves", "Curves", plots_html(plots)),
         section("gallery", "Gallery", gallery_html(gallery)),
         section("metrics", "Every metric",
-                "".join(collapsible(t.title, table_html(t)) for t in metrics)
+                tables_html(metrics, collapsed=True)
                 + "<h3>Method diagnostics</h3>"
-                + "".join(collapsible(t.title, table_html(t)) for t in diagnostics)),
-        section("rankings", "Rankings (LATEC)", "".join(table_html(t) for t in rankings)
+                + tables_html(diagnostics, collapsed=True)),
+        section("rankings", "Rankings (LATEC)", tables_html(rankings)
                 if rankings else '<p class="note">No metric with a direction has a value.</p>'),
-        section("errors", "Errors", "".join(table_html(t, wrap_columns=[4]) for t in errors)),
+        section("errors", "Errors", tables_html(errors, wrap_columns=[4])),
         section("manifest", "Manifest",
-                "".join(table_html(t) for t in manifest)
+                tables_html(manifest)
                 + collapsible("config", f"<pre>{escape(_yaml(run.config))}</pre>")),
     ]
     if compares:

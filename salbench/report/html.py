@@ -3,12 +3,12 @@ path), tables with highlighted cells, the curve figures and the gallery."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from html import escape
 
 from salbench.report.gallery import Gallery
 from salbench.report.plots import Plot
-from salbench.report.tables import Table
+from salbench.report.tables import Table, leads
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
@@ -21,14 +21,16 @@ nav a { margin-right: 14px; }
 .meta { color: #555; margin: 4px 0 12px; }
 .scroll { overflow-x: auto; max-width: 100%; }
 table { border-collapse: collapse; margin: 6px 0 4px; font-size: 12.5px; }
-th, td { border: 1px solid #d6d6d6; padding: 3px 7px; text-align: right; vertical-align: top;
+th, td { border: 1px solid #d6d6d6; padding: 3px 5px; text-align: right; vertical-align: top;
          white-space: nowrap; }
-th { background: #f3f3f5; white-space: normal; min-width: 48px; }
+th { background: #f3f3f5; white-space: normal; min-width: 40px; }
 td:first-child, th:first-child, td.text { text-align: left; }
 td.wrap { white-space: normal; text-align: left; max-width: 640px; }
 td.strong { background: #e3f1e3; font-weight: 600; }
 .detail { display: block; color: #666; font-size: 11px; font-weight: normal; }
 .caption, .note { color: #555; font-size: 12.5px; max-width: 1100px; }
+.lead { color: #444; font-size: 12.5px; max-width: 1100px; border-left: 3px solid #ccd;
+        padding: 2px 0 2px 10px; margin: 10px 0; }
 details { margin: 6px 0; }
 summary { cursor: pointer; font-weight: 600; }
 figure.plot { margin: 10px 0 22px; }
@@ -59,7 +61,8 @@ def _css(colorbar: str) -> str:
 def table_html(table: Table, wrap_columns: Iterable[int] = ()) -> str:
     """A :class:`Table` as HTML (highlighted cells get class ``strong``)."""
     wrap = set(wrap_columns)
-    head = "".join(f"<th>{escape(h)}</th>" for h in table.header)
+    # a heading may break after "_" (metric names), so columns are as narrow as their values
+    head = "".join(f"<th>{escape(h).replace('_', '_<wbr>')}</th>" for h in table.header)
     body = []
     for row in table.rows:
         cells = []
@@ -75,6 +78,20 @@ def table_html(table: Table, wrap_columns: Iterable[int] = ()) -> str:
     return (f"<h3>{escape(table.title)}</h3>{caption}<div class=\"scroll\"><table>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
             f"{notes}")
+
+
+def tables_html(tables: Sequence[Table], wrap_columns: Iterable[int] = (),
+                collapsed: bool = False) -> str:
+    """Tables in order, the text a run of them shares (:attr:`Table.lead`) once before the
+    first of the run; ``collapsed``: each table in a closed ``<details>``."""
+    wrap = list(wrap_columns)
+    out = []
+    for table, lead in zip(tables, leads(tables), strict=True):
+        if lead:
+            out.append(f'<p class="lead">{escape(lead)}</p>')
+        body = table_html(table, wrap)
+        out.append(collapsible(table.title, body) if collapsed else body)
+    return "".join(out)
 
 
 def plots_html(plots: list[Plot]) -> str:

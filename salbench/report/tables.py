@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from salbench.catalog import PAPER_REFS
 from salbench.pipeline.compare import paired_interval
 from salbench.pipeline.groups import GroupCounts
 from salbench.report.columns import paper_layout
@@ -34,6 +35,14 @@ BINNED = {"pic_blur_sic_binned_auc": ("sic", "pic_blur_prob_ratio"),
           "pic_blur_aic_binned_auc": ("aic", "pic_blur_top1")}
 ERROR_ROWS_SHOWN = 200
 OVERVIEW_COLUMNS = 10
+OVERVIEW_LEAD = (
+    "Means over ok rows; each metric's columns side by side, a dataset-level aggregate AUC "
+    "(SIC / AIC: the AUC of the aggregated curve) right after the mean of its per-sample "
+    "AUCs. The best value of each column in bold (↑ higher is better, ↓ lower is better).")
+METRIC_LEAD = (
+    "One table per metric: model x method. 95% CI: the interval named under each table's "
+    "title (– when n < 2 or for a dataset-level figure); n: values used; skipped: ok rows "
+    "without a value; errors: rows whose status is not ok. The best mean per model in bold.")
 
 
 @dataclass
@@ -48,7 +57,11 @@ class Cell:
 
 @dataclass
 class Table:
-    """A titled table with a caption; ``key`` groups tables in the report."""
+    """A titled table with a caption; ``key`` groups tables in the report.
+
+    ``lead``: the text this table shares with the tables next to it (a legend, how the
+    figures were computed), printed once before the first table of such a run
+    (:func:`leads`); ``caption``: only what is this table's own."""
 
     title: str
     header: list[str]
@@ -56,6 +69,17 @@ class Table:
     caption: str = ""
     key: str = ""
     notes: list[str] = field(default_factory=list)
+    lead: str = ""
+
+
+def leads(tables: Sequence[Table]) -> list[str]:
+    """Per table, the shared text to print before it: its ``lead`` where the table before
+    it has another one, else ""."""
+    out, previous = [], None
+    for t in tables:
+        out.append(t.lead if t.lead and t.lead != previous else "")
+        previous = t.lead
+    return out
 
 
 @dataclass(frozen=True)
@@ -87,6 +111,12 @@ class Stat:
 
 def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def tables_markdown(tables: Sequence[Table]) -> list[str]:
+    """The tables as markdown, each run of tables sharing a ``lead`` after that text once."""
+    return [(f"{lead}\n\n" if lead else "") + to_markdown(t)
+            for t, lead in zip(tables, leads(tables), strict=True)]
 
 
 def to_markdown(table: Table) -> str:
@@ -246,10 +276,7 @@ def overview_tables(run: RunTables) -> list[Table]:
                 Cell(fmt(means[m][meth]), strong=meth in best[m]) for m in metrics])
         out.append(Table(
             f"Overview: {model}", ["method", "rows", "errors", *map(_label, metrics)], rows,
-            "Means over ok rows; each metric's columns side by side, a dataset-level "
-            "aggregate AUC (SIC / AIC: the AUC of the aggregated curve) right after the mean "
-            "of its per-sample AUCs. The best value of each column in bold (↑ higher is "
-            "better, ↓ lower is better).", key="overview"))
+            key="overview", lead=OVERVIEW_LEAD))
     return out
 
 
@@ -277,11 +304,9 @@ def metric_tables(run: RunTables) -> list[Table]:
                          Cell(str(int(r.n_rows) - int(r.n_error) - int(r.n))),
                          Cell(str(int(r.n_error)))])
         kind = "metric" if is_metric(metric) else "diagnostic"
-        caption = (f"95% CI: {interval_caption(metric)} (– when n < 2 or for a dataset-level "
-                   "figure); n: values used; skipped: ok rows without a value; errors: rows "
-                   "whose status is not ok.")
         out.append(Table(_label(metric), ["model", "method", "mean", "95% CI", "median", "std",
-                                          "n", "skipped", "errors"], rows, caption, key=kind))
+                                          "n", "skipped", "errors"], rows,
+                         f"95% CI: {interval_caption(metric)}.", key=kind, lead=METRIC_LEAD))
     return out
 
 
@@ -346,23 +371,65 @@ def _metric_present(run: RunTables, metric: str) -> bool:
     return bool((run.summary["metric"] == metric).any())
 
 
+#: A method's ``score`` parameter in words.
+SCORE_WORDS = {"logit": "the logit", "prob": "the probability", None: "an unknown score"}
+NOT_COMPARABLE = "†"
+
+
+def not_comparable_note(run: RunTables, pairs: list[tuple[str, str]]) -> str:
+    """One sentence on the (base, IDGI) ``pairs`` whose methods took gradients of different
+    scores (their columns are marked :data:`NOT_COMPARABLE`); "" when every pair agrees."""
+    differ: dict[tuple[str | None, str | None], list[tuple[str, str]]] = {}
+    for base, idgi in pairs:
+        scores = method_score(run.config, base), method_score(run.config, idgi)
+        if scores[0] != scores[1]:
+            differ.setdefault(scores, []).append((base, idgi))
+    if not differ:
+        return ""
+    parts = [f"{', '.join(b for b, _ in group)} took gradients of {SCORE_WORDS.get(sa, sa)}, "
+             f"{', '.join(i for _, i in group)} of {SCORE_WORDS.get(sb, sb)}"
+             for (sa, sb), group in differ.items()]
+    return (f"{NOT_COMPARABLE} Not comparable: {'; '.join(parts)}. A Δ would include the "
+            "change of score, so these pairs show both values without Δ or bold; run the base "
+            "methods with score: prob to compare them (configs/paper-idgi.yaml does).")
+
+
 def idgi_tables(run: RunTables) -> list[Table]:
     """Paper 001 Tables 1-4: per metric, models x (base, +IDGI) pairs and VG; the better of
     each pair in bold, the IDGI cell with delta = IDGI - base (``*``: the paired 95% interval
-    excludes 0)."""
+    excludes 0). A pair whose methods took gradients of different scores gets neither: its
+    +IDGI column is marked :data:`NOT_COMPARABLE` and the tables' shared lead says why. A
+    metric without any value gets no table."""
     pairs = idgi_pairs(run)
     if not pairs:
         return []
     names = method_names(run.config) or {m: m for m in run.methods}
     other = next((lb for lb, n in names.items() if n == "vg" and lb in run.methods), None)
+    apart = {(b, i) for b, i in pairs
+             if method_score(run.config, b) != method_score(run.config, i)}
     header = ["model"]
-    for base, _ in pairs:
-        header += [BASE_TITLES.get(names.get(base, base), base), "+IDGI"]
+    for base, idgi in pairs:
+        mark = f" {NOT_COMPARABLE}" if (base, idgi) in apart else ""
+        header += [BASE_TITLES.get(names.get(base, base), base), f"+IDGI{mark}"]
     if other:
         header.append(f"Other ({other})")
+    short, ref_text = PAPER_REFS["001"]
+    lead = " ".join(p for p in (
+        f"{short}: {ref_text}; its Tables 1-4, one table per metric.",
+        "Mean with its 95% interval and n (values used); the better of each base / +IDGI "
+        "pair in bold; Δ = IDGI - base over the samples both scored (* the paired 95% "
+        "interval excludes 0; no * for dataset-level figures, which have no interval).",
+        not_comparable_note(run, pairs),
+        "Like the paper, only images each model classifies correctly (dataset.filter: "
+        "correct)." if run.config.get("dataset", {}).get("filter") == "correct" else
+        "The paper averages over the images each model classifies correctly; this run uses "
+        "all its images (dataset.filter: all).") if p)
     out = []
     for metric, title, ref in IDGI_ROWS:
         if not _metric_present(run, metric):
+            continue
+        if all(stat(run, model, meth, metric) is None for model in run.models
+               for meth in [*(m for pair in pairs for m in pair), *([other] if other else [])]):
             continue
         sign = direction(metric) or 1
         rows = []
@@ -370,10 +437,8 @@ def idgi_tables(run: RunTables) -> list[Table]:
             row = [Cell(model)]
             for base, idgi in pairs:
                 a, b = stat(run, model, base, metric), stat(run, model, idgi, metric)
-                scores = method_score(run.config, base), method_score(run.config, idgi)
-                if a is not None and b is not None and scores[0] != scores[1]:
-                    row += [a.cell(), b.cell(extra=f"(not comparable: {base} on the "
-                                                   f"{scores[0]}, {idgi} on the {scores[1]})")]
+                if (base, idgi) in apart:
+                    row += [a.cell() if a else Cell("–"), b.cell() if b else Cell("–")]
                     continue
                 better = (a is not None and b is not None
                           and (b.mean - a.mean) * sign > 0)
@@ -392,31 +457,24 @@ def idgi_tables(run: RunTables) -> list[Table]:
                 row.append(o.cell() if o else Cell("–"))
             rows.append(row)
         arrow = "↑" if sign > 0 else "↓"
-        out.append(Table(
-            f"Paper 001 ({ref}): {title} ({arrow}) — {metric}", header, rows,
-            "Mean with its 95% interval and n (values used); the better of each base / +IDGI "
-            "pair in bold; Δ = IDGI - base over the samples both scored (* the paired 95% "
-            "interval excludes 0; no * for dataset-level figures, which have no interval). "
-            "A pair whose methods took gradients of different scores (logit vs probability) "
-            "is shown as not comparable: its delta would include the change of score. "
-            + ("Like the paper, only images each model classifies correctly "
-               "(dataset.filter: correct)." if run.config.get("dataset", {}).get("filter")
-               == "correct" else "The paper averages over the images each model classifies "
-               "correctly; this run uses all its images (dataset.filter: all)."),
-            key="paper"))
+        out.append(Table(f"{short}, {ref}: {title} ({arrow}) — {metric}", header, rows,
+                         key="paper", lead=lead))
     return out
 
 
-def _methods_table(run: RunTables, title: str, columns: Sequence[tuple[str, str]],
-                   caption: str, std: bool = False, paper: str = "") -> list[Table]:
+def _methods_table(run: RunTables, tables: str, columns: Sequence[tuple[str, str]],
+                   caption: str, paper: str, std: bool = False) -> list[Table]:
     """Per model: methods x the given (metric, heading) columns; best per column in bold.
     No table unless one of the first two columns (the protocol's own metrics) is present.
-    Methods in ``paper``'s order, named as in its tables (:mod:`salbench.report.columns`)."""
+    Methods in ``paper``'s order, named as in its tables (:mod:`salbench.report.columns`).
+    ``tables``: which of the paper's tables ("Tables 1-2"); ``caption``: the protocol, in
+    the tables' shared lead after the paper's reference."""
     if not any(_metric_present(run, m) for m, _ in columns[:2]):
         return []
     columns = [(m, h) for m, h in columns if _metric_present(run, m)]
     order, names, legend = paper_layout(paper, run.config, list(run.methods))
-    caption = f"{caption} {legend}".strip()
+    short, ref_text = PAPER_REFS[paper]
+    lead = f"{short}: {ref_text}; its {tables}, one table per model. {caption} {legend}"
     out = []
     for model in run.models:
         stats = {m: {meth: stat(run, model, meth, m) for meth in run.methods}
@@ -439,7 +497,8 @@ def _methods_table(run: RunTables, title: str, columns: Sequence[tuple[str, str]
                     row.append(st.cell(strong=meth in best[m]))
             rows.append(row)
         heads = [f"{h} ({'↑' if direction(m) > 0 else '↓'})" for m, h in columns]
-        out.append(Table(f"{title}: {model}", ["method", *heads], rows, caption, key="paper"))
+        out.append(Table(f"{short}, {tables}: {model}", ["method", *heads], rows, key="paper",
+                         lead=lead.strip()))
     return out
 
 
@@ -447,7 +506,7 @@ def igos_tables(run: RunTables) -> list[Table]:
     """Paper 002 Tables 1-2 (and Table 5's pointing game): deletion / insertion with the
     blurred base, per method."""
     return _methods_table(
-        run, "Paper 002 (Tables 1-2): I-GOS protocol",
+        run, "Tables 1-2",
         [("deletion_igos_auc", "Deletion"), ("insertion_igos_auc", "Insertion"),
          ("pointing_game_hit", "Pointing game")],
         "Deletion and insertion with a highly blurred image as the base (softmax probability "
@@ -457,34 +516,21 @@ def igos_tables(run: RunTables) -> list[Table]:
 
 
 def dga_tables(run: RunTables) -> list[Table]:
-    """Paper 003 supplement Tables 1-3: LeRF (↑) and MoRF (↓) pixel flipping, models x
-    methods."""
-    out = []
-    order, names, legend = paper_layout("003", run.config, list(run.methods))
-    for metric, title in (("pixel_flip_lerf_auc", "LeRF"), ("pixel_flip_morf_auc", "MoRF")):
-        if not _metric_present(run, metric):
-            continue
-        rows = []
-        for model in run.models:
-            stats = {meth: stat(run, model, meth, metric) for meth in order}
-            best = _best({k: v.mean for k, v in stats.items() if v}, direction(metric))
-            rows.append([Cell(model)] + [st.cell(strong=k in best) if st else Cell("–")
-                                         for k, st in stats.items()])
-        arrow = "↑" if direction(metric) > 0 else "↓"
-        out.append(Table(
-            f"Paper 003 (supplement Tables 1-3): {title} ({arrow} is better)",
-            ["model", *(names[m] for m in order)], rows,
-            "AUC of the target probability while pixels are replaced (black) least- (LeRF) or "
-            f"most-relevant (MoRF) first. Best per model in bold. {legend}".strip(),
-            key="paper"))
-    return out
+    """Paper 003 supplement Tables 1-3: LeRF (↑) and MoRF (↓) pixel flipping, per model
+    methods x (LeRF, MoRF): the paper's tables put methods in columns, which a run of
+    many methods cannot fit on a screen."""
+    return _methods_table(
+        run, "supplement Tables 1-3",
+        [("pixel_flip_lerf_auc", "LeRF"), ("pixel_flip_morf_auc", "MoRF")],
+        "AUC of the target probability while pixels are replaced (black) least- (LeRF) or "
+        "most-relevant (MoRF) first. Best of each column in bold.", paper="003")
 
 
 def samp_tables(run: RunTables) -> list[Table]:
     """Paper 004 Table 1: deletion / insertion (logits, peak-normalised) as mean (std), with
     Sensitivity-N and the concentration measures."""
     return _methods_table(
-        run, "Paper 004 (Table 1): SAMP protocol",
+        run, "Table 1",
         [("deletion_samp_auc", "Deletion"), ("insertion_samp_auc", "Insertion"),
          ("sensitivity_n", "Sensitivity-N"), ("concentration_gini", "Gini"),
          ("concentration_top5", "Top-5% share")],
