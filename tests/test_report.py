@@ -547,7 +547,7 @@ def test_shared_captions_print_once_per_section(wide_report):
     assert paper.count("Not comparable") == 1
     assert paper.count("\n### IDGI paper, Table") == 6
     # once each on the page: overview, IDGI, I-GOS, DGA tables, metrics, method diagnostics
-    assert html.count('<p class="lead">') == 6
+    assert html.count('<div class="lead">') == 6
     assert html.count(escape_html(METRIC_LEAD)) == 2
 
 
@@ -583,3 +583,17 @@ def test_wide_report_fits_a_1400_px_window(wide_report, tmp_path):
     # the overview, 6 IDGI tables (Tables 1, 2, 4), I-GOS and DGA (one model)
     assert int(re.search(r'data-tables="(\d+)"', dom).group(1)) == 1 + 6 + 2
     assert re.search(r'data-wide="\[\]"', dom), re.search(r'data-wide="[^"]*"', dom)
+
+
+def test_share_captions_prints_a_repeated_caption_once():
+    """Per model a rank table and a tau table (as ranking_tables makes them): the repeated
+    captions become leads, the rank tables come first, then the tau tables; a caption no
+    other table has stays the table's own."""
+    from salbench.report.tables import Table, leads, share_captions
+
+    made = [Table(f"{kind} {model}", ["x"], [], caption=f"{kind} caption")
+            for model in ("m1", "m2") for kind in ("ranks", "tau")]
+    shared = share_captions([*made, Table("alone", ["x"], [], caption="its own")])
+    assert [t.title for t in shared] == ["ranks m1", "ranks m2", "tau m1", "tau m2", "alone"]
+    assert [t.caption for t in shared] == ["", "", "", "", "its own"]
+    assert leads(shared) == ["ranks caption", "", "tau caption", "", ""]

@@ -132,7 +132,7 @@ def _write_report(run: RunTables, out: Path, max_samples: int) -> Path:
     per_metric = T.metric_tables(run)
     metrics = [t for t in per_metric if t.key == "metric"]
     diagnostics = [t for t in per_metric if t.key == "diagnostic"]
-    rankings = ranking_tables(run.summary, run.methods)
+    rankings = T.share_captions(ranking_tables(run.summary, run.methods))
     errors = T.errors_tables(run)
     manifest = T.manifest_tables(run)
     plots = write_curve_plots(run, out / "plots")

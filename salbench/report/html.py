@@ -30,7 +30,8 @@ td.strong { background: #e3f1e3; font-weight: 600; }
 .detail { display: block; color: #666; font-size: 11px; font-weight: normal; }
 .caption, .note { color: #555; font-size: 12.5px; max-width: 1100px; }
 .lead { color: #444; font-size: 12.5px; max-width: 1100px; border-left: 3px solid #ccd;
-        padding: 2px 0 2px 10px; margin: 10px 0; }
+        padding: 0 0 0 10px; margin: 10px 0; }
+.lead p { margin: 4px 0; }
 details { margin: 6px 0; }
 summary { cursor: pointer; font-weight: 600; }
 figure.plot { margin: 10px 0 22px; }
@@ -88,7 +89,8 @@ def tables_html(tables: Sequence[Table], wrap_columns: Iterable[int] = (),
     out = []
     for table, lead in zip(tables, leads(tables), strict=True):
         if lead:
-            out.append(f'<p class="lead">{escape(lead)}</p>')
+            out.append('<div class="lead">' + "".join(f"<p>{escape(para)}</p>"
+                                                      for para in lead.splitlines()) + "</div>")
         body = table_html(table, wrap)
         out.append(collapsible(table.title, body) if collapsed else body)
     return "".join(out)

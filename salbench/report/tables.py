@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -42,7 +42,8 @@ OVERVIEW_LEAD = (
 METRIC_LEAD = (
     "One table per metric: model x method. 95% CI: the interval named under each table's "
     "title (– when n < 2 or for a dataset-level figure); n: values used; skipped: ok rows "
-    "without a value; errors: rows whose status is not ok. The best mean per model in bold.")
+    "without a value; errors: rows whose status is not ok. The best mean per model in bold "
+    "(for a metric with a better direction).")
 
 
 @dataclass
@@ -60,8 +61,8 @@ class Table:
     """A titled table with a caption; ``key`` groups tables in the report.
 
     ``lead``: the text this table shares with the tables next to it (a legend, how the
-    figures were computed), printed once before the first table of such a run
-    (:func:`leads`); ``caption``: only what is this table's own."""
+    figures were computed; paragraphs separated by newlines), printed once before the first
+    table of such a run (:func:`leads`); ``caption``: only what is this table's own."""
 
     title: str
     header: list[str]
@@ -113,9 +114,22 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def share_captions(tables: Sequence[Table]) -> list[Table]:
+    """``tables`` with each caption that several of them have made their shared ``lead``,
+    and the tables that share one moved together (in the order of their first table):
+    e.g. per model a rank table and a tau table -> every rank table, then every tau table."""
+    counts: dict[str, int] = {}
+    for t in tables:
+        counts[t.caption] = counts.get(t.caption, 0) + 1
+    first = {c: i for i, c in reversed(list(enumerate(t.caption for t in tables)))}
+    out = [replace(t, lead=t.caption, caption="") if t.caption and counts[t.caption] > 1 else t
+           for t in tables]
+    return sorted(out, key=lambda t: first[t.lead or t.caption])
+
+
 def tables_markdown(tables: Sequence[Table]) -> list[str]:
     """The tables as markdown, each run of tables sharing a ``lead`` after that text once."""
-    return [(f"{lead}\n\n" if lead else "") + to_markdown(t)
+    return [(lead.replace("\n", "\n\n") + "\n\n" if lead else "") + to_markdown(t)
             for t, lead in zip(tables, leads(tables), strict=True)]
 
 
@@ -414,16 +428,17 @@ def idgi_tables(run: RunTables) -> list[Table]:
     if other:
         header.append(f"Other ({other})")
     short, ref_text = PAPER_REFS["001"]
-    lead = " ".join(p for p in (
+    lead = " ".join((
         f"{short}: {ref_text}; its Tables 1-4, one table per metric.",
         "Mean with its 95% interval and n (values used); the better of each base / +IDGI "
         "pair in bold; Δ = IDGI - base over the samples both scored (* the paired 95% "
         "interval excludes 0; no * for dataset-level figures, which have no interval).",
-        not_comparable_note(run, pairs),
         "Like the paper, only images each model classifies correctly (dataset.filter: "
         "correct)." if run.config.get("dataset", {}).get("filter") == "correct" else
         "The paper averages over the images each model classifies correctly; this run uses "
-        "all its images (dataset.filter: all).") if p)
+        "all its images (dataset.filter: all)."))
+    if note := not_comparable_note(run, pairs):
+        lead += "\n" + note
     out = []
     for metric, title, ref in IDGI_ROWS:
         if not _metric_present(run, metric):
