@@ -47,7 +47,7 @@ from benchmarks import (
     throughput,
 )
 from benchmarks.common import Settings, machine
-from salbench.actors.memory import keep_freed_memory
+from salbench.memory import keep_freed_memory
 
 CASES = {
     "floor": (floor.run, floor.markdown, "1. Method time vs the forward/backward floor"),

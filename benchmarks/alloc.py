@@ -1,4 +1,4 @@
-"""The allocator setting of ``salbench.actors.memory``: page faults and time with and without.
+"""The allocator setting of ``salbench.memory``: page faults and time with and without.
 
 Each setting runs in its own process (glibc reads it per process): an AttributeActor
 computes IG (fast profile) on the bundled photos, two passes; printed per pass: wall
@@ -27,10 +27,10 @@ def passes(repeats: int = 2) -> list[dict[str, float]]:
     import pandas as pd
 
     from salbench.actors import AttributeActor
+    from salbench.config import parse_config
     from salbench.datasets import open_dataset
     from salbench.datasets.shards import decode_batch, read_shard
     from salbench.models import load
-    from salbench.pipeline import parse_config
     from salbench.pipeline.run import plan_shards
 
     cfg = parse_config(CONFIG)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib
 import io
 import json
 import os
@@ -118,7 +119,7 @@ def _writer_actor_peak(done: threading.Event, out: dict[str, float]) -> None:
 def _driver_allocator() -> None:
     """Arrow's memory pool as the CLI's driver sets it (``salbench.cli.main``), for the
     operations measured without the CLI; nothing in versions before that setting."""
-    for module in ("salbench.pipeline.memory", "salbench.pipeline.scan"):  # now, before
+    for module in ("salbench.memory", "salbench.pipeline.memory", "salbench.pipeline.scan"):
         with contextlib.suppress(ImportError, AttributeError):
             __import__(module, fromlist=["_"]).use_system_allocator()
             return
@@ -128,29 +129,41 @@ def _operation(what: str, run_a: Path, run_b: Path | None) -> Callable[[], Any]:
     """The measured call, with every import done beforehand. Works with the salbench
     versions before the streaming summary (``summarize_dataset`` over a pyarrow dataset)
     and before the out-of-core one (``read_samples`` + ``summarize``) too, so that this
-    harness gives before / after figures."""
+    harness gives before / after figures (and before the results layer: ``salbench.results``
+    was ``salbench.pipeline``)."""
     from salbench import cli
     from salbench.pipeline import manifest as mf
-    from salbench.pipeline import parse_config, tables
 
+    parse_config = _first("salbench.config:parse_config", "salbench.pipeline:parse_config")
     cfg = parse_config(mf.read_manifest(run_a)["config"])
     if what == "summary":
         _driver_allocator()
-        try:
-            from salbench.pipeline.scan import Shards
-            from salbench.pipeline.summary import summarize_run
-        except ImportError:
-            try:
-                from salbench.pipeline.summary import run_dataset, summarize_dataset
-            except ImportError:
-                return lambda: tables.summarize(tables.read_samples(run_a), cfg)
+        shards = _first("salbench.results.scan:Shards", "salbench.pipeline.scan:Shards")
+        if shards is not None:
+            summarize_run = _first("salbench.results.summary:summarize_run",
+                                   "salbench.pipeline.summary:summarize_run")
+            return lambda: summarize_run(shards.of_run(run_a), cfg)
+        summarize_dataset = _first("salbench.pipeline.summary:summarize_dataset")
+        if summarize_dataset is not None:
+            run_dataset = _first("salbench.pipeline.summary:run_dataset")
             return lambda: summarize_dataset(run_dataset(run_a), cfg)
-        return lambda: summarize_run(Shards.of_run(run_a), cfg)
+        tables = _first("salbench.pipeline:tables")
+        return lambda: tables.summarize(tables.read_samples(run_a), cfg)
     if what == "report":
         import salbench.report  # noqa: F401
         return lambda: cli.main(["report", str(run_a)])
-    import salbench.pipeline.compare  # noqa: F401
+    _first("salbench.results.compare:compare_runs", "salbench.pipeline.compare:compare_runs")
     return lambda: cli.main(["compare", str(run_a), str(run_b or run_a)])
+
+
+def _first(*names: str) -> Any:
+    """The first of the objects ``module:attribute`` that this salbench has (its own
+    place first, then where earlier versions had it); None when it has none."""
+    for name in names:
+        module, _, attr = name.partition(":")
+        with contextlib.suppress(ImportError, AttributeError):
+            return getattr(importlib.import_module(module), attr)
+    return None
 
 
 def measure(run_a: Path, run_b: Path | None, what: str) -> dict[str, float]:
@@ -168,7 +181,11 @@ def measure_run(rows: int, executor: str, out: Path,
     is started before the mark is reset, as a long-lived cluster would be) and
     ``resources.window_images``; prints it as a JSON line with rows/s over the run and,
     with Ray, the writer actor's peak resident set (``writer_actor_peak_mb``)."""
-    from salbench.pipeline import local, parse_config, run, summary  # noqa: F401
+    from salbench.pipeline import local  # noqa: F401
+
+    parse_config = _first("salbench.config:parse_config", "salbench.pipeline:parse_config")
+    run = _first("salbench.pipeline.run:run")
+    _first("salbench.results.summary:summarize_run", "salbench.pipeline.summary:summarize_run")
 
     if rows <= 0 or rows % rt.TWO_METHOD.groups:
         raise ValueError(f"rows must be a positive multiple of {rt.TWO_METHOD.groups}")

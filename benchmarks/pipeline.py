@@ -30,11 +30,11 @@ import pandas as pd
 from benchmarks.common import Settings, median
 from salbench.actors import AttributeActor, BokehActor
 from salbench.cli import DEMO_CONFIG
+from salbench.config import parse_config
 from salbench.datasets import open_dataset
 from salbench.datasets.shards import decode_batch, read_shard
 from salbench.models import load
-from salbench.pipeline import parse_config, run
-from salbench.pipeline.run import plan_shards
+from salbench.pipeline.run import plan_shards, run
 
 TARGET = 0.9
 METHODS = ["vg", "gxi", "ig", "smoothgrad", "gradcam", "idgi_ig"]

@@ -5,10 +5,10 @@ A run of a :class:`Shape` (models x methods; the metrics insertion, deletion wit
 curves (profile ``paper``) and the pointing game) over ``rows / (models x methods)``
 synthetic images. Each shard holds the rows of ``shard_size`` images (the pipeline's
 default 16), sorted by (index, model, method) and committed with
-:func:`salbench.pipeline.tables.write_shard` (the file whole under its final name, then its
+:func:`salbench.results.tables.write_shard` (the file whole under its final name, then its
 ``_done`` marker), as :class:`salbench.pipeline.writer.ShardWriter`
 does. The fast path builds each shard's Arrow table column-wise in the schema of
-:func:`salbench.pipeline.tables.samples_schema`; ``via_rows=True`` instead feeds the same
+:func:`salbench.results.tables.samples_schema`; ``via_rows=True`` instead feeds the same
 values as stage rows (JSON ``values``) to a ``ShardWriter`` (``tables.rows_to_table``), i.e.
 the writer's whole path, at ~1,000 rows/s. Both write equal shards (tests/
 test_benchmarks_driver_memory.py), and the fast table's schema equals a real run's. The
@@ -119,7 +119,6 @@ class _Shard:
     def __init__(self, cfg: RunConfig, shard: int, start: int, stop: int, seed: int,
                  shift: float) -> None:
         from salbench import methods
-        from salbench.pipeline import tables
 
         models = sorted(c.label for c in cfg.models)
         labels = sorted(c.label for c in cfg.methods)
@@ -153,7 +152,7 @@ class _Shard:
             "pointing_game_hit": (rng.random(n) < 0.6).astype(np.float64),
         }
         self.values: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-        for col in tables.value_columns(cfg):
+        for col in cfg.value_columns():
             if col in metric_values:
                 self.values[col] = (metric_values[col], None)
                 continue
@@ -166,7 +165,7 @@ class _Shard:
 
     def table(self, cfg: RunConfig, run_id: str) -> pa.Table:
         """The shard as the writer stores it: an Arrow table in ``samples_schema(cfg)``."""
-        from salbench.pipeline import tables
+        from salbench.results import tables
 
         schema = tables.samples_schema(cfg)
         n = self.n
@@ -236,10 +235,11 @@ def generate(shape: Shape, rows: int, out: Path, seed: int = 0, shift: float = 0
     same rows' scalar columns kept in memory as they are written (the same figures; ~150
     bytes a row).
     """
+    from salbench.config import parse_config
     from salbench.pipeline import manifest as mf
-    from salbench.pipeline import parse_config, tables
     from salbench.pipeline.run import plan_shards
-    from salbench.pipeline.writer import ShardWriter
+    from salbench.pipeline.writer import ShardFormat, ShardWriter
+    from salbench.results import tables
 
     if rows <= 0 or rows % shape.groups:
         raise ValueError(f"rows must be a positive multiple of {shape.groups} "
@@ -253,7 +253,7 @@ def generate(shape: Shape, rows: int, out: Path, seed: int = 0, shift: float = 0
     (out / "samples").mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     shards = plan_shards(images, shape.shard_size)
-    writer = ShardWriter(cfg, out, run_id, shards, progress=None) if via_rows else None
+    writer = ShardWriter(ShardFormat.of(cfg), out, run_id, shards) if via_rows else None
     if summary_in_memory is None:
         summary_in_memory = rows > SUMMARY_IN_MEMORY_ABOVE
     kept: list[pa.Table] = []
@@ -298,16 +298,16 @@ def _scalars(table: pa.Table) -> pa.Table:
 def _summarize(run_dir: Path, cfg: RunConfig, rows: pa.Table | None) -> dict[str, int]:
     """Write ``summary.parquet`` as a run does (``pipeline.run``), from the shard files or
     from ``rows`` (their scalar columns); the manifest's counts."""
-    from salbench.pipeline.summary import run_counts
-    from salbench.pipeline.tables import write_table
+    from salbench.results.summary import run_counts
+    from salbench.results.tables import write_table
 
     try:
-        from salbench.pipeline.scan import Shards
-        from salbench.pipeline.summary import summarize_run
+        from salbench.results.scan import Shards
+        from salbench.results.summary import summarize_run
     except ImportError:  # before the streaming summary (for before / after figures)
         import pyarrow.dataset as ds
 
-        from salbench.pipeline.summary import run_dataset, summarize_dataset
+        from salbench.results.summary import run_dataset, summarize_dataset
 
         summary, counts = summarize_dataset(
             run_dataset(run_dir) if rows is None else ds.dataset(rows), cfg)

@@ -30,7 +30,7 @@ from benchmarks.common import (
     photos,
     sync,
 )
-from salbench.actors.memory import keep_freed_memory
+from salbench.memory import keep_freed_memory
 
 STEPS = 16
 

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import Settings, median
-from salbench.pipeline import parse_config, run
+from salbench.config import parse_config
+from salbench.pipeline.run import run
 
 TARGET = 0.8
 ROWS = 40_000

@@ -27,14 +27,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from salbench import datasets, methods, metrics, models, storage
+from salbench import datasets, heartbeat, methods, metrics, models, storage
 from salbench.config import RunConfig, load_config, parse_config
 from salbench.errors import ConfigError
-from salbench.pipeline import heartbeat, tables
 from salbench.pipeline import manifest as mf
 from salbench.pipeline.run import ensure_ray, run
-from salbench.pipeline.scan import Shards
 from salbench.registry import Registry
+from salbench.results import tables
+from salbench.results.scan import Shards
 
 ConfigLike = RunConfig | Mapping[str, Any] | str | os.PathLike
 

@@ -14,8 +14,8 @@ import pandas as pd
 
 from salbench.console import ray_output_to_run_log
 from salbench.errors import SalbenchError
+from salbench.memory import use_system_allocator
 from salbench.pipeline import interrupt
-from salbench.pipeline.memory import use_system_allocator
 
 if TYPE_CHECKING:
     from salbench.config import RunConfig
@@ -99,7 +99,7 @@ def _print_results(result: RunResult, config: RunConfig | None) -> None:
 
 
 def _run(config: RunConfig, args: argparse.Namespace, report: bool = False) -> int:
-    from salbench.pipeline import run
+    from salbench.pipeline.run import run
 
     with ray_output_to_run_log(args.verbose) as console:
         result = console.call(run, config, progress=None if args.quiet else console,
@@ -116,7 +116,7 @@ def _run(config: RunConfig, args: argparse.Namespace, report: bool = False) -> i
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from salbench.pipeline import load_config
+    from salbench.config import load_config
 
     config = load_config(args.config, _overrides(args))
     return _run(config, args)
@@ -140,8 +140,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from salbench.config import parse_config
-    from salbench.pipeline import resume
     from salbench.pipeline.manifest import read_manifest
+    from salbench.pipeline.run import resume
 
     with ray_output_to_run_log(args.verbose) as console:
         result = console.call(resume, args.run_dir, progress=None if args.quiet else console,
@@ -160,7 +160,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _warn_if_interrupted(run_dir: str) -> None:
     """Say so when ``run_dir``'s manifest says running but its driver is gone."""
-    from salbench.pipeline import heartbeat
+    from salbench import heartbeat
     from salbench.pipeline.manifest import read_manifest
 
     status, note = heartbeat.status(run_dir, read_manifest(run_dir))
@@ -208,8 +208,8 @@ def cmd_shard(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from salbench import storage
     from salbench.errors import ConfigError
-    from salbench.pipeline.compare import compare_runs
     from salbench.report.text import comparison_report
+    from salbench.results.compare import compare_runs
 
     if args.report and (storage.is_uri(args.run_a) or storage.is_uri(args.run_b)):
         raise ConfigError("compare --report needs local run directories (the page links the "

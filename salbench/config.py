@@ -169,6 +169,16 @@ class RunConfig:
         Grad-CAM's "sum"), else the run's ``map_reduce``."""
         return comp.params.get("map_reduce") or spec.map_reduce or self.map_reduce
 
+    def value_columns(self) -> dict[str, str]:
+        """Column -> "float" | "curve" for every method diagnostic and metric output, in the
+        per-sample table's order (:mod:`salbench.results.tables`)."""
+        cols: dict[str, str] = {}
+        for comp in self.methods:
+            cols.update({c: "float" for c in methods.get(comp.name).info_columns})
+        for comp in self.metrics:
+            cols.update(metrics.get(comp.name).columns)
+        return cols
+
     def hash(self) -> str:
         """A short stable hash of everything that changes results (not ``out``/resources)."""
         d = self.to_dict()

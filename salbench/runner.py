@@ -49,10 +49,6 @@ OUTPUT_COLUMNS = [
     "seconds", "placement",
 ]
 
-#: Statuses whose rows carry a usable map for the later stages' metrics.
-MAP_STATUSES = ("ok", "metric_error")
-
-
 class DeviceLost(RuntimeError):
     """The accelerator is unusable (a CUDA error or device-side assert): every later batch
     on this process would fail, so the process must be replaced, not the batch marked."""
@@ -71,13 +67,9 @@ def error_message(exc: BaseException) -> str:
 
 def metric_error_line(label: str, exc: BaseException) -> str:
     """One line of a ``metric_error`` row's ``error``: ``<metric label>: Type: message``.
-    A row's lines are joined by newlines; :func:`failed_metrics` reads them back."""
+    A row's lines are joined by newlines; :func:`salbench.results.tables.failed_metrics`
+    reads them back."""
     return f"{label}: {error_message(exc)}".replace("\n", " ")
-
-
-def failed_metrics(error: str) -> set[str]:
-    """The metric labels named by a ``metric_error`` row's ``error`` lines."""
-    return {line.split(": ", 1)[0] for line in (error or "").splitlines() if ": " in line}
 
 
 def degenerate_reason(saliency_map: np.ndarray) -> str | None:

@@ -306,8 +306,8 @@ def _connect_and_wait(config: RunConfig, args: argparse.Namespace) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Validate, then print the plan (--dry-run) or wait for GPUs and run salbench."""
     require_salbench()
+    from salbench.config import load_config
     from salbench.errors import SalbenchError
-    from salbench.pipeline import load_config
 
     config_path = resolve_config(args.config, args.project_dir)
     try:

@@ -1,5 +1,5 @@
 """Test-only probes of where work runs: an attribution method that fails unless the thread
-running it keeps freed memory in the process (``salbench.actors.memory.tuned_for_this_thread``),
+running it keeps freed memory in the process (``salbench.memory.tuned_for_this_thread``),
 and a Ray Data UDF that records whether it runs on its process's main thread."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import torch
 
-from salbench.actors.memory import tuned_for_this_thread
+from salbench.memory import tuned_for_this_thread
 
 
 def allocator_probe(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -23,9 +23,10 @@ if str(ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) does not a
     sys.path.insert(0, str(ROOT))
 
 import salbench  # noqa: E402
+from salbench.config import parse_config  # noqa: E402
 from salbench.errors import ConfigError  # noqa: E402
-from salbench.pipeline import parse_config, resume  # noqa: E402
-from salbench.pipeline.tables import shard_paths  # noqa: E402
+from salbench.pipeline.run import resume  # noqa: E402
+from salbench.results.tables import shard_paths  # noqa: E402
 from tests.plugins import plugin_sandbox  # noqa: E402
 
 CONFIG = {

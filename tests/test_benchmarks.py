@@ -141,7 +141,7 @@ def test_gpu_case_runs_on_cpu_with_a_tiny_model(tmp_path, monkeypatch):
     the same code (cases 1-3 for real; case 5's Ray runs stubbed here, they are the
     pipeline case's, tested above) so that it cannot rot."""
     from benchmarks import gpu
-    from salbench.pipeline import parse_config
+    from salbench.config import parse_config
 
     configs: list[dict] = []
 

@@ -13,7 +13,9 @@ import pytest
 from benchmarks import driver_memory
 from benchmarks import result_tables as rt
 from benchmarks.common import Settings
-from salbench.pipeline import parse_config, run, tables
+from salbench.config import parse_config
+from salbench.pipeline.run import run
+from salbench.results import tables
 
 
 def _shards(run_dir):

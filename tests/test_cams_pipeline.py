@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 import salbench
-from salbench.pipeline import parse_config, run
-from salbench.pipeline.tables import read_samples
+from salbench.config import parse_config
+from salbench.pipeline.run import run
 from salbench.report.gallery import decode_map
+from salbench.results.tables import read_samples
 
 CAMS = ["gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam",
         "ablationcam"]

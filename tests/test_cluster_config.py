@@ -158,7 +158,7 @@ def test_imagenet_config_parses() -> None:
 
 def test_imagenet_config_fits_the_cluster(cluster: dict[str, Any], script: ModuleType) -> None:
     """GPU requests are not scaled down: the cluster must be able to grow to them."""
-    from salbench.pipeline import load_config
+    from salbench.config import load_config
 
     config = load_config(IMAGENET_YAML)
     gpus = sum(min(t.get("max_workers", 0), cluster["max_workers"]) * t["resources"]["GPU"]

@@ -16,8 +16,8 @@ from scipy import stats
 
 from salbench.cli import main
 from salbench.errors import ConfigError
-from salbench.pipeline.compare import COLUMNS, compare_runs, config_differences
-from salbench.pipeline.tables import BASE_FIELDS, write_shard, write_table
+from salbench.results.compare import COLUMNS, compare_runs, config_differences
+from salbench.results.tables import BASE_FIELDS, write_shard, write_table
 
 MANIFEST: dict[str, Any] = {
     "status": "complete",

@@ -26,7 +26,7 @@ from salbench.metrics import complexity as C
 from salbench.metrics import localisation_quantus as L
 from salbench.metrics.preprocess import ground_truth_mask
 from salbench.metrics.registry import REGISTRY, direction
-from salbench.pipeline.rankings import split_rankings
+from salbench.results.rankings import split_rankings
 
 LOCALISATION = ("topk_intersection", "relevance_rank_accuracy", "relevance_mass_accuracy",
                 "attribution_localisation")

@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from salbench.pipeline import parse_config, run
-from salbench.pipeline.tables import finished_shards, read_samples
+from salbench.config import parse_config
+from salbench.pipeline.run import run
+from salbench.results.tables import finished_shards, read_samples
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 

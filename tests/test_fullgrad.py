@@ -186,9 +186,10 @@ def test_fullgrad_and_dga_through_the_ray_pipeline_batch_equals_singles(tmp_path
 
     from PIL import Image
 
+    from salbench.config import parse_config
     from salbench.models.base import to_tensor
-    from salbench.pipeline import parse_config, run
-    from salbench.pipeline.tables import read_samples
+    from salbench.pipeline.run import run
+    from salbench.results.tables import read_samples
 
     dga = {"name": "dga", "steps": 3}
     cfg = {"name": "fg", "seed": 0, "profile": "fast", "out": str(tmp_path),

@@ -16,9 +16,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from salbench.pipeline.groups import Groups, split_by_group
-from salbench.pipeline.scan import Shards
 from salbench.report.intervals import CurveMoments, curve_band
+from salbench.results.groups import Groups, split_by_group
+from salbench.results.scan import Shards
 
 STATUSES = ["ok", "ok", "ok", "metric_error", "bad_image", "degenerate_map", "filtered"]
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from salbench import heartbeat
 from salbench.errors import ConfigError
-from salbench.pipeline import heartbeat, interrupt, tables
+from salbench.pipeline import interrupt
 from salbench.pipeline import manifest as mf
+from salbench.results import tables
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,7 +155,7 @@ def test_a_stale_heartbeat_from_another_host_means_interrupted(killed_run, tmp_p
     assert "last heartbeat 5 min ago on host other-host" in note
 
     from salbench.api import Results
-    from salbench.pipeline.compare import compare_runs
+    from salbench.results.compare import compare_runs
 
     with pytest.raises(ConfigError, match="it is interrupted: the run's driver stopped"):
         Results.load(run_dir)
@@ -172,7 +174,7 @@ def test_a_stale_heartbeat_from_another_host_means_interrupted(killed_run, tmp_p
 def test_a_second_driver_on_a_live_run_is_refused(killed_run, tmp_path):
     import shutil
 
-    from salbench.pipeline import resume
+    from salbench.pipeline.run import resume
 
     run_dir = tmp_path / killed_run.name
     shutil.copytree(killed_run, run_dir)

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import salbench
+from salbench.config import parse_config
 from salbench.datasets.shards import decode_batch, read_shard
 from salbench.models.base import to_tensor
-from salbench.pipeline import parse_config, run
+from salbench.pipeline.run import run
 
 pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import salbench
+from salbench.config import parse_config
 from salbench.errors import ConfigError
 from salbench.keys import method_key
-from salbench.pipeline import parse_config
 
 BASE = {
     "name": "mr",

@@ -1,4 +1,4 @@
-"""The allocator settings of the worker processes (salbench.actors.memory)."""
+"""The allocator settings of the worker processes (salbench.memory)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 import ray
 import ray.data
 
-from salbench.actors.memory import worker_env
-from salbench.pipeline import parse_config, run
+from salbench.config import parse_config
+from salbench.memory import worker_env
 from salbench.pipeline.graph import model_compute
 from salbench.pipeline.plan import Pool
+from salbench.pipeline.run import run
 from tests.env_plugin import ThreadProbe
 
 
@@ -56,7 +57,7 @@ def test_model_stage_batches_run_on_the_actors_main_thread():
 
 
 def test_tuned_for_this_thread(monkeypatch):
-    import salbench.actors.memory as memory
+    import salbench.memory as memory
 
     for k in worker_env():
         monkeypatch.delenv(k, raising=False)
@@ -72,7 +73,7 @@ def test_tuned_for_this_thread(monkeypatch):
 _FRAGMENTED_HEAP = """
 import ctypes, json, sys
 from pathlib import Path
-from salbench.pipeline.memory import release_freed_memory
+from salbench.memory import release_freed_memory
 
 def anon_kb():
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -90,7 +91,7 @@ for i, b in enumerate(blocks):
         libc.free(b)
 held = anon_kb()
 if sys.argv[1] == "tuned":
-    from salbench.actors.memory import keep_freed_memory
+    from salbench.memory import keep_freed_memory
     keep_freed_memory()
 released = release_freed_memory()
 print(json.dumps({"released": released, "held_kb": held, "after_kb": anon_kb()}))

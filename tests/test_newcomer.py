@@ -17,11 +17,13 @@ import pytest
 import yaml
 
 from salbench.cli import main, results_table
+from salbench.config import parse_config
 from salbench.errors import ConfigError
 from salbench.pipeline import manifest as mf
-from salbench.pipeline import parse_config, resume, run, tables
-from salbench.pipeline.compare import config_differences
-from salbench.pipeline.tables import finished_shards, shard_paths
+from salbench.pipeline.run import resume, run
+from salbench.results import tables
+from salbench.results.compare import config_differences
+from salbench.results.tables import finished_shards, shard_paths
 
 TINY = {
     "name": "nc", "seed": 0, "profile": "fast",

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from salbench.pipeline import parse_config, run
-from salbench.pipeline.tables import finished_shards, read_samples
+from salbench.config import parse_config
+from salbench.pipeline.run import run
+from salbench.results.tables import finished_shards, read_samples
 
 pytestmark = pytest.mark.slow
 

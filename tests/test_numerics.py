@@ -14,12 +14,13 @@ import torch
 from torch import nn
 
 from salbench import keys, models
+from salbench.config import parse_config
 from salbench.errors import ConfigError
 from salbench.models import numerics
 from salbench.models.base import Classifier
-from salbench.pipeline import parse_config, run
 from salbench.pipeline.plan import actor_config, in_process_config, local_resources, make_plan
-from salbench.pipeline.tables import read_samples
+from salbench.pipeline.run import run
+from salbench.results.tables import read_samples
 
 #: What the probe's forward (and its backward) saw, one dict per call.
 SEEN: list[dict[str, Any]] = []

@@ -15,9 +15,10 @@ import yaml
 from PIL import Image
 
 from salbench.cli import DEMO_CONFIG, main
+from salbench.config import load_config, parse_config
 from salbench.errors import ConfigError
-from salbench.pipeline import load_config, parse_config, resume, run
-from salbench.pipeline.tables import finished_shards, read_samples, shard_paths
+from salbench.pipeline.run import resume, run
+from salbench.results.tables import finished_shards, read_samples, shard_paths
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -261,7 +262,7 @@ def test_cli_list_run_and_errors(tmp_path, capsys):
 
 
 def test_progress_line():
-    from salbench.pipeline.writer import progress_line
+    from salbench.pipeline.progress import progress_line
 
     line = progress_line(3, 2, 4, 10, 40, 125.0)
     assert line == "[salbench] shard 3 written: 2/4 shards, 10/40 cells, 2m05s elapsed"
@@ -289,7 +290,6 @@ def test_embedded_model_on_sample_photos(tmp_path):
 
 def test_every_metric_through_the_pipeline(tmp_path):
     import salbench
-    from salbench.pipeline.tables import value_columns
 
     cfg = _config(tmp_path, dataset={"kind": "synthetic", "n": 2, "size": 64, "seed": 1},
                   methods=["vg", "idgi_ig"], metrics=salbench.metrics.names())
@@ -297,7 +297,7 @@ def test_every_metric_through_the_pipeline(tmp_path):
     res = run(config, progress=None)
     s = res.samples
     assert (s["status"] == "ok").all(), s["error"].tolist()
-    cols = value_columns(config)
+    cols = config.value_columns()
     assert set(cols) <= set(s.columns)
     for col, kind in cols.items():
         if kind == "float" and col not in ("completeness_error", "score_delta"):

@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from salbench.config import parse_config
 from salbench.datasets.shards import block_items
 from salbench.errors import ConfigError
-from salbench.pipeline import parse_config
 from salbench.pipeline.plan import (
     GPU_ACTOR_CPUS,
     Plan,
@@ -270,8 +270,8 @@ def test_placement_outside_ray_does_not_start_ray():
 def test_elastic_pools_run_and_give_the_fixed_pools_tables(ray_session, tmp_path):
     """Autoscaling pools (``[min, max]``, ``auto``) are valid Ray Data strategies, and the
     tables do not depend on the pools' sizes."""
-    from salbench.pipeline import run
-    from salbench.pipeline.tables import read_samples
+    from salbench.pipeline.run import run
+    from salbench.results.tables import read_samples
 
     def table(resources: dict, out: str):
         cfg = {**BASE, "dataset": {"kind": "synthetic", "n": 6, "size": 32, "seed": 4},

@@ -19,10 +19,10 @@ if str(ROOT) not in sys.path:  # `pytest` (unlike `python -m pytest`) does not a
     sys.path.insert(0, str(ROOT))
 
 import salbench  # noqa: E402
+from salbench.config import parse_config  # noqa: E402
 from salbench.errors import BadInputError, ConfigError  # noqa: E402
 from salbench.methods.baselines import make_baseline  # noqa: E402
 from salbench.metrics.registry import check_columns  # noqa: E402
-from salbench.pipeline import parse_config  # noqa: E402
 from tests.plugins import plugin_sandbox  # noqa: E402
 
 TOY = "tests.plugins.toy"

@@ -13,9 +13,15 @@ import pytest
 
 from salbench.actors import AttributeActor
 from salbench.actors.progress import LocalCounter, report_cells, start_counter
+from salbench.config import parse_config
 from salbench.datasets.shards import decode_batch, read_shard
-from salbench.pipeline import parse_config, run
-from salbench.pipeline.progress import ProgressMonitor, cells_done, progress_text
+from salbench.pipeline.progress import (
+    ProgressMonitor,
+    ShardProgress,
+    cells_done,
+    progress_text,
+)
+from salbench.pipeline.run import run
 
 CFG = {
     "name": "pg", "seed": 0, "profile": "fast",
@@ -51,23 +57,40 @@ def test_the_eta_counts_from_the_first_work_seen_not_from_the_start():
 
 
 def test_shard_lines_share_the_live_lines_clock():
-    """The driver's ShardWriter formats a written shard's line on the progress monitor's
+    """The driver's ShardProgress formats a written shard's line on the progress monitor's
     clock (in a Ray run the shard was written by the writer actor, whose clock started
     later)."""
-    from salbench.config import parse_config
-    from salbench.pipeline.writer import ShardWriter
-
-    cfg = parse_config({"name": "p", "dataset": {"kind": "synthetic", "n": 4, "size": 32},
-                        "models": ["tiny_cnn"], "methods": ["vg"], "metrics": ["insertion"]})
     out = io.StringIO()
     pending = [{"shard": 0, "start": 0, "stop": 2}, {"shard": 1, "start": 2, "stop": 4}]
-    writer = ShardWriter(cfg, "unused", "p", pending, out)
-    writer.monitor = ProgressMonitor(out, writer.expected, lambda: {}, interactive=False)
-    writer.monitor.t0 = time.time() - 125.0  # the live lines started 125 s ago
-    writer.t0 = time.time()  # this object's own clock: just now
-    writer.shard_written(1)
+    shards = ShardProgress(out, pending, cells_per_image=1)
+    shards.monitor = ProgressMonitor(out, shards.expected, lambda: {}, interactive=False)
+    shards.monitor.t0 = time.time() - 125.0  # the live lines started 125 s ago
+    shards.t0 = time.time()  # this object's own clock: just now
+    shards.shard_written(1)
     assert "[salbench] shard 1 written: 1/2 shards, 2/4 cells, 2m05s elapsed" in out.getvalue()
-    assert writer.monitor.written == {1}
+    assert shards.monitor.written == {1}
+
+
+def test_shard_lines_without_a_live_display():
+    """Without a live display (no cell counter), each written shard is one line on the
+    stream, counted in cells (images x models x methods), on this object's clock."""
+    out = io.StringIO()
+    pending = [{"shard": 3, "start": 0, "stop": 2}, {"shard": 5, "start": 2, "stop": 3}]
+    shards = ShardProgress(out, pending, cells_per_image=6)
+    assert shards.total_cells == 18 and shards.start(lambda: {}) is not None
+    shards.stop()
+    quiet = ShardProgress(None, pending, cells_per_image=6)
+    assert quiet.start(lambda: {}) is None
+    quiet.shard_written(5)  # counted, printed nowhere
+    assert (quiet.written, quiet.cells_done) == (1, 6)
+    out = io.StringIO()
+    lines = ShardProgress(out, pending, cells_per_image=6)
+    lines.t0 = time.time() - 65.0
+    lines.shard_written(5)
+    lines.shard_written(3)
+    assert out.getvalue().splitlines() == [
+        "[salbench] shard 5 written: 1/2 shards, 6/18 cells, 1m05s elapsed",
+        "[salbench] shard 3 written: 2/2 shards, 18/18 cells, 1m05s elapsed"]
 
 
 def test_cells_done_caps_retries_and_counts_written_shards():

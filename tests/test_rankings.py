@@ -1,4 +1,4 @@
-"""The ranking view (salbench.pipeline.rankings): ranks, intervals and Kendall's tau-b,
+"""The ranking view (salbench.results.rankings): ranks, intervals and Kendall's tau-b,
 against values computed by hand on a small summary table."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from salbench.pipeline.rankings import (
+from salbench.results.rankings import (
     kendall_tau_b,
     rank_agreement,
     rank_methods,
     rankings_table,
     split_rankings,
 )
-from salbench.pipeline.tables import write_table
+from salbench.results.tables import write_table
 
 DIRS = {"m1": "higher", "m2": "lower", "m3": "higher", "m4": "higher",
         "target_prob": "neutral"}

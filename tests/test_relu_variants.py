@@ -92,9 +92,10 @@ def test_variants_and_dga_gxi_through_the_ray_pipeline_batch_equals_singles(tmp_
     import numpy as np
     from PIL import Image
 
+    from salbench.config import parse_config
     from salbench.models.base import to_tensor
-    from salbench.pipeline import parse_config, run
-    from salbench.pipeline.tables import read_samples
+    from salbench.pipeline.run import run
+    from salbench.results.tables import read_samples
 
     names = ["ig_p1", "ig_p2", "gig_p1", "gig_p2", "dga_gxi"]
     cfg = {"name": "rv", "seed": 0, "profile": "fast", "out": str(tmp_path),

@@ -31,12 +31,13 @@ from scipy import stats
 from salbench import methods
 from salbench.cli import main
 from salbench.config import parse_config
-from salbench.pipeline import tables
 from salbench.report import write_compare_report, write_report
 from salbench.report.compare import classify
 from salbench.report.data import read_run
 from salbench.report.gallery import NORMALISATION, normalise
 from salbench.report.tables import idgi_pairs, idgi_tables, tables_markdown
+from salbench.results import tables
+from salbench.results.summary import summarize
 
 SIZE = 32
 N = 6
@@ -86,7 +87,7 @@ def make_run(root: Path, run_id: str, config: dict[str, Any] | None = None,
     emit them: JSON values, float16 maps, uint8 crops), summary.parquet and manifest.json."""
     cfg = parse_config(config or CONFIG)
     rng = np.random.default_rng(0)
-    cols = tables.value_columns(cfg)
+    cols = cfg.value_columns()
     diagnostics = {c for comp in cfg.methods for c in methods.get(comp.name).info_columns}
     rows = []
     for i in range(N):
@@ -115,7 +116,7 @@ def make_run(root: Path, run_id: str, config: dict[str, Any] | None = None,
     run_dir = root / run_id
     tables.write_shard(run_dir, 0, tables.rows_to_table(rows, cfg, run_id))
     samples = tables.read_samples(run_dir)
-    tables.write_table(tables.summarize(samples, cfg), run_dir / "summary.parquet")
+    tables.write_table(summarize(samples, cfg), run_dir / "summary.parquet")
     manifest = {"run_id": run_id, "status": "complete", "config": cfg.to_dict(),
                 "config_hash": cfg.hash(), "packages": {"salbench": "0.1.0"},
                 "git_commit": "abc1234", "dataset": {"rows": N, "fingerprint": "f00d"},

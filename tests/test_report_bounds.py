@@ -15,12 +15,12 @@ from scipy import stats
 from test_report import CONFIG, make_run, md_rows, md_table
 
 from salbench.config import parse_config
-from salbench.pipeline import tables
-from salbench.pipeline.samples import RunSamples
-from salbench.pipeline.scan import Shards
 from salbench.report import write_report
 from salbench.report.intervals import bounded_summary, curve_band, wilson
 from salbench.report.tables import pair_aggregates, stage_rows
+from salbench.results.samples import RunSamples
+from salbench.results.scan import Shards
+from salbench.results.summary import summarize
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +91,8 @@ def test_bounded_intervals_stay_in_range():
         "insertion_ratio_auc", "ci95_high"])
     # a current summary (with ci_method) is the pipeline's own and is used as it is
     cfg = parse_config({**CONFIG, "metrics": ["insertion", "pointing_game"], "methods": ["vg"]})
-    current = tables.summarize(samples.assign(sample_id=[f"s{i}" for i in range(10)],
-                                              target_prob=0.5, error="",
-                                              label=-1, target=3), cfg)
+    current = summarize(samples.assign(sample_id=[f"s{i}" for i in range(10)],
+                                       target_prob=0.5, error="", label=-1, target=3), cfg)
     assert bounded_summary(current, rows) is current
     hit = current.set_index("metric").loc["pointing_game_hit"]
     assert [hit["ci95_low"], hit["ci95_high"]] == pytest.approx(list(wilson(9, 10)))

@@ -11,10 +11,11 @@ import pytest
 
 from salbench import keys, models
 from salbench.cli import main
+from salbench.config import parse_config
 from salbench.datasets.base import sample_key
 from salbench.errors import ConfigError
-from salbench.pipeline import parse_config, run
-from salbench.pipeline.tables import read_samples
+from salbench.pipeline.run import run
+from salbench.results.tables import read_samples
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -25,14 +25,15 @@ import pytest
 import yaml
 from PIL import Image
 
-from salbench import storage
+from salbench import heartbeat, storage
 from salbench.cli import main
+from salbench.config import parse_config
 from salbench.datasets import open_dataset
 from salbench.datasets import shards as shard_stage
 from salbench.errors import ConfigError
-from salbench.pipeline import heartbeat, parse_config, run
 from salbench.pipeline.manifest import read_manifest
-from salbench.pipeline.tables import finished_shards, read_samples, shard_paths
+from salbench.pipeline.run import run
+from salbench.results.tables import finished_shards, read_samples, shard_paths
 
 _COUNTER = itertools.count()
 
@@ -104,7 +105,7 @@ def test_storage_paths_and_uris(bucket, tmp_path):
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_commit_protocol_counts_a_shard_only_with_an_agreeing_marker(where, request, tmp_path):
-    from salbench.pipeline.tables import write_shard
+    from salbench.results.tables import write_shard
 
     run_dir = request.getfixturevalue("bucket") + "/run" if where == "s3" else tmp_path / "run"
     table = pa.table({"index": pa.array([0, 1, 2], pa.int64()), "model": ["m"] * 3,

@@ -11,9 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from salbench.pipeline import parse_config
+from salbench.config import parse_config
 from salbench.pipeline.run import merge_stage_stats, plan_shards, run_windows
-from salbench.pipeline.writer import ShardWriter
+from salbench.pipeline.writer import ShardFormat, ShardWriter
 
 MODELS, METHODS, IMAGES, SHARD = ["fast", "slow"], ["vg", "gxi"], 12, 3
 
@@ -52,8 +52,8 @@ def _rows(model: str, save_maps: bool) -> list[dict]:
 def _write(tmp_path, name: str, batches: list[list[dict]], save_maps: bool) -> ShardWriter:
     run_dir = tmp_path / name
     (run_dir / "samples").mkdir(parents=True)
-    writer = ShardWriter(_config(save_maps), run_dir, "run", plan_shards(IMAGES, SHARD),
-                         progress=io.StringIO())
+    writer = ShardWriter(ShardFormat.of(_config(save_maps)), run_dir, "run",
+                         plan_shards(IMAGES, SHARD))
     for batch in batches:
         writer.add(batch)
     return writer

@@ -13,11 +13,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
+from salbench.config import parse_config
 from salbench.metrics.localization import pointing_game_class_mean
-from salbench.pipeline import parse_config
-from salbench.pipeline.scan import Shards
-from salbench.pipeline.summary import interval, summarize_run
-from salbench.pipeline.tables import rows_to_table
+from salbench.results.scan import Shards
+from salbench.results.summary import interval, summarize_run
+from salbench.results.tables import rows_to_table
 
 CONFIG = parse_config({
     "dataset": {"kind": "synthetic", "n": 4, "size": 32},

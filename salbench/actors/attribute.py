@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 
 from salbench.actors.journal import Journal
-from salbench.actors.memory import keep_freed_memory
 from salbench.actors.progress import report_cells
 from salbench.config import RunConfig, parse_config
+from salbench.memory import keep_freed_memory
 from salbench.runner import OUTPUT_COLUMNS, DeviceLost, ModelRunner
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def set_threads(config: RunConfig, device: torch.device) -> None:
     stages' actors and read tasks run on, and torch's threads then wait for each other:
     tiny_cnn on 2 cores took 2-5 ms per image with 2 threads against 0.5 ms with 1
     (BENCHMARKS.md, case 6). Also keeps freed memory in the process
-    (``salbench.actors.memory``)."""
+    (``salbench.memory``)."""
     keep_freed_memory()
     res = config.resources
     if res.torch_threads:

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from salbench import metrics
-from salbench.actors.memory import keep_freed_memory
 from salbench.config import RunConfig, parse_config
-from salbench.runner import MAP_STATUSES, metric_error_line
+from salbench.memory import keep_freed_memory
+from salbench.results.tables import MAP_STATUSES
+from salbench.runner import metric_error_line
 
 
 def _fail(batch: pd.DataFrame, i: int, label: str, exc: Exception) -> None:

@@ -1,6 +1,8 @@
-"""Config, plan, Ray Data graph, writers, manifests and aggregation (SPEC 6)."""
+"""Running a benchmark: the placement plan, the Ray Data graph or the in-process executor,
+the writer of the shards, the manifest and the driver's progress (SPEC 6).
 
-from salbench.config import RunConfig, load_config, parse_config
-from salbench.pipeline.run import RunResult, resume, run
-
-__all__ = ["RunConfig", "RunResult", "load_config", "parse_config", "resume", "run"]
+The entry points are :func:`salbench.pipeline.run.run` and :func:`salbench.pipeline.run.resume`
+(``salbench.evaluate`` and ``salbench run`` call them); a run's results are read back
+through :mod:`salbench.results`. Importing this package imports nothing else, so that the
+writer actor (:mod:`salbench.pipeline.writer_actor`) starts without torch.
+"""

@@ -33,9 +33,9 @@ import ray
 import ray.data
 
 from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
-from salbench.actors.memory import worker_env
 from salbench.config import RunConfig
 from salbench.datasets.shards import block_items, decode_batch, read_block
+from salbench.memory import worker_env
 from salbench.pipeline.plan import (
     DECODE_NUM_CPUS,
     READ_NUM_CPUS,
@@ -53,7 +53,7 @@ def model_compute(pool: Pool) -> tuple[ray.data.ActorPoolStrategy, bool]:
 
     By default Ray Data runs an actor's batches in a worker thread of its own; with
     ``enable_true_multi_threading`` and one call at a time they run on the actor's main
-    thread, whose malloc arena the actor's constructor tunes (``salbench.actors.memory``):
+    thread, whose malloc arena the actor's constructor tunes (``salbench.memory``):
     no per-block page faults and no arena shared between torch's threads (the demo's graph
     ran faster so: docs/PIPELINE.md). Ray versions without the option get the environment
     instead (second value False).

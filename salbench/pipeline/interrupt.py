@@ -17,7 +17,7 @@ killed the driver with SIGABRT (exit status 134) before the manifest was written
 
 A second signal while the first one unwinds is ignored (with a message): the handler must
 not interrupt its own bookkeeping. A SIGKILL cannot be caught; a killed driver's run is told
-apart from a live one by its heartbeat (:mod:`salbench.pipeline.heartbeat`).
+apart from a live one by its heartbeat (:mod:`salbench.heartbeat`).
 
 :func:`checkpoint` is the fault-injection point of the tests: with ``SALBENCH_SIGNAL_AT``
 set to a phase name (``PHASES``; ``mid_run:KILL`` for another signal) the driver sends

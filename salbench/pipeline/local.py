@@ -12,7 +12,7 @@ The actors are built once per run (one AttributeActor, and with split metrics on
 ScoreActor, per model), so each model is loaded once for attribution and once for scoring,
 as in the graph. The actors' process-wide settings apply to this process: torch's thread
 count from ``resources`` (the caller's is restored afterwards) and the allocator tuning of
-:mod:`salbench.actors.memory` (kept; ``SALBENCH_MALLOC_TUNING=0`` turns it off).
+:mod:`salbench.memory` (kept; ``SALBENCH_MALLOC_TUNING=0`` turns it off).
 """
 
 from __future__ import annotations
@@ -31,18 +31,21 @@ from salbench.datasets.shards import decode_batch, read_shard
 from salbench.pipeline.plan import in_process_config
 
 if TYPE_CHECKING:
-    from salbench.pipeline.reuse import PreviousRun
+    from salbench.pipeline.progress import ShardProgress
     from salbench.pipeline.writer import ShardWriter
+    from salbench.results.reuse import PreviousRun
 
 
 def execute_local(
     config: RunConfig,
     writer: ShardWriter,
+    progress: ShardProgress,
     pending: list[dict[str, int]],
     geometries: list[tuple[tuple[int, int], float]],
     previous: PreviousRun | None,
 ) -> dict[str, Any]:
-    """Compute the ``pending`` shards ({shard, start, stop}) in this process into ``writer``.
+    """Compute the ``pending`` shards ({shard, start, stop}) in this process into ``writer``
+    (which announces each shard it writes on ``progress``; its live display runs meanwhile).
 
     geometries: per model, (input_size, crop_fraction) for decoding; previous: the earlier
     run whose cells are reused (``--reuse``), or None. Returns the timings for the manifest
@@ -57,7 +60,7 @@ def execute_local(
     try:
         attribute = [AttributeActor(cfg, i, reuse=reuse, exit_on_device_loss=False,
                                     progress=counter) for i in range(len(config.models))]
-        writer.start_progress(counter.snapshot)
+        progress.start(counter.snapshot)
         score = [ScoreActor(cfg, i) for i in range(len(config.models))] if split else []
         bokeh, finalize = BokehActor(cfg), (FinalizeActor(cfg) if split else None)
         for item in pending:
@@ -69,7 +72,6 @@ def execute_local(
                     out = finalize(score[i](out))
                 writer.add(out.to_dict("records"))
     finally:
-        if writer.monitor is not None:
-            writer.monitor.stop()
+        progress.stop()
         torch.set_num_threads(threads)
     return {**writer.finish(), "executor": "in_process"}

@@ -1,9 +1,11 @@
-"""The driver's live progress display: cells (sample x model x method) done, rate, ETA.
+"""The driver's live progress display: cells (sample x model x method) done, rate, ETA,
+and a line per written shard.
 
 A background thread polls the run's cell counter (:mod:`salbench.actors.progress`). On a
 terminal it redraws one bar line in place a few times a second; otherwise (a log file, a
 pipe, ``ray job submit``) it prints a plain line every ``interval`` seconds. Shard lines
-(``ShardWriter``) go through :meth:`ProgressMonitor.line` so that they never tear the bar.
+(:class:`ShardProgress`, told of each shard the writer commits) go through
+:meth:`ProgressMonitor.line` so that they never tear the bar.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
+
+from salbench.pipeline import interrupt
 
 log = logging.getLogger("salbench")
 
@@ -159,3 +163,64 @@ class ProgressMonitor:
         wait = BAR_INTERVAL if self.interactive else self.interval
         while not self._stop.wait(wait):
             self._show()
+
+
+def progress_line(shard: int, written: int, shards: int, cells: int, total_cells: int,
+                  elapsed: float) -> str:
+    """The line of a written shard: shards and cells (sample x model x method) done, and the
+    elapsed time in the live progress lines' format (their ETA is the run's one ETA)."""
+    return (f"[salbench] shard {shard} written: {written}/{shards} shards, {cells}/"
+            f"{total_cells} cells, {format_seconds(elapsed)} elapsed")
+
+
+class ShardProgress:
+    """The driver's count of the shards written, and their lines: what the driver needs of
+    the writer (which, in a Ray run, is an actor of its own: the driver holds no rows).
+
+    Args:
+        stream: where the lines go (None: the run's log only).
+        pending: the shards this run computes ({shard, start, stop}).
+        cells_per_image: models x methods.
+    """
+
+    def __init__(self, stream: TextIO | None, pending: list[dict[str, int]],
+                 cells_per_image: int) -> None:
+        self.stream = stream
+        #: shard -> cells (images x models x methods)
+        self.expected = {s["shard"]: (s["stop"] - s["start"]) * cells_per_image
+                         for s in pending}
+        self.total_cells = sum(self.expected.values())
+        self.written, self.cells_done = 0, 0
+        self.t0 = time.time()
+        #: the live display, while it runs (None: shard lines are printed on ``stream``)
+        self.monitor: ProgressMonitor | None = None
+
+    def start(self, poll: Callable[[], dict[int, int]]) -> ProgressMonitor | None:
+        """Start the live display polling ``poll`` (shard -> cells reported), or None when
+        this run shows no progress. :meth:`stop` stops it."""
+        if self.stream is None:
+            return None
+        interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.monitor = ProgressMonitor(self.stream, self.expected, poll, interactive)
+        self.monitor.start()
+        return self.monitor
+
+    def stop(self) -> None:
+        """Stop the live display, if it runs (it shows its final state)."""
+        if self.monitor is not None:
+            self.monitor.stop()
+
+    def shard_written(self, shard: int) -> None:
+        """Count ``shard`` as written and say so: in the run's log and on the live display,
+        or as a line on ``stream``; its elapsed time on the live display's clock."""
+        self.cells_done += self.expected[shard]
+        self.written += 1
+        t0 = self.monitor.t0 if self.monitor is not None else self.t0
+        msg = progress_line(shard, self.written, len(self.expected), self.cells_done,
+                            self.total_cells, time.time() - t0)
+        log.info(msg)
+        if self.monitor is not None:
+            self.monitor.shard_written(shard, msg)
+        elif self.stream is not None:
+            print(msg, file=self.stream, flush=True)
+        interrupt.checkpoint("mid_run")

@@ -25,18 +25,20 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
-from salbench import keys, models, storage
+from salbench import heartbeat, keys, models, storage
 from salbench.config import RunConfig, parse_config
 from salbench.datasets import open_dataset
 from salbench.errors import ConfigError
-from salbench.pipeline import heartbeat, interrupt, tables
+from salbench.pipeline import interrupt
 from salbench.pipeline import manifest as mf
 from salbench.pipeline.plan import numerics_record
-from salbench.pipeline.rankings import rankings_table
-from salbench.pipeline.reuse import PreviousRun
-from salbench.pipeline.scan import Shards
-from salbench.pipeline.summary import run_counts, summarize_run
-from salbench.pipeline.writer import ShardWriter
+from salbench.pipeline.progress import ShardProgress
+from salbench.pipeline.writer import ShardFormat, ShardWriter
+from salbench.results import tables
+from salbench.results.rankings import rankings_table
+from salbench.results.reuse import PreviousRun
+from salbench.results.scan import Shards
+from salbench.results.summary import run_counts, summarize_run
 
 log = logging.getLogger("salbench")
 
@@ -208,7 +210,7 @@ def run(
 
     SIGTERM / SIGINT (in the main thread) stop the run with RunInterrupted after marking
     its manifest failed (:mod:`salbench.pipeline.interrupt`). While it runs, the driver
-    keeps a heartbeat in the run directory (:mod:`salbench.pipeline.heartbeat`); resuming a
+    keeps a heartbeat in the run directory (:mod:`salbench.heartbeat`); resuming a
     run that another live driver holds raises LiveRunError, one whose driver is gone is
     taken over.
     """
@@ -296,19 +298,27 @@ def _run(config: RunConfig, run_dir: Path | None, progress: TextIO | None,
         }
         mf.write_manifest(run_dir, manifest)
         log.info("run %s: %d shards, %d pending", run_id, len(shards), len(pending))
-        writer = ShardWriter(config, run_dir, run_id, pending, progress, previous)
+        fmt = ShardFormat.of(config)
+        shard_progress = ShardProgress(progress, pending, fmt.cells_per_image)
+        total_cells = shard_progress.total_cells
         if progress is not None and pending:
             print(f"[salbench] {run_dir}: {len(pending)} of {len(shards)} shards to compute, "
-                  f"{writer.total_rows} cells (sample x model x method); starting the "
+                  f"{total_cells} cells (sample x model x method); starting the "
                   "model actors", file=progress, flush=True)
+        reused = 0
         if not pending:
             timings: dict[str, Any] = {}
         elif in_process:
             from salbench.pipeline.local import execute_local
 
-            timings = execute_local(config, writer, pending, geometries, previous)
+            writer = ShardWriter(fmt, run_dir, run_id, pending, previous,
+                                 announce=shard_progress.shard_written)
+            timings = execute_local(config, writer, shard_progress, pending, geometries,
+                                    previous)
+            reused = writer.reused
         else:
-            timings = _execute(config, writer, pending, geometries, ray_progress_bars, previous)
+            timings, reused = _execute(config, fmt, run_dir, run_id, shard_progress, pending,
+                                       geometries, ray_progress_bars, previous)
         interrupt.checkpoint("summary")
         summary, counts = summarize_run(Shards.of_run(run_dir), config)
         tables.write_table(summary, storage.join(run_dir, "summary.parquet"))
@@ -317,17 +327,17 @@ def _run(config: RunConfig, run_dir: Path | None, progress: TextIO | None,
         manifest["attempts"].append({
             "started": started, "finished": finished,
             "wall_seconds": round(time.time() - t_start, 3), "shards_run": len(pending),
-            "cells_reused": writer.reused, "timings": timings,
+            "cells_reused": reused, "timings": timings,
         })
         manifest.update(
             status="complete", finished=finished, timings=mf.merge_timings(manifest["attempts"]),
             wall_seconds=round(sum(a["wall_seconds"] for a in manifest["attempts"]), 3),
             counts={**run_counts(counts), "shards_run_now": len(pending),
-                    "cells_reused_now": writer.reused},
+                    "cells_reused_now": reused},
         )
         if previous is not None and progress is not None:
-            print(f"[salbench] reused {writer.reused} of {writer.total_rows} cells from "
-                  f"{previous.run_dir}; computed {writer.total_rows - writer.reused}",
+            print(f"[salbench] reused {reused} of {total_cells} cells from "
+                  f"{previous.run_dir}; computed {total_cells - reused}",
                   file=progress, flush=True)
         mf.write_manifest(run_dir, manifest)
         return RunResult(run_dir, summary)
@@ -369,12 +379,17 @@ def _mark_failed(run_dir: Path | str, manifest: dict[str, Any], exc: BaseExcepti
 
 def _execute(
     config: RunConfig,
-    writer: ShardWriter,
+    fmt: ShardFormat,
+    run_dir: Path | str,
+    run_id: str,
+    progress: ShardProgress,
     pending: list[dict[str, int]],
     geometries: list[tuple[tuple[int, int], float]],
     ray_progress_bars: bool,
     previous: PreviousRun | None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], int]:
+    """The Ray graph's run of the ``pending`` shards: the writer actor writes them, the
+    driver only announces them on ``progress``. Returns the timings and the cells reused."""
     import ray
 
     from salbench.actors.journal import start_journal
@@ -390,9 +405,9 @@ def _execute(
     ensure_ray(config.resources.address)
     _configure_ray_data(ray_progress_bars)
     reuse_ref = ray.put(previous.cell_keys()) if previous is not None else None
-    journal = start_journal(writer.run_id)
-    counter = start_counter(writer.run_id) if writer.progress is not None else None
-    remote = start_writer(writer, pending)
+    journal = start_journal(run_id)
+    counter = start_counter(run_id) if progress.stream is not None else None
+    remote = start_writer(fmt, run_dir, run_id, pending, previous)
     interrupt.checkpoint("actor_pools")
     monitor = None
     windows: list[dict[str, dict[str, float]]] = []
@@ -401,12 +416,12 @@ def _execute(
             ds = build_graph(config, items, geometries, reuse=reuse_ref, journal=journal,
                              progress=counter)
             if counter is not None and monitor is None:
-                monitor = writer.start_progress(
+                monitor = progress.start(
                     lambda: ray.get(counter.snapshot.remote(), timeout=10))
-            write_dataset(ds, remote, writer)
+            write_dataset(ds, remote, progress)
             windows.append(stage_stats(ds))
             del ds  # Ray Data's bookkeeping of the window's blocks goes with it
-        timings, writer.reused = remote_call(remote.finish.remote())
+        timings, reused = remote_call(remote.finish.remote())
     finally:
         if monitor is not None:
             monitor.stop()
@@ -414,8 +429,7 @@ def _execute(
         for actor in (journal, counter):
             if actor is not None:
                 ray.kill(actor)
-        writer.parts.close()  # the driver's own ShardWriter only counts and announces
-    return {**timings, "stages": merge_stage_stats(windows)}
+    return {**timings, "stages": merge_stage_stats(windows)}, reused
 
 
 def run_windows(pending: list[dict[str, int]],

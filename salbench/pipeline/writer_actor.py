@@ -13,6 +13,8 @@ the driver still grows by over a run is Ray Data's own per-block cost (BENCHMARK
 The actor writes where the driver would have: the run directory (local on the driver's
 node, which the actor is pinned to, or a URI) and its parts on local disk. Object-store
 credentials must be in the cluster's environment, as for reading a dataset from a store.
+It gets the table's format as plain data (:class:`~salbench.pipeline.writer.ShardFormat`),
+not the config, so that its process imports no registry and no torch (tested).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from salbench.config import parse_config
-from salbench.pipeline.memory import use_system_allocator
-from salbench.pipeline.reuse import PreviousRun
-from salbench.pipeline.writer import ShardWriter
+from salbench.memory import use_system_allocator
+from salbench.pipeline.progress import ShardProgress
+from salbench.pipeline.writer import ShardFormat, ShardWriter
+from salbench.results.reuse import PreviousRun
 
 #: Blocks handed to the writer actor and not yet written before the driver waits.
 MAX_IN_FLIGHT = 4
@@ -37,14 +39,14 @@ MAX_IN_FLIGHT = 4
 
 @ray.remote(num_cpus=0)
 class WriterActor:
-    """A ShardWriter that takes blocks by reference and returns its progress lines."""
+    """A ShardWriter that takes blocks by reference and returns the shards it wrote."""
 
-    def __init__(self, config: dict[str, Any], run_dir: Path | str, run_id: str,
+    def __init__(self, fmt: ShardFormat, run_dir: Path | str, run_id: str,
                  pending: list[dict[str, int]], previous: PreviousRun | None) -> None:
         use_system_allocator()
         self.written: list[int] = []
-        self.writer = ShardWriter(parse_config(config), run_dir, run_id, pending, None,
-                                  previous, announce=self.written.append)
+        self.writer = ShardWriter(fmt, run_dir, run_id, pending, previous,
+                                  announce=self.written.append)
 
     def add_blocks(self, *blocks: Any) -> list[int]:
         """Write the rows of ``blocks`` (Ray resolves the references); the shards this
@@ -65,12 +67,13 @@ class WriterActor:
         self.writer.parts.close()
 
 
-def start_writer(writer: ShardWriter, pending: list[dict[str, int]]) -> Any:
-    """A WriterActor with ``writer``'s run, on this (the driver's) node."""
+def start_writer(fmt: ShardFormat, run_dir: Path | str, run_id: str,
+                 pending: list[dict[str, int]], previous: PreviousRun | None) -> Any:
+    """A WriterActor of the run ``run_id`` in ``run_dir``, on this (the driver's) node."""
     node = ray.get_runtime_context().get_node_id()
     return WriterActor.options(
         scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-    ).remote(writer.config.to_dict(), writer.run_dir, writer.run_id, pending, writer.previous)
+    ).remote(fmt, run_dir, run_id, pending, previous)
 
 
 def stop_writer(actor: Any) -> None:
@@ -94,11 +97,12 @@ def remote_call(ref: Any) -> Any:
 
 class _Settler:
     """A driver thread that waits for the writer actor's calls in order and announces each
-    shard on ``writer`` as soon as it is written (:meth:`ShardWriter.shard_written`: the
-    run's log, the live display), while the main thread waits for Ray Data's next block."""
+    shard on ``progress`` as soon as it is written (:meth:`ShardProgress.shard_written`:
+    the run's log, the live display), while the main thread waits for Ray Data's next
+    block."""
 
-    def __init__(self, writer: ShardWriter) -> None:
-        self.writer = writer
+    def __init__(self, progress: ShardProgress) -> None:
+        self.progress = progress
         self.in_flight: deque[Any] = deque()
         self.cond = threading.Condition()
         self.failure: BaseException | None = None
@@ -126,7 +130,7 @@ class _Settler:
                 self.in_flight.popleft()
                 self.cond.notify_all()
             for shard in shards:
-                self.writer.shard_written(shard)
+                self.progress.shard_written(shard)
 
     def add(self, ref: Any) -> None:
         """Queue a writer call; wait while more than MAX_IN_FLIGHT are queued."""
@@ -152,10 +156,10 @@ class _Settler:
             self._raise()
 
 
-def write_dataset(ds: Any, actor: Any, writer: ShardWriter) -> None:
+def write_dataset(ds: Any, actor: Any, progress: ShardProgress) -> None:
     """Stream ``ds``'s output blocks through ``actor`` by reference; each shard it writes is
-    announced on ``writer`` as it lands (a thread of :class:`_Settler`)."""
-    settler = _Settler(writer)
+    announced on ``progress`` as it lands (a thread of :class:`_Settler`)."""
+    settler = _Settler(progress)
     finished = False
     try:
         for bundle in ds.iter_internal_ref_bundles():

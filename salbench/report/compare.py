@@ -1,5 +1,5 @@
 """``salbench compare RUN_A RUN_B --report``: a comparison page (deltas B - A, regressions)
-from :func:`salbench.pipeline.compare.compare_runs`.
+from :func:`salbench.results.compare.compare_runs`.
 
 A *regression* is a significant delta (its 95% interval excludes 0) in the bad direction of
 a metric (lower for higher-is-better metrics, higher for deletion, MoRF, MAE, ...); an
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from salbench.pipeline.compare import compare_runs
 from salbench.report.data import direction
 from salbench.report.format import fmt, fmt_signed
 from salbench.report.html import collapsible, page, section, table_html
 from salbench.report.tables import Cell, Table, to_markdown
+from salbench.results.compare import compare_runs
 
 HEADER = ["model", "method", "metric", "mean A", "mean B", "delta B - A", "95% CI", "n A",
           "n B", "paired"]

@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from salbench import storage
-from salbench.pipeline.samples import RunSamples, load_run
-from salbench.pipeline.summary import summarize_run
+from salbench.results.samples import RunSamples, load_run
+from salbench.results.summary import summarize_run
 
 #: Headline metrics, in the order tables and galleries show them.
 HEADLINE = (
@@ -85,7 +85,7 @@ def method_names(config: dict[str, Any]) -> dict[str, str]:
 
 
 def read_run(run_dir: Path | str) -> RunTables:
-    """Read a run directory for a report (:func:`salbench.pipeline.samples.load_run`, the
+    """Read a run directory for a report (:func:`salbench.results.samples.load_run`, the
     reader ``salbench compare`` uses too); a ConfigError naming it when it is not one.
 
     ``summary.parquet`` is used when present; a run without it (interrupted) gets the

@@ -20,9 +20,9 @@ import pandas as pd
 from matplotlib import colormaps
 from PIL import Image
 
-from salbench.pipeline.samples import RunSamples
 from salbench.report.data import RunTables
 from salbench.report.format import fmt
+from salbench.results.samples import RunSamples
 
 CMAP = "RdBu_r"
 PERCENTILE = 99.0

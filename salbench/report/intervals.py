@@ -2,7 +2,7 @@
 
 A Student t interval of the mean can reach past a bounded metric's range (a pointing-game
 rate of 0.9 from 10 images: t gives [0.67, 1.13]). The rule, for scalar columns the same as
-the summary's (``salbench.pipeline.summary.interval``, with the ranges and the 0 / 1 hit
+the summary's (``salbench.results.summary.interval``, with the ranges and the 0 / 1 hit
 columns of ``salbench.metrics.registry``):
 
 - hit rates (values 0 or 1, e.g. ``pointing_game_hit``): the Wilson score interval;
@@ -25,8 +25,8 @@ import pandas as pd
 from scipy import stats
 
 from salbench.metrics.registry import BINARY_COLUMNS, bounds
-from salbench.pipeline.samples import RunSamples
-from salbench.pipeline.summary import t_interval, wilson
+from salbench.results.samples import RunSamples
+from salbench.results.summary import t_interval, wilson
 
 #: Curve columns whose points are 0 / 1 per sample (top-1 still correct).
 RATE_CURVES = frozenset({"aic_curve", "aic_msssim_curve", "pic_blur_aic_curve"})

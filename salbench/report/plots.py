@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from salbench.pipeline.samples import RunSamples
 from salbench.report.data import RunTables
 from salbench.report.intervals import CurveMoments, band_kind, moments_band
-from salbench.runner import MAP_STATUSES
+from salbench.results.samples import RunSamples
+from salbench.results.tables import MAP_STATUSES
 
 #: Curve column -> (title, x label, y label). Unknown curve columns get generic labels.
 CURVES = {

@@ -1,6 +1,6 @@
 """The report's ranking view (LATEC): per model, the methods' rank under each metric with
 its mean and 95% interval, and Kendall's tau between metrics
-(:mod:`salbench.pipeline.rankings` computes both from the summary)."""
+(:mod:`salbench.results.rankings` computes both from the summary)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from salbench.pipeline.rankings import rank_agreement, rank_methods
 from salbench.report.format import fmt
 from salbench.report.tables import Cell, Table
+from salbench.results.rankings import rank_agreement, rank_methods
 
 RANK_CAPTION = (
     "Rank of each method under each metric with a direction (1 = best; ties share the "

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from salbench.catalog import PAPER_REFS
-from salbench.pipeline.compare import paired_interval
-from salbench.pipeline.groups import GroupCounts
 from salbench.report.columns import paper_layout
 from salbench.report.data import (
     HEADLINE,
@@ -28,7 +26,9 @@ from salbench.report.data import (
 )
 from salbench.report.format import fmt, fmt_signed
 from salbench.report.intervals import kind as interval_kind
-from salbench.runner import MAP_STATUSES
+from salbench.results.compare import paired_interval
+from salbench.results.groups import GroupCounts
+from salbench.results.tables import MAP_STATUSES
 
 #: Derived metrics computed from the per-sample table: paper 001's binned PIC (pic_blur).
 BINNED = {"pic_blur_sic_binned_auc": ("sic", "pic_blur_prob_ratio"),

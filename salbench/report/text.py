@@ -1,5 +1,5 @@
 """``salbench compare``'s text output: the manifest differences, the delta table and what got
-worse or better (the statistics are :func:`salbench.pipeline.compare.compare_runs`')."""
+worse or better (the statistics are :func:`salbench.results.compare.compare_runs`')."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import math
 
 import pandas as pd
 
-from salbench.pipeline.compare import GROUP
 from salbench.report.format import sig
+from salbench.results.compare import GROUP
 
 
 def format_comparison(table: pd.DataFrame) -> str:

@@ -17,8 +17,8 @@ import time
 import ray
 import ray.data
 
+from salbench.config import parse_config
 from salbench.errors import ConfigError
-from salbench.pipeline import parse_config
 from salbench.pipeline.run import run
 
 STAGES = ("AttributeActor", "BokehActor", "ScoreActor", "FinalizeActor")

@@ -23,7 +23,8 @@ import ray
 import ray.data
 from ray.cluster_utils import Cluster
 
-from salbench.pipeline import parse_config, run
+from salbench.config import parse_config
+from salbench.pipeline.run import run
 
 STORE = 100 * 1024 * 1024
 

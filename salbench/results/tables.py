@@ -1,4 +1,9 @@
-"""Output tables: the per-sample schema, atomic shard files, and the summary (SPEC 6).
+"""The per-sample table: its schema, its rows' statuses, and its shard files (SPEC 6).
+
+The one definition that the writer (:mod:`salbench.pipeline.writer`, which builds and
+commits shards with :func:`rows_to_table`, :func:`join_parts` and :func:`write_shard`) and
+the readers (:mod:`salbench.results`) share. It needs no registry: what the schema depends
+on comes as a :class:`TableLayout` (a RunConfig, or the writer's plain-data ShardFormat).
 
 ``samples/shard-NNNNN.parquet`` holds one row per sample x model x method. The run directory
 may be local or a URI (``s3://...``; :mod:`salbench.storage`). Commit protocol, the same on
@@ -16,7 +21,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -25,8 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from salbench import methods, metrics, storage
-from salbench.config import RunConfig
+from salbench import storage
 
 BASE_FIELDS = [
     ("run_id", pa.string()), ("sample_id", pa.string()), ("sample_key", pa.string()),
@@ -38,36 +42,49 @@ BASE_FIELDS = [
 SORT_KEYS = ["index", "model", "method"]
 
 
-def value_columns(config: RunConfig) -> dict[str, str]:
-    """Column -> "float" | "curve" for every method diagnostic and metric output."""
-    cols: dict[str, str] = {}
-    for comp in config.methods:
-        cols.update({c: "float" for c in methods.get(comp.name).info_columns})
-    for comp in config.metrics:
-        cols.update(metrics.get(comp.name).columns)
-    return cols
+#: Statuses whose rows carry a usable map for the later stages' metrics ("metric_error":
+#: some metric failed; the row keeps its map and its other metrics).
+MAP_STATUSES = ("ok", "metric_error")
 
 
-def samples_schema(config: RunConfig) -> pa.Schema:
-    """Arrow schema of the per-sample table of ``config``.
+def failed_metrics(error: str) -> set[str]:
+    """The metric labels named by a ``metric_error`` row's ``error`` lines (one
+    ``<metric label>: Type: message`` line each: :func:`salbench.runner.metric_error_line`)."""
+    return {line.split(": ", 1)[0] for line in (error or "").splitlines() if ": " in line}
+
+
+class TableLayout(Protocol):
+    """What the per-sample table's schema depends on: a :class:`~salbench.config.RunConfig`,
+    or the same as plain data (:class:`~salbench.pipeline.writer.ShardFormat`)."""
+
+    @property
+    def save_maps(self) -> bool:
+        """Whether the rows carry their maps and input images."""
+
+    def value_columns(self) -> dict[str, str]:
+        """Column -> "float" | "curve" for every method diagnostic and metric output."""
+
+
+def samples_schema(layout: TableLayout) -> pa.Schema:
+    """Arrow schema of the per-sample table of ``layout``.
 
     With ``save_maps``: ``map`` (float16 bytes, [map_height, map_width]) on every ok row, and
     ``input_png`` (the model's input crop as PNG) on the first row of each sample x model
     (null on its other rows), so that a report can show the maps over their images.
     """
     fields = list(BASE_FIELDS)
-    for col, kind in value_columns(config).items():
+    for col, kind in layout.value_columns().items():
         fields.append((col, pa.list_(pa.float32()) if kind == "curve" else pa.float64()))
-    if config.save_maps:
+    if layout.save_maps:
         fields += [("map", pa.binary()), ("map_height", pa.int32()), ("map_width", pa.int32()),
                    ("input_png", pa.binary())]
     return pa.schema(fields)
 
 
-def rows_to_table(rows: list[dict[str, Any]], config: RunConfig, run_id: str) -> pa.Table:
+def rows_to_table(rows: list[dict[str, Any]], layout: TableLayout, run_id: str) -> pa.Table:
     """Stage output rows (with a JSON ``values`` column) -> a sorted table in the schema."""
-    schema = samples_schema(config)
-    cols = value_columns(config)
+    schema = samples_schema(layout)
+    cols = layout.value_columns()
     records = []
     have_input: set[tuple[int, str]] = set()
     for r in sorted(rows, key=lambda r: tuple(r[k] for k in SORT_KEYS)):
@@ -82,7 +99,7 @@ def rows_to_table(rows: list[dict[str, Any]], config: RunConfig, run_id: str) ->
                 rec[col] = [float(t) for t in v]
             else:
                 rec[col] = float(v)
-        if config.save_maps:
+        if layout.save_maps:
             rec.update(map=stored_map(r), map_height=int(r["height"]),
                        map_width=int(r["width"]), input_png=None)
             crop, key = r.get("crop") or b"", (r["index"], r["model"])
@@ -97,13 +114,13 @@ def rows_to_table(rows: list[dict[str, Any]], config: RunConfig, run_id: str) ->
     return pa.Table.from_pylist(records, schema=schema)
 
 
-def join_parts(parts: list[pa.Table], config: RunConfig) -> pa.Table:
+def join_parts(parts: list[pa.Table], layout: TableLayout) -> pa.Table:
     """One shard's table from its parts (each made by :func:`rows_to_table` from some of
     its rows): the rows in :func:`rows_to_table`'s order and, with ``save_maps``, the input
     image on the first row of each sample x model that has one, as if the shard's rows had
     come in one part."""
     table = pa.concat_tables(parts).sort_by([(k, "ascending") for k in SORT_KEYS])
-    if not config.save_maps or len(parts) == 1:
+    if not layout.save_maps or len(parts) == 1:
         return table
     png = table.column("input_png")
     index = table.column("index").to_numpy()
@@ -183,16 +200,6 @@ def read_samples(run_dir: storage.Location) -> pd.DataFrame:
     parts = storage.map_threads(_read_shard_table, files, storage.is_uri(run_dir))
     frame = pd.concat([t.to_pandas() for t in parts], ignore_index=True)
     return frame.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
-
-
-def summarize(samples: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
-    """The summary of an in-memory samples table (see :mod:`salbench.pipeline.summary`,
-    which a run uses on its shard files without loading them)."""
-    from salbench.pipeline.scan import Shards
-    from salbench.pipeline.summary import summarize_run
-
-    table = pa.Table.from_pandas(samples, preserve_index=False)
-    return summarize_run(Shards(table=table), config)[0]
 
 
 def write_table(frame: pd.DataFrame, path: storage.Location) -> None:

@@ -1,9 +1,12 @@
-"""Keep freed memory inside a worker process instead of returning it to the OS.
+"""The processes' allocators: what a process keeps of the memory it frees (no torch, no Ray:
+the driver and the writer actor import it too).
 
-:func:`keep_freed_memory` (``mallopt`` at run time) sets process-wide limits, but only
-glibc's main arena, which serves the main thread, can hold blocks of any size in its heap:
-a thread on another arena gets every block above 64 MB (the heap size of non-main arenas) as
-a separate mapping whatever the settings, unmapped again on free. The pipeline runs each
+A model worker keeps it, so that torch does not fault in fresh pages on every pass
+(:func:`keep_freed_memory`, :func:`worker_env`). :func:`keep_freed_memory` (``mallopt``
+at run time) sets process-wide limits, but only glibc's main arena, which serves the main
+thread, can hold blocks of any size in its heap: a thread on another arena gets every block
+above 64 MB (the heap size of non-main arenas) as a separate mapping whatever the settings,
+unmapped again on free. The pipeline runs each
 model actor's batches on the actor's main thread (``salbench.pipeline.graph.model_compute``),
 so tuning in the actor's constructor is enough, as in an in-process run. Where the installed
 Ray can only run batches in a worker thread, the model actors are started with
@@ -20,6 +23,14 @@ and about half the CPU time in the kernel without this, none with it (``benchmar
 figures in BENCHMARKS.md). The cost: the
 process keeps its peak heap, which a chunked method bounds through
 ``internal_batch_size``.
+
+The driver and the writer actor give it back (:func:`use_system_allocator`,
+:func:`release_freed_memory`). They free nearly everything they allocate (rows come in, a
+shard is written, the rows go), but allocators keep freed memory for reuse. Over a long run
+that kept memory, not live data, is what grows the driver: measured on a Ray run of tiny_cnn
+(BENCHMARKS.md, "Driver memory at scale"), glibc's in-use heap was the same 201 MB at 4,000
+and at 16,000 rows while its free-but-kept memory grew from 12 to 19 MB; ``malloc_trim``
+gave it back.
 """
 
 from __future__ import annotations
@@ -31,6 +42,8 @@ import os
 import sys
 import threading
 from typing import Any
+
+import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +106,27 @@ def keep_freed_memory() -> bool:
     if not _tuned:
         log.info("mallopt refused the allocator settings; keeping glibc's defaults")
     return _tuned
+
+
+
+def use_system_allocator() -> None:
+    """Make the system allocator Arrow's default memory pool in this (driver) process,
+    unless ``ARROW_DEFAULT_MEMORY_POOL`` chooses one. Arrow's default, mimalloc, keeps freed
+    pages for reuse, so a driver that reads a run batch by batch holds more than the batch it
+    is on (both measured in BENCHMARKS.md, "Driver memory at scale")."""
+    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
+def release_freed_memory() -> bool:
+    """Give the memory this process has freed back to the operating system (glibc's
+    ``malloc_trim(0)``: every arena's free pages, not only the heap's top). Takes a few
+    milliseconds on a driver's heap. Returns False, doing nothing, where the C library cannot
+    and where this process keeps its freed memory on purpose: an in-process run's model
+    stage tunes glibc so that torch does not fault in fresh pages on every pass
+    (:func:`keep_freed_memory`)."""
+    trim = glibc_function("malloc_trim")
+    if trim is None or tuned_for_this_thread():
+        return False
+    trim(ctypes.c_size_t(0))
+    return True

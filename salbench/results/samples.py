@@ -4,7 +4,7 @@ and :func:`load_run`, the one reader of a run directory that ``salbench report``
 
 The report and ``salbench compare`` ask for one model x method's rows, a few columns at a
 time; the first time they do, the run is split by group in one scan
-(:class:`~salbench.pipeline.groups.Groups`, every column but the maps and images), and each
+(:class:`~salbench.results.groups.Groups`, every column but the maps and images), and each
 later question reads one group's file. The gallery's first samples, the error rows and the
 like are streaming scans that keep only their answer. So memory follows the answer (at most
 one group of rows), not the run: a 5 M-row run is read like a 4,000-row one, only longer.
@@ -26,12 +26,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from salbench import storage
+from salbench import heartbeat, storage
 from salbench.errors import ConfigError
-from salbench.pipeline import heartbeat, tables
-from salbench.pipeline.groups import GroupCounts, Groups
-from salbench.pipeline.scan import Shards, plain
-from salbench.pipeline.tables import BASE_FIELDS
+from salbench.results import tables
+from salbench.results.groups import GroupCounts, Groups
+from salbench.results.scan import Shards, plain
+from salbench.results.tables import BASE_FIELDS
 
 #: Columns of the per-sample table that are neither metrics nor method diagnostics: the one
 #: definition that the summary's readers (report, compare) share.

@@ -2,7 +2,7 @@
 
 The summary's statistics (exact medians, SIC's median curve, the pointing game's class
 mean) and the report's plots need one model x method's values together; nothing needs two
-groups at once. :class:`Groups` reads the run once (:class:`~salbench.pipeline.scan.Shards`,
+groups at once. :class:`Groups` reads the run once (:class:`~salbench.results.scan.Shards`,
 file by file), counts each group's rows and statuses, and appends each group's rows of the
 asked-for columns to that group's own Arrow IPC file in a local temporary folder (``TMPDIR``;
 removed on :meth:`Groups.close`). Reading a group back reads its file only.
@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from salbench.pipeline.scan import Shards, plain
-from salbench.runner import MAP_STATUSES, failed_metrics
+from salbench.results.scan import Shards, plain
+from salbench.results.tables import MAP_STATUSES, failed_metrics
 
 #: Statuses whose rows have a target and the method's diagnostics.
 TARGET_STATUSES = (*MAP_STATUSES, "degenerate_map")

@@ -2,12 +2,12 @@
 
 The driver never holds a run's rows. :func:`summarize_run` reads the run once, file by file,
 splitting the columns the statistics need by model x method
-(:class:`~salbench.pipeline.groups.Groups`: one local spill file per group, counts of rows,
+(:class:`~salbench.results.groups.Groups`: one local spill file per group, counts of rows,
 statuses and per-metric ``metric_error`` lines on the way), then computes each group's rows
 from its own file: exact medians and intervals over its values, and each metric's
 dataset-level figure (SIC's median curve, the pointing game's class mean) over its columns.
 Memory is bounded by one group (at most the dataset's images), time is linear in rows, and
-each shard is read once (see :mod:`salbench.pipeline.groups` for why not DuckDB or a scan
+each shard is read once (see :mod:`salbench.results.groups` for why not DuckDB or a scan
 per group).
 
 Which rows count: the method's diagnostics (``completeness_error``, ...) and ``target_prob``
@@ -20,18 +20,20 @@ that metric); ``n_degenerate`` the rows whose map was constant or non-finite.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from salbench import methods, metrics
-from salbench.config import RunConfig
 from salbench.metrics.registry import BINARY_COLUMNS, bounds
-from salbench.pipeline.groups import TARGET_STATUSES, GroupCounts, Groups, status_in
-from salbench.pipeline.scan import Shards
-from salbench.runner import MAP_STATUSES
+from salbench.results.groups import TARGET_STATUSES, GroupCounts, Groups, status_in
+from salbench.results.scan import Shards
+from salbench.results.tables import MAP_STATUSES
+
+if TYPE_CHECKING:
+    from salbench.config import RunConfig
 
 SUMMARY_COLUMNS = [
     "model", "method", "metric", "n", "n_rows", "n_error", "n_degenerate", "mean", "std",
@@ -117,6 +119,13 @@ class _Layout:
         extra = [c for _, _, cols in self.summaries for c in ("label", "target", *cols)]
         return list(dict.fromkeys(["status", "target_prob", *info,
                                    *(c for c, _ in self.metric_cols), *extra]))
+
+
+def summarize(samples: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
+    """The summary of an in-memory samples table (a run uses :func:`summarize_run` on its
+    shard files, without loading them)."""
+    table = pa.Table.from_pandas(samples, preserve_index=False)
+    return summarize_run(Shards(table=table), config)[0]
 
 
 def run_counts(counts: dict[tuple[str, str], GroupCounts]) -> dict[str, int]:

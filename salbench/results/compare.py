@@ -32,7 +32,7 @@ out.
 
 From Python::
 
-    from salbench.pipeline.compare import compare_runs
+    from salbench.results.compare import compare_runs
     table = compare_runs(Path("runs/old"), Path("runs/new"))
     table.attrs["differences"]        # the manifest differences, one string each
 """
@@ -55,9 +55,9 @@ from scipy import stats
 
 from salbench.errors import ConfigError
 from salbench.metrics.registry import direction
-from salbench.pipeline.groups import TARGET_STATUSES, status_in
-from salbench.pipeline.samples import RunData, load_run
-from salbench.pipeline.summary import t_interval
+from salbench.results.groups import TARGET_STATUSES, status_in
+from salbench.results.samples import RunData, load_run
+from salbench.results.summary import t_interval
 
 #: Columns of the table :func:`compare_runs` returns, in order.
 COLUMNS = [

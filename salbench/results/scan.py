@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from salbench import storage
+from salbench.results import tables
 
 #: Columns read as dictionaries: a run has a handful of distinct values in each.
 DICTIONARY_COLUMNS = ("model", "method", "status")
@@ -48,7 +49,8 @@ class Shards:
     Args:
         files: shard files (local paths or object-store paths of ``filesystem``), in order.
         filesystem: the pyarrow filesystem the files are on.
-        table: instead of files, an in-memory table (tests, ``tables.summarize``).
+        table: instead of files, an in-memory table (tests,
+            :func:`~salbench.results.summary.summarize`).
     """
 
     def __init__(self, files: Sequence[str] = (), filesystem: Any = None,
@@ -61,8 +63,6 @@ class Shards:
     @classmethod
     def of_run(cls, run_dir: storage.Location) -> Shards:
         """The finished shards of a run directory (local or a URI), in shard order."""
-        from salbench.pipeline import tables
-
         files = [tables.shard_paths(run_dir, s)[0]
                  for s in sorted(tables.finished_shards(run_dir))]
         fs = storage.resolve(run_dir)[0]

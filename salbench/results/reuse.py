@@ -21,9 +21,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from salbench import storage
+from salbench.datasets.base import KEY_CHARS
 from salbench.errors import ConfigError
-from salbench.keys import KEY_CHARS
-from salbench.pipeline import tables
+from salbench.results import tables
 
 log = logging.getLogger("salbench")
 
