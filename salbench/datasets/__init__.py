@@ -12,37 +12,7 @@ read by index range, which is how the pipeline splits work into shards.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from salbench.datasets.base import Dataset, Row
-from salbench.registry import Registry, decorator
-
-REGISTRY: Registry[Callable[..., Dataset]] = Registry("dataset")
-
-#: ``@register("kind")`` on a Dataset subclass or a factory ``(**params) -> Dataset``.
-register = decorator(REGISTRY, lambda name, fn, **meta: fn)
-
-
-def names() -> list[str]:
-    """Registered dataset kinds."""
-    return REGISTRY.names()
-
-
-def open_dataset(spec: str | dict[str, Any]) -> Dataset:
-    """Open a dataset from ``"kind"`` or ``{"kind": ..., **params}``. ``filter`` is the
-    model stage's (which images are evaluated), not the reader's."""
-    if isinstance(spec, str):
-        spec = {"kind": spec}
-    params = dict(spec)
-    params.pop("filter", None)
-    kind = params.pop("kind", None)
-    if kind is None:
-        raise ValueError("dataset spec needs a 'kind' key, e.g. {kind: folder, path: photos/}")
-    return REGISTRY.get(kind)(**params)
-
-
-from salbench.datasets import (  # noqa: E402,F401
+from salbench.datasets import (  # noqa: F401
     digits,
     folder,
     imagenet,
@@ -50,5 +20,7 @@ from salbench.datasets import (  # noqa: E402,F401
     sample,
     synthetic,
 )
+from salbench.datasets.base import Dataset, Row
+from salbench.datasets.registry import REGISTRY, names, open_dataset, register
 
 __all__ = ["Dataset", "REGISTRY", "Row", "names", "open_dataset", "register"]

@@ -40,8 +40,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from salbench import storage
-from salbench.datasets import register
 from salbench.datasets.base import Dataset, Row
+from salbench.datasets.registry import register
 from salbench.errors import ConfigError
 
 #: Extensions listed as images (lower case, with the dot).

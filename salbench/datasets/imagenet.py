@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from salbench import storage
-from salbench.datasets import register
 from salbench.datasets.base import Dataset, Row
 from salbench.datasets.folder import check_limit, check_range, listing_fingerprint
+from salbench.datasets.registry import register
 from salbench.errors import BadInputError, ConfigError
 
 IMAGE_EXTENSIONS = frozenset({".jpeg", ".jpg", ".png"})

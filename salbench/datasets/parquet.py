@@ -44,10 +44,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from salbench import storage
-from salbench.datasets import open_dataset, register
 from salbench.datasets.base import Dataset, Row
 from salbench.datasets.decode import decode_image, encode_png
 from salbench.datasets.folder import check_limit, check_range, listing_fingerprint
+from salbench.datasets.registry import open_dataset, register
 from salbench.errors import BadInputError, ConfigError
 
 SCHEMA = pa.schema(
@@ -479,7 +479,7 @@ def shard_command(src: str, dst: str, rows_per_shard: int = 256, *, overwrite: b
     Returns:
         The number of rows written (a summary line is printed).
     """
-    from salbench.datasets import REGISTRY
+    from salbench.datasets.registry import REGISTRY
 
     if kind not in (None, "imagenet", "folder"):
         raise ConfigError(f"shard: --kind must be imagenet or folder, got {kind!r}")

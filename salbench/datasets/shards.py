@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from salbench.datasets import open_dataset
 from salbench.datasets.base import Dataset, sample_key
 from salbench.datasets.decode import decode_image, encode_png
+from salbench.datasets.registry import open_dataset
 from salbench.errors import BadInputError
 from salbench.imaging import center_crop, crop_boxes
 

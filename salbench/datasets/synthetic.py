@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from salbench.datasets import register
 from salbench.datasets.base import Dataset, Row
 from salbench.datasets.folder import check_limit, check_range, listing_fingerprint
+from salbench.datasets.registry import register
 from salbench.errors import BadInputError, ConfigError
 
 SHAPES = ("disc", "square")

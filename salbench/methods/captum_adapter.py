@@ -5,19 +5,20 @@ built as ``captum.attr.<Name>(model)`` and called with the target and the parame
 ``attribute`` method (names and defaults read from Captum's signature, so a config key that
 Captum does not know is rejected). ``baselines`` may also be "black", "white" or "blur"
 (see :func:`salbench.methods.baselines.make_baseline`). Captum is not a core dependency:
-install ``salbench[ref]`` or ``captum``.
+install ``salbench[ref]`` or ``captum``. :func:`captum_method` gives the function, its
+parameters and a description; the method registry makes them a MethodSpec.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from salbench.errors import UnknownNameError
 from salbench.methods.baselines import make_baseline
-from salbench.methods.registry import MethodSpec
 from salbench.models.base import Classifier
 
 PREFIX = "captum:"
@@ -42,8 +43,10 @@ def _captum_class(name: str) -> type:
     return cls
 
 
-def captum_spec(name: str) -> MethodSpec:
-    """The MethodSpec of ``captum:<name>``."""
+def captum_method(name: str) -> tuple[str, Callable[..., torch.Tensor], dict[str, Any], str]:
+    """``captum:<name>`` (or ``<name>``): its full name, the method
+    ``fn(model, x, target, **params) -> float32 [B, 3, H, W]``, its parameters' defaults
+    (Captum's) and a one-line description."""
     cls_name = name[len(PREFIX):] if name.startswith(PREFIX) else name
     cls = _captum_class(cls_name)
     sig = inspect.signature(cls.attribute)
@@ -66,4 +69,4 @@ def captum_spec(name: str) -> MethodSpec:
         return out.detach().float()
 
     doc = (inspect.getdoc(cls) or cls_name).split("\n", 1)[0]
-    return MethodSpec(f"{PREFIX}{cls_name}", run, defaults, {}, (), f"Captum {cls_name}: {doc}")
+    return f"{PREFIX}{cls_name}", run, defaults, f"Captum {cls_name}: {doc}"

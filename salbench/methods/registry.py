@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from salbench.errors import BadInputError, ConfigError
+from salbench.methods import captum_adapter
 from salbench.registry import Registry, check_signature, decorator, merge_params
 
 S = TypeVar("S")
@@ -102,10 +103,9 @@ def get(name: str) -> MethodSpec:
     registers it) gives the registered spec, with its ``fast`` profile and info columns; to
     any other function, a spec built from its signature.
     """
-    if name.startswith("captum:"):
-        from salbench.methods.captum_adapter import captum_spec
-
-        return captum_spec(name)
+    if name.startswith(captum_adapter.PREFIX):
+        full, fn, defaults, description = captum_adapter.captum_method(name)
+        return MethodSpec(full, fn, defaults, {}, (), description)
     entry = REGISTRY.get(name)
     if isinstance(entry, MethodSpec):
         return entry

@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from salbench.datasets.digits import IMAGE_RECIPE, SPLIT_RECIPE, digits_images
-from salbench.models import register
 from salbench.models.base import Classifier
+from salbench.models.registry import register
 from salbench.models.tiny import init_with_generator
 from salbench.models.weights import RANDOM, find_weights, load_into, load_state_dict_file
 

@@ -47,9 +47,9 @@ import torch
 from torch import nn
 
 from salbench.errors import SalbenchError, WeightsNotFoundError
-from salbench.models import register
 from salbench.models.base import Classifier
 from salbench.models.lite_net import EfficientNetLite
+from salbench.models.registry import register
 from salbench.models.weights import (
     RANDOM,
     build_random,

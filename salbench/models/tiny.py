@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from salbench.models import register
 from salbench.models.base import Classifier
+from salbench.models.registry import register
 from salbench.models.weights import RANDOM, find_weights, load_into, load_state_dict_file
 
 

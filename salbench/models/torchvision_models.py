@@ -21,8 +21,8 @@ from typing import Any
 
 from torch import nn
 
-from salbench.models import register
 from salbench.models.base import IMAGENET_MEAN, IMAGENET_STD, Classifier
+from salbench.models.registry import register
 from salbench.models.weights import (
     RANDOM,
     build_random,
