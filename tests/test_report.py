@@ -237,6 +237,19 @@ def test_idgi_pairs_on_different_scores_are_not_comparable(report):
     assert "gig took" not in md
 
 
+def test_idgi_metric_without_values_gets_no_table(report):
+    """A metric the summary lists with no value for any IDGI table's method (n = 0, as when
+    every row skipped it) gets no table of dashes."""
+    run = read_run(report)
+    titles = [t.title for t in idgi_tables(run)]
+    assert any(t.endswith("— wsol_mae") for t in titles)
+    summary = run.summary.copy()
+    gone = summary["metric"] == "wsol_mae"
+    summary.loc[gone, ["n", "mean"]] = [0, float("nan")]
+    emptied = [t.title for t in idgi_tables(dataclasses.replace(run, summary=summary))]
+    assert emptied == [t for t in titles if not t.endswith("— wsol_mae")]
+
+
 def test_html_is_offline_and_every_reference_exists(report):
     out = report / "report"
     html = (out / "index.html").read_text()

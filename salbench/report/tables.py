@@ -404,8 +404,9 @@ def not_comparable_note(run: RunTables, pairs: list[tuple[str, str]]) -> str:
              f"{', '.join(i for _, i in group)} of {SCORE_WORDS.get(sb, sb)}"
              for (sa, sb), group in differ.items()]
     return (f"{NOT_COMPARABLE} Not comparable: {'; '.join(parts)}. A Δ would include the "
-            "change of score, so these pairs show both values without Δ or bold; run the base "
-            "methods with score: prob to compare them (configs/paper-idgi.yaml does).")
+            "change of score, so these pairs show both values without Δ or bold; give both "
+            "methods of a pair the same score to compare them (configs/paper-idgi.yaml puts "
+            "score: prob on the base methods).")
 
 
 def idgi_tables(run: RunTables) -> list[Table]:
