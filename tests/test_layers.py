@@ -266,6 +266,20 @@ def test_the_results_layer_imports_nothing_of_the_execution_side():
     assert not with_ray, f"the results layer reaches modules that import Ray: {with_ray}"
 
 
+def test_others_use_only_the_results_layers_public_names():
+    """Outside ``salbench.results``, nothing imports a private name (``_x``) of it."""
+    private = []
+    for module, (path, _) in _modules().items():
+        if module.split(".")[:2] == ["salbench", "results"]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and not node.level and (
+                    node.module or "").startswith("salbench.results"):
+                private += [f"{module}: {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_")]
+    assert not private, private
+
+
 #: Modules imported in a fresh process that must not load torch: the writer actor's (it
 #: writes Parquet on the driver's node) and the results layer's readers.
 TORCH_FREE = ("salbench.pipeline.writer_actor", "salbench.results.tables",
