@@ -10,7 +10,7 @@ the home directory, so it runs the *installed* salbench (cluster.yaml's setup_co
 install it) and looks for a relative ``--config`` first in the current directory, then in
 the project copy that cluster.yaml's file_mounts put at ``~/salbench`` (``--project-dir``).
 
-What it does: validate the config (``salbench.pipeline.load_config``), then, when the config
+What it does: validate the config (``salbench.config.load_config``), then, when the config
 asks for CUDA, ask the autoscaler for the GPUs the config's actor pools need and wait until
 the cluster has them (salbench sizes its pools by the cluster it finds at start, and does not
 scale GPU requests down), then ``salbench run CONFIG --address ADDRESS [--set ...]``. The
