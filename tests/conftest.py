@@ -48,6 +48,38 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _live_members(pgid: int) -> list[int]:
+    """PIDs of the processes of group ``pgid`` that are not zombies (from /proc)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
+def stop_process_group(pgid: int, timeout: float = 60.0) -> None:
+    """SIGKILL what is left of process group ``pgid`` and wait until none of it runs.
+
+    A driver started with ``start_new_session=True`` leads its own group, and the local Ray
+    it started (GCS, raylet, agents, worker actors) stays in that group. When only the driver
+    is killed, those processes go on for seconds (a writer actor may still finish a shard, in
+    the run directory a test is about to read) and Ray's agents for much longer: a test that
+    kills a driver stops them all, as losing the machine would, before it looks."""
+    deadline = time.time() + timeout
+    while members := _live_members(pgid):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        if time.time() > deadline:
+            raise TimeoutError(f"processes {members} of group {pgid} outlived SIGKILL")
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """An S3-compatible server (moto_server) on a free 127.0.0.1 port for the session.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import stop_process_group
 
 from salbench import heartbeat
 from salbench.errors import ConfigError
@@ -38,12 +39,21 @@ CFG = {
 
 def _salbench(args: list[str], tmp_path: Path, signal_at: str | None = None,
               **env: str) -> subprocess.CompletedProcess:
+    """``salbench ARGS`` in a process group of its own; what is left of the group (the local
+    Ray the driver started) is stopped before this returns, so no process of this run
+    writes to its run directory afterwards (a SIGKILLed driver's writer actor would)."""
     full = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     full.pop("SALBENCH_SIGNAL_AT", None)
     if signal_at is not None:
         full["SALBENCH_SIGNAL_AT"] = signal_at
-    return subprocess.run([sys.executable, "-m", "salbench.cli", *args], cwd=tmp_path,
-                          capture_output=True, text=True, env=full, timeout=240)
+    proc = subprocess.Popen([sys.executable, "-m", "salbench.cli", *args], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=full, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        stop_process_group(proc.pid)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _config(tmp_path: Path, **changes) -> Path:

@@ -5,7 +5,8 @@ A shard is written when every model's rows for it are in. The models' branches o
 graph run at their own speeds, so a fast model's rows can arrive thousands of shards ahead
 of a slow one's; held as Python rows they would grow with the run. :class:`ShardParts`
 writes each arriving part (an Arrow table of one shard's rows) to its own Arrow IPC file in
-a local temporary folder (``TMPDIR``; removed on :meth:`ShardParts.close`) and reads a
+a local temporary folder (``TMPDIR``, named ``salbench-parts-<run id>-*`` so that a folder
+left by a killed process names its run; removed on :meth:`ShardParts.close`) and reads a
 shard's parts back when it is complete. The driver holds one part at a time.
 """
 
@@ -23,8 +24,9 @@ import pyarrow as pa
 class ShardParts:
     """Parts of incomplete shards on local disk (see the module docstring)."""
 
-    def __init__(self, workdir: str | None = None) -> None:
-        self._dir = tempfile.mkdtemp(prefix="salbench-parts-", dir=workdir)
+    def __init__(self, run_id: str = "", workdir: str | None = None) -> None:
+        prefix = f"salbench-parts-{run_id}-" if run_id else "salbench-parts-"
+        self._dir = tempfile.mkdtemp(prefix=prefix, dir=workdir)
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._dir, True)
         self._files: dict[int, list[str]] = defaultdict(list)
 

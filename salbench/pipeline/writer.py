@@ -75,7 +75,7 @@ class ShardWriter:
         self.expected = {s["shard"]: (s["stop"] - s["start"]) * fmt.cells_per_image
                          for s in pending}
         self.received: dict[int, int] = defaultdict(int)  # rows in, per incomplete shard
-        self.parts = ShardParts()
+        self.parts = ShardParts(run_id)
         #: per (model, method): [seconds summed, ok rows] (a running sum, not a row list)
         self.seconds: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0])
         self.t0 = time.time()
