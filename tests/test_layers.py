@@ -281,8 +281,10 @@ def test_others_use_only_the_results_layers_public_names():
 
 
 #: Modules imported in a fresh process that must not load torch: the writer actor's (it
-#: writes Parquet on the driver's node) and the results layer's readers.
-TORCH_FREE = ("salbench.pipeline.writer_actor", "salbench.results.tables",
+#: writes Parquet on the driver's node), the run's small actors (cell counter, crash
+#: journal: each its own Ray worker process) and the results layer's readers.
+TORCH_FREE = ("salbench.pipeline.writer_actor", "salbench.actors.progress",
+              "salbench.actors.journal", "salbench.results.tables",
               "salbench.results.scan", "salbench.results.groups", "salbench.results.samples",
               "salbench.results.reuse")
 

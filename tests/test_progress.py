@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from salbench.actors import AttributeActor
+from salbench.actors.attribute import AttributeActor
 from salbench.actors.progress import LocalCounter, report_cells, start_counter
 from salbench.config import parse_config
 from salbench.datasets.shards import decode_batch, read_shard

@@ -32,7 +32,9 @@ from typing import Any
 import ray
 import ray.data
 
-from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
+from salbench.actors.attribute import AttributeActor
+from salbench.actors.cpu import BokehActor, FinalizeActor
+from salbench.actors.score import ScoreActor
 from salbench.config import RunConfig
 from salbench.datasets.shards import block_items, decode_batch, read_block
 from salbench.memory import worker_env

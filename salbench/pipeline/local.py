@@ -24,8 +24,10 @@ import pandas as pd
 import torch
 
 from salbench import metrics
-from salbench.actors import AttributeActor, BokehActor, FinalizeActor, ScoreActor
+from salbench.actors.attribute import AttributeActor
+from salbench.actors.cpu import BokehActor, FinalizeActor
 from salbench.actors.progress import LocalCounter
+from salbench.actors.score import ScoreActor
 from salbench.config import RunConfig
 from salbench.datasets.shards import decode_batch, read_shard
 from salbench.pipeline.plan import in_process_config
