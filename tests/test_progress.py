@@ -56,6 +56,13 @@ def test_the_eta_counts_from_the_first_work_seen_not_from_the_start():
     assert "ETA 3m20s" in progress_text(20, 100, 50.0, 0, 4, bar=False)
 
 
+def test_a_run_finished_at_the_first_sight_of_work_shows_its_rate_and_eta_0():
+    """14 cells all seen done at once after 14 s (a short run; seen in `ray job submit`'s
+    output as "0.00 cells/s ... ETA ?"): 1 cell/s over the whole run, nothing left."""
+    line = progress_text(14, 14, 14.0, 2, 2, bar=False, since=(14.0, 14))
+    assert "1.00 cells/s" in line and "ETA 0 s" in line
+
+
 def test_shard_lines_share_the_live_lines_clock():
     """The driver's ShardProgress formats a written shard's line on the progress monitor's
     clock (in a Ray run the shard was written by the writer actor, whose clock started

@@ -52,12 +52,17 @@ def progress_text(done: int, total: int, elapsed: float, shards_written: int, sh
     bar: prefix a text bar of :data:`BAR_WIDTH` characters (for a terminal).
     since: (elapsed, done) when work was first seen: the rate and ETA count from there, so
     that the start-up (Ray, actor pools, model loading) does not inflate the ETA; ETA ``?``
-    until more work was seen. None: from the start.
+    until more work was seen. None: from the start. When every cell is done at the first
+    sight of work (a short run), the rate is over the whole elapsed time and the ETA 0.
     """
     frac = done / total if total else 1.0
     e0, d0 = since if since is not None else (0.0, 0)
-    rate = (done - d0) / (elapsed - e0) if elapsed > e0 and done > d0 else 0.0
-    eta = (total - done) / rate if rate > 0 else float("inf")
+    finished = done >= total
+    if elapsed > e0 and done > d0:
+        rate = (done - d0) / (elapsed - e0)
+    else:
+        rate = done / elapsed if finished and elapsed > 0 else 0.0
+    eta = 0.0 if finished else (total - done) / rate if rate > 0 else float("inf")
     head = "[salbench] "
     if bar:
         filled = int(round(frac * BAR_WIDTH))
