@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "salbench"
@@ -49,9 +50,11 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
-    """Absolute module names imported anywhere in ``tree`` outside TYPE_CHECKING blocks."""
-    found: set[str] = set()
+def _statements(tree: ast.AST, module: str,
+                is_package: bool) -> Iterator[tuple[str | None, list[str]]]:
+    """Each import of ``tree`` outside TYPE_CHECKING blocks, lazy ones included, as
+    ``(None, [names])`` for ``import a.b`` and ``(absolute base, [names])`` for
+    ``from base import names`` (relative bases resolved against ``module``)."""
     stack: list[ast.AST] = [tree]
     while stack:
         node = stack.pop()
@@ -59,7 +62,7 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
             stack.extend(node.orelse)
             continue
         if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
+            yield None, [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = module.split(".")
@@ -67,10 +70,20 @@ def _imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
                 base = ".".join(parts[:keep] + ([node.module] if node.module else []))
             else:
                 base = node.module or ""
-            found.add(base)
-            # ``from salbench import methods`` imports the subpackage ``methods``
-            found.update(f"{base}.{alias.name}" for alias in node.names if base == "salbench")
+            yield base, [alias.name for alias in node.names]
         stack.extend(ast.iter_child_nodes(node))
+
+
+def _imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """Absolute module names imported anywhere in ``tree`` outside TYPE_CHECKING blocks."""
+    found: set[str] = set()
+    for base, names in _statements(tree, module, is_package):
+        if base is None:
+            found.update(names)
+            continue
+        found.add(base)
+        # ``from salbench import methods`` imports the subpackage ``methods``
+        found.update(f"{base}.{name}" for name in names if base == "salbench")
     return found
 
 
@@ -97,25 +110,13 @@ def module_imports(tree: ast.AST, module: str, is_package: bool,
     ``import a.b`` -> ``a.b``; ``from a import n`` -> ``a.n`` when it is a module, else
     ``a``."""
     found: set[str | None] = set()
-    stack: list[ast.AST] = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
-            stack.extend(node.orelse)
+    for base, names in _statements(tree, module, is_package):
+        if base is None:
+            found.update(_known(name, modules) for name in names)
             continue
-        if isinstance(node, ast.Import):
-            found.update(_known(alias.name, modules) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = module.split(".")
-                keep = len(parts) - node.level + (1 if is_package else 0)
-                base = ".".join(parts[:keep] + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            for alias in node.names:
-                sub = f"{base}.{alias.name}"
-                found.add(sub if sub in modules else _known(base, modules))
-        stack.extend(ast.iter_child_nodes(node))
+        for name in names:
+            sub = f"{base}.{name}"
+            found.add(sub if sub in modules else _known(base, modules))
     return {m for m in found if m is not None and m != module}
 
 
