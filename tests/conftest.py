@@ -18,6 +18,33 @@ import torch
 torch.set_num_threads(int(os.environ.get("SALBENCH_TEST_THREADS", "2")))
 
 
+@pytest.fixture(autouse=True)
+def _registries_as_found():
+    """Every test leaves the method, metric, model and dataset registries as it found them.
+
+    A name a test registers (a closure, a lambda, a function of an already imported module)
+    is removed after it, and an entry it replaced is put back: otherwise a later test that
+    runs every registered method or metric (``methods: all``, ``metrics.names()``) would
+    meet it, and only in some orders. Kept: what a module first imported during the test
+    registers at import (importing it again registers nothing)."""
+    from salbench.datasets.registry import REGISTRY as datasets_registry
+    from salbench.methods.registry import REGISTRY as methods_registry
+    from salbench.metrics.registry import REGISTRY as metrics_registry
+    from salbench.models.registry import REGISTRY as models_registry
+    from salbench.registry import _function
+
+    registries = (datasets_registry, methods_registry, metrics_registry, models_registry)
+    before = [dict(r._entries) for r in registries]
+    modules = set(sys.modules)
+    yield
+    for registry, old in zip(registries, before, strict=True):
+        for name, entry in list(registry._entries.items()):
+            if name in old:
+                registry._entries[name] = old[name]
+            elif getattr(_function(entry), "__module__", None) in modules:
+                del registry._entries[name]
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray cluster for the whole session (2 CPUs, no dashboard, small object store)."""
