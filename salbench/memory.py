@@ -108,7 +108,6 @@ def keep_freed_memory() -> bool:
     return _tuned
 
 
-
 def use_system_allocator() -> None:
     """Make the system allocator Arrow's default memory pool in this (driver) process,
     unless ``ARROW_DEFAULT_MEMORY_POOL`` chooses one. Arrow's default, mimalloc, keeps freed

@@ -170,6 +170,12 @@ class ProgressMonitor:
             self._show()
 
 
+def shard_cells(pending: list[dict[str, int]], cells_per_image: int) -> dict[int, int]:
+    """Shard -> its cells (images x models x methods), for the ``pending`` shards
+    ({shard, start, stop}): what the writer waits for and the progress counts."""
+    return {s["shard"]: (s["stop"] - s["start"]) * cells_per_image for s in pending}
+
+
 def progress_line(shard: int, written: int, shards: int, cells: int, total_cells: int,
                   elapsed: float) -> str:
     """The line of a written shard: shards and cells (sample x model x method) done, and the
@@ -191,9 +197,7 @@ class ShardProgress:
     def __init__(self, stream: TextIO | None, pending: list[dict[str, int]],
                  cells_per_image: int) -> None:
         self.stream = stream
-        #: shard -> cells (images x models x methods)
-        self.expected = {s["shard"]: (s["stop"] - s["start"]) * cells_per_image
-                         for s in pending}
+        self.expected = shard_cells(pending, cells_per_image)
         self.total_cells = sum(self.expected.values())
         self.written, self.cells_done = 0, 0
         self.t0 = time.time()

@@ -409,22 +409,19 @@ def _execute(
     counter = start_counter(run_id) if progress.stream is not None else None
     remote = start_writer(fmt, run_dir, run_id, pending, previous)
     interrupt.checkpoint("actor_pools")
-    monitor = None
     windows: list[dict[str, dict[str, float]]] = []
     try:  # the plan in build_graph may stop the run (ConfigError): the actors go too
         for items in run_windows(pending, config.resources.window_images):
             ds = build_graph(config, items, geometries, reuse=reuse_ref, journal=journal,
                              progress=counter)
-            if counter is not None and monitor is None:
-                monitor = progress.start(
-                    lambda: ray.get(counter.snapshot.remote(), timeout=10))
+            if counter is not None and progress.monitor is None:
+                progress.start(lambda: ray.get(counter.snapshot.remote(), timeout=10))
             write_dataset(ds, remote, progress)
             windows.append(stage_stats(ds))
             del ds  # Ray Data's bookkeeping of the window's blocks goes with it
         timings, reused = remote_call(remote.finish.remote())
     finally:
-        if monitor is not None:
-            monitor.stop()
+        progress.stop()
         stop_writer(remote)
         for actor in (journal, counter):
             if actor is not None:

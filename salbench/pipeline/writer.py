@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from salbench.memory import release_freed_memory
 from salbench.pipeline.parts import ShardParts
+from salbench.pipeline.progress import shard_cells
 from salbench.results import tables
 
 if TYPE_CHECKING:
@@ -72,8 +73,7 @@ class ShardWriter:
         self.format, self.run_dir, self.run_id = fmt, run_dir, run_id
         self.announce = announce
         self.previous, self.reused = previous, 0
-        self.expected = {s["shard"]: (s["stop"] - s["start"]) * fmt.cells_per_image
-                         for s in pending}
+        self.expected = shard_cells(pending, fmt.cells_per_image)
         self.received: dict[int, int] = defaultdict(int)  # rows in, per incomplete shard
         self.parts = ShardParts(run_id)
         #: per (model, method): [seconds summed, ok rows] (a running sum, not a row list)
