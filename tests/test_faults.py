@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import stop_process_group
 
 from salbench.config import parse_config
 from salbench.pipeline.run import run
@@ -102,7 +103,7 @@ def test_driver_killed_mid_run_then_resumed(reference, tmp_path):
             assert time.time() < deadline, "no shard finished in time"
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc.pid)  # the driver and the local Ray it started
         proc.wait(timeout=30)
     (run_dir,) = out.iterdir()
     done = finished_shards(run_dir)

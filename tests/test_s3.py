@@ -10,7 +10,6 @@ import itertools
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import stop_process_group
 from PIL import Image
 
 from salbench import heartbeat, storage
@@ -309,7 +309,7 @@ def test_driver_killed_mid_run_on_s3_then_resumed(s3_server, ray_session, bucket
             assert time.time() < deadline, "no shard finished in time"
             time.sleep(0.1)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc.pid)  # the driver and the local Ray it started
         proc.wait(timeout=30)
     run_dir = storage.join(out, markers()[0].split("/")[0])
     done = finished_shards(run_dir)
