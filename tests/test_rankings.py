@@ -104,20 +104,55 @@ def test_rankings_parquet_round_trip(tmp_path):
 
 
 def test_report_tables():
-    """The report's rank table marks the best (strong) and the methods whose interval
-    overlaps the best's (*); the tau matrix is square over the ranked metrics."""
+    """The report's rank table (a row per method, a column per metric with its direction)
+    marks the best (strong) and the methods whose interval overlaps the best's (*); the tau
+    matrix is square over the ranked metrics."""
     from salbench.report.rankings import ranking_tables
 
     names = {"m1": "insertion_auc", "m2": "deletion_auc", "m3": "pointing_game_hit",
              "m4": "sparseness"}
     summary = _summary().replace({"metric": names})
     ranks_t, tau_t = ranking_tables(summary, ["D", "C", "B", "A", "E"])
-    assert ranks_t.header == ["metric", "better", "D", "C", "B", "A"]
-    row = {r[0].text: r for r in ranks_t.rows}["insertion_auc"]
-    assert [c.text for c in row[2:]] == ["3", "2*", "1", "4"]
-    assert [c.strong for c in row[2:]] == [False, False, True, False]
-    assert row[3].detail == "0.300 [0.250, 0.360]"
+    assert ranks_t.header == ["method", "insertion_auc (↑)", "deletion_auc (↓)",
+                              "pointing_game_hit (↑)", "sparseness (↑)"]
+    assert [r[0].text for r in ranks_t.rows] == ["D", "C", "B", "A"]
+    column = [r[1] for r in ranks_t.rows]                   # insertion_auc
+    assert [c.text for c in column] == ["3", "2*", "1", "4"]
+    assert [c.strong for c in column] == [False, False, True, False]
+    assert column[1].detail == "0.300\n[0.250, 0.360]"
     assert tau_t.header == ["metric", "insertion_auc", "deletion_auc", "pointing_game_hit",
                             "sparseness"]
     tau = {r[0].text: [c.text for c in r[1:]] for r in tau_t.rows}
     assert tau["insertion_auc"] == ["1.00", "1.00", "-0.18", "–"]
+
+
+def test_report_tables_split_many_metrics_into_tables_that_fit(monkeypatch):
+    """20 ranked metrics: the rank tables take at most RANK_METRICS_PER_TABLE metric columns
+    each, the tau tables at most TAU_METRICS_PER_TABLE, split evenly, every metric once and
+    in order, each table titled with the metrics it shows."""
+    import salbench.report.rankings as report_rankings
+    from salbench.report.rankings import (
+        RANK_METRICS_PER_TABLE,
+        TAU_METRICS_PER_TABLE,
+        ranking_tables,
+    )
+
+    monkeypatch.setattr(report_rankings, "rank_methods",
+                        lambda s: rank_methods(s, lambda metric: "higher"))
+
+    base = _summary()
+    base = base[base["metric"] == "m1"]
+    metrics = [f"k{i:02d}" for i in range(20)]
+    summary = pd.concat([base.assign(metric=m) for m in metrics], ignore_index=True)
+    tables = ranking_tables(summary, ["A", "B", "C", "D"])
+    ranks = [t for t in tables if t.title.startswith("Method ranks")]
+    taus = [t for t in tables if t.title.startswith("Rank agreement")]
+    assert [len(t.header) - 1 for t in ranks] == [7, 7, 6]
+    assert max(len(t.header) - 1 for t in ranks) <= RANK_METRICS_PER_TABLE
+    assert [len(t.header) - 1 for t in taus] == [10, 10]
+    assert max(len(t.header) - 1 for t in taus) <= TAU_METRICS_PER_TABLE
+    assert [h.split(" ")[0] for t in ranks for h in t.header[1:]] == metrics
+    assert [h for t in taus for h in t.header[1:]] == metrics
+    assert all(len(t.rows) == 20 for t in taus) and all(len(t.rows) == 4 for t in ranks)
+    assert ranks[1].title.endswith("(metrics 8-14 of 20)")
+    assert taus[1].title.endswith("(metrics 11-20 of 20)")

@@ -560,16 +560,17 @@ def test_shared_captions_print_once_per_section(wide_report):
     assert paper.count("Mean with its 95% interval and n") == 1      # the IDGI tables' legend
     assert paper.count("Not comparable") == 1
     assert paper.count("\n### IDGI paper, Table") == 6
-    # once each on the page: overview, IDGI, I-GOS, DGA tables, metrics, method diagnostics
-    assert html.count('<div class="lead">') == 6
+    # once each on the page: overview, IDGI, I-GOS, DGA tables, metrics, method diagnostics,
+    # and the rank and the tau tables (each split into several by their metric columns)
+    assert html.count('<div class="lead">') == 8
     assert html.count(escape_html(METRIC_LEAD)) == 2
 
 
 @pytest.mark.skipif(BROWSER is None and not REQUIRE_BROWSER, reason="needs chromium")
 def test_wide_report_fits_a_1400_px_window(wide_report, tmp_path):
     """Every built-in method and the metrics of every paper layout, at a 1400 px wide
-    window (scroll bars shown): the page has no horizontal overflow, and the overview and
-    the paper tables fit without scrolling inside their containers."""
+    window (scroll bars shown): the page has no horizontal overflow, and the overview, the
+    paper tables and the ranking tables fit without scrolling inside their containers."""
     if BROWSER is None:
         pytest.fail("SALBENCH_REQUIRE_BROWSER=1 but no chromium (PATH, /usr/bin/chromium)")
     probe = wide_report.parent / "_probe.html"
@@ -579,11 +580,13 @@ def test_wide_report_fits_a_1400_px_window(wide_report, tmp_path):
         " while (h && h.tagName !== 'H3') { h = h.previousElementSibling; }"
         " return h ? h.textContent : '?'; };"
         " const boxes = [...document.querySelectorAll('#overview .scroll, #paper .scroll')];"
-        " const wide = boxes.filter(e => e.scrollWidth > e.clientWidth)"
+        " const ranks = [...document.querySelectorAll('#rankings .scroll')];"
+        " const wide = [...boxes, ...ranks].filter(e => e.scrollWidth > e.clientWidth)"
         ".map(e => title(e) + ': ' + e.scrollWidth + ' px');"
         " document.body.setAttribute('data-doc', d.scrollWidth + ' ' + d.clientWidth + ' '"
         " + window.innerWidth);"
         " document.body.setAttribute('data-tables', String(boxes.length));"
+        " document.body.setAttribute('data-ranks', String(ranks.length));"
         " document.body.setAttribute('data-wide', JSON.stringify(wide)); });</script></body>")
     probe.write_text(wide_report.read_text().replace("</body>", script))
     try:
@@ -596,6 +599,8 @@ def test_wide_report_fits_a_1400_px_window(wide_report, tmp_path):
     assert viewport == 1400 and doc_width <= client <= 1400, (doc_width, client)
     # the overview, 6 IDGI tables (Tables 1, 2, 4), I-GOS and DGA (one model)
     assert int(re.search(r'data-tables="(\d+)"', dom).group(1)) == 1 + 6 + 2
+    # the rank and tau tables, split by metric columns (more than 8 ranked metrics here)
+    assert int(re.search(r'data-ranks="(\d+)"', dom).group(1)) >= 3
     assert re.search(r'data-wide="\[\]"', dom), re.search(r'data-wide="[^"]*"', dom)
 
 

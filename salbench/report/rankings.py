@@ -13,9 +13,15 @@ from salbench.report.format import fmt
 from salbench.report.tables import Cell, Table
 from salbench.results.rankings import rank_agreement, rank_methods
 
+#: Metric columns per rank table (a cell: rank, mean, interval) and per tau table: more
+#: metrics than that take several tables, so that each fits a 1400 px window.
+RANK_METRICS_PER_TABLE = 8
+TAU_METRICS_PER_TABLE = 14
+ARROWS = {"higher": " (↑)", "lower": " (↓)"}
 RANK_CAPTION = (
-    "Rank of each method under each metric with a direction (1 = best; ties share the "
-    "better rank), its mean and 95% interval from the summary. * : its interval overlaps the "
+    "Rank of each method under each metric with a direction (↑ higher, ↓ lower is better; "
+    "1 = best; ties share the better rank), its mean and 95% interval from the summary. "
+    "* : its interval overlaps the "
     "best method's, so the data do not separate it from the best. With few images nearly "
     "every method overlaps the best: the ranking is then not evidence of an order."
 )
@@ -35,13 +41,30 @@ def _rank_cell(row: Any) -> Cell:
         else ""
     detail = fmt(float(row.mean))
     if math.isfinite(float(row.ci95_low)):
-        detail += f" [{fmt(float(row.ci95_low))}, {fmt(float(row.ci95_high))}]"
+        detail += f"\n[{fmt(float(row.ci95_low))}, {fmt(float(row.ci95_high))}]"
     return Cell(f"{rank}{mark}", detail, strong=rank == 1)
 
 
+def _columns(names: list[str], per: int) -> list[list[str]]:
+    """``names`` in runs of at most ``per``, as even as possible (20 by 8: 7, 7, 6)."""
+    parts = max(1, math.ceil(len(names) / per))
+    size = math.ceil(len(names) / parts)
+    return [names[i:i + size] for i in range(0, len(names), size)]
+
+
+def _part(title: str, part: list[str], parts: list[list[str]], everything: list[str]) -> str:
+    """``title``, and which of the metrics a table shows when they take several tables."""
+    if len(parts) == 1:
+        return title
+    first = everything.index(part[0]) + 1
+    return f"{title} (metrics {first}-{first + len(part) - 1} of {len(everything)})"
+
+
 def ranking_tables(summary: pd.DataFrame, methods: list[str]) -> list[Table]:
-    """Per model: the rank table (metrics x methods, in ``methods`` order) and the Kendall
-    tau matrix (metrics x metrics). No table for a model without ranked metrics."""
+    """Per model: the rank table (methods x metrics, methods in ``methods`` order) and the
+    Kendall tau matrix (metrics x metrics); each split into tables of at most
+    :data:`RANK_METRICS_PER_TABLE` / :data:`TAU_METRICS_PER_TABLE` metric columns so that
+    they fit a 1400 px window. No table for a model without ranked metrics."""
     ranks = rank_methods(summary)
     agreement = rank_agreement(ranks)
     tables: list[Table] = []
@@ -50,22 +73,26 @@ def ranking_tables(summary: pd.DataFrame, methods: list[str]) -> list[Table]:
         names += sorted(set(g["method"]) - set(names))
         by = {(r.metric, r.method): r for r in g.itertuples(index=False)}
         metric_names = list(dict.fromkeys(g["metric"]))
-        rows = []
-        for metric in metric_names:
-            cells = [Cell(metric), Cell(str(g.loc[g["metric"] == metric, "direction"].iloc[0]))]
-            for method in names:
-                cells.append(_rank_cell(by.get((metric, method))))
-            rows.append(cells)
-        tables.append(Table(f"Method ranks, {model}", ["metric", "better", *names], rows,
-                            RANK_CAPTION, key="ranking"))
+        arrows = {m: ARROWS[str(g.loc[g["metric"] == m, "direction"].iloc[0])]
+                  for m in metric_names}
+        parts = _columns(metric_names, RANK_METRICS_PER_TABLE)
+        for part in parts:
+            rows = [[Cell(method), *(_rank_cell(by.get((metric, method))) for metric in part)]
+                    for method in names]
+            tables.append(Table(_part(f"Method ranks, {model}", part, parts, metric_names),
+                                ["method", *(f"{m}{arrows[m]}" for m in part)], rows,
+                                RANK_CAPTION, key="ranking"))
         tau = agreement[agreement["model"] == model].set_index(["metric", "other_metric"])
-        matrix = []
-        for a in metric_names:
-            cells = [Cell(a)]
-            for b in metric_names:
-                t = tau.loc[(a, b)]
-                cells.append(Cell(fmt(float(t["kendall_tau"]), 2), f"n={int(t['n'])}"))
-            matrix.append(cells)
-        tables.append(Table(f"Rank agreement (Kendall's tau over methods), {model}",
-                            ["metric", *metric_names], matrix, TAU_CAPTION, key="ranking"))
+        parts = _columns(metric_names, TAU_METRICS_PER_TABLE)
+        for part in parts:
+            matrix = []
+            for a in metric_names:
+                cells = [Cell(a)]
+                for b in part:
+                    t = tau.loc[(a, b)]
+                    cells.append(Cell(fmt(float(t["kendall_tau"]), 2), f"n={int(t['n'])}"))
+                matrix.append(cells)
+            tables.append(Table(_part(f"Rank agreement (Kendall's tau over methods), {model}",
+                                      part, parts, metric_names),
+                                ["metric", *part], matrix, TAU_CAPTION, key="ranking"))
     return tables
