@@ -1,4 +1,13 @@
-"""Incremental reruns (``--reuse``): cell keys, what is copied, what is recomputed."""
+"""Incremental reruns (``--reuse``): cell keys, what is copied, what is recomputed.
+
+The reuse bookkeeping (the cell keys a run has, the AttributeActor's "reused" rows, the
+ShardWriter filling them from the earlier tables) is the same code in both executors
+(salbench.pipeline.local calls the graph's actors and a ShardWriter, the Ray graph's writer
+actor wraps one; their tables are equal: test_api, test_numerics). So most runs here are
+in-process; reuse through the Ray graph is exercised by
+test_adding_a_method_computes_only_that_method (its stage statistics are Ray's) and by
+the CLI run of test_reuse_errors_and_cli.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +25,6 @@ from salbench.datasets.base import sample_key
 from salbench.errors import ConfigError
 from salbench.pipeline.run import run
 from salbench.results.tables import read_samples
-
-pytestmark = pytest.mark.usefixtures("ray_session")
 
 BASE = {
     "name": "r",
@@ -47,13 +54,21 @@ def _comparable(run_dir: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
-    return run(parse_config(_cfg(tmp_path_factory.mktemp("first"))), progress=None)
+    """The earlier run (in-process: its directory and tables are the Ray graph's)."""
+    return run(parse_config(_cfg(tmp_path_factory.mktemp("first"))), progress=None,
+               in_process=True)
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_adding_a_method_computes_only_that_method(first, tmp_path):
+    """Reuse through the Ray graph: the reused cells still pass the AttributeActor stage (as
+    "reused" rows) and the writer actor fills them. The fresh run that it must equal is
+    in-process (the executors write equal tables: test_api, test_numerics), so the Ray run's
+    computed gxi cells are also held to an independent run."""
     cfg = _cfg(tmp_path, methods=[*BASE["methods"], "gxi"])
     again = run(parse_config(cfg), progress=None, reuse=first.run_dir)
-    fresh = run(parse_config(_cfg(tmp_path / "fresh", methods=cfg["methods"])), progress=None)
+    fresh = run(parse_config(_cfg(tmp_path / "fresh", methods=cfg["methods"])), progress=None,
+                in_process=True)
     man = _manifest(again.run_dir)
     assert man["counts"]["cells_reused_now"] == 10  # 5 samples x (vg, ig)
     assert man["reuse_from"] == str(first.run_dir)
@@ -66,7 +81,7 @@ def test_adding_a_method_computes_only_that_method(first, tmp_path):
 
 def test_changed_parameters_recompute_that_method_only(first, tmp_path):
     cfg = _cfg(tmp_path, methods=["vg", {"name": "ig", "steps": 4}])
-    again = run(parse_config(cfg), progress=None, reuse=first.run_dir)
+    again = run(parse_config(cfg), progress=None, reuse=first.run_dir, in_process=True)
     assert _manifest(again.run_dir)["counts"]["cells_reused_now"] == 5  # vg only
     s, prev = again.samples, first.samples
     assert (s.loc[s.method == "vg", "insertion_auc"].to_numpy()
@@ -82,7 +97,7 @@ def test_changed_metric_or_seed_or_data_reuses_nothing(first, tmp_path):
     ]
     for i, change in enumerate(changes):
         again = run(parse_config(_cfg(tmp_path / str(i), **change)), progress=None,
-                    reuse=first.run_dir)
+                    reuse=first.run_dir, in_process=True)
         assert _manifest(again.run_dir)["counts"]["cells_reused_now"] == 0, change
 
 
@@ -102,7 +117,8 @@ def test_copied_cells_come_from_the_earlier_tables(first, tmp_path):
     auc[:] = 0.123
     pq.write_table(table.set_column(table.schema.get_field_index("insertion_auc"),
                                     "insertion_auc", pa.array(auc)), path)
-    again = run(parse_config(_cfg(tmp_path / "again")), progress=None, reuse=prev)
+    again = run(parse_config(_cfg(tmp_path / "again")), progress=None, reuse=prev,
+                in_process=True)
     s = again.samples
     assert (s.loc[s["shard"] == 0, "insertion_auc"] == 0.123).all()
     assert (s.loc[s["shard"] != 0, "insertion_auc"] != 0.123).all()
@@ -130,7 +146,9 @@ def test_keys_are_content_keys():
                          ).tolist() == [False, True, False, True, False]
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_reuse_errors_and_cli(first, tmp_path, capsys):
+    """The CLI's --reuse (a Ray run: the CLI has no in-process switch)."""
     with pytest.raises(ConfigError, match="not a salbench run directory"):
         run(parse_config(_cfg(tmp_path)), progress=None, reuse=tmp_path)
     cfg_path = tmp_path / "c.yaml"
