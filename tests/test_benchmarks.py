@@ -114,6 +114,10 @@ def test_quick_pipeline_case_compares_both_workloads(ray_session):
     assert res["ratio"] == res["workloads"]["demo"]["ratio"]
     assert [r["attribute_actors"] for r in res["scaling"]] == list(
         range(1, len(res["scaling"]) + 1))
+    # one actor is the short workload's config: its runs are not repeated
+    assert pipeline.config(Settings(model="tiny_cnn", quick=True), 1) == pipeline.config(
+        Settings(model="tiny_cnn", quick=True), 1, "short")
+    assert res["scaling"][0]["times"] == res["workloads"]["short"]["times"]["pipeline"]
     md = pipeline.markdown(res)
     assert "| demo |" in md and "| short |" in md
 
