@@ -1,6 +1,7 @@
 """The documented ``ray job submit`` sequence (docs/CLUSTER.md, "A Ray job on one machine")
 on a local head node: ``RAY_AUTH_MODE=token``, ``ray start --head``, ``ray status``, ``ray job
-submit --working-dir . -- salbench run CONFIG --out ABSOLUTE``, then the run's tables.
+submit --working-dir . -- salbench run CONFIG --out ABSOLUTE``, then the run's tables; then
+``salbench run CONFIG --address HOST:PORT`` from a shell joins the same head.
 
 Needs ``ray[default]`` (the ``test`` and ``cluster`` extras: the dashboard and the jobs CLI).
 Without it the test is skipped, or fails when ``SALBENCH_REQUIRE_JOBS=1`` (``.ci/run`` sets
@@ -139,6 +140,21 @@ def test_ray_job_submit_runs_salbench_on_a_head_node(tmp_path):
         assert manifest["status"] == "complete"
         # the job joined the head node (RAY_ADDRESS), it did not start a Ray of its own
         assert f":{gcs}" in (run_dir / "run.log").read_text()
+
+        # `salbench run --address` from a shell joins the same head (README, "On a laptop cluster")
+        joined = tmp_path / "joined"
+        res = subprocess.run(["salbench", "run", str(cfg), "--out", str(joined), "--address",
+                              f"127.0.0.1:{gcs}"], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        (run_dir,) = joined.iterdir()
+        assert str(run_dir) in res.stdout and "[salbench]" in res.stderr
+        ray_lines = (run_dir / "run.log").read_text()  # Ray's own lines: run.log, not stderr
+        assert f"127.0.0.1:{gcs}" in ray_lines or "Connecting to existing" in ray_lines
+        assert not [ln for ln in res.stderr.splitlines()
+                    if ln.strip() and not ln.startswith("[salbench]")], res.stderr[-3000:]
+        joined_rows = pd.read_parquet(run_dir / "samples")
+        assert len(joined_rows) == 8 and (joined_rows["status"] == "ok").all()
     finally:
         head.send_signal(signal.SIGTERM)
         try:
