@@ -102,6 +102,15 @@ def test_a_signal_during_a_ray_run_marks_it_failed(tmp_path, phase):
     assert not (run_dir / "summary.parquet").exists()
     if phase == "summary":
         assert done == 3
+        # the command line in its own process: only salbench's lines on the terminal, Ray's
+        # own output (a local Ray's start, Ray Data's lines) in run.log
+        err = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert err[-1].startswith("salbench: interrupted by SIGTERM"), res.stderr[-3000:]
+        assert all(ln.startswith("[salbench]") for ln in err[:-1]), res.stderr[-3000:]
+        assert "cells (100%)" in res.stderr
+        log = (run_dir / "run.log").read_text()
+        assert "Ray's own output" in log and "Started a local Ray instance" in log
+        assert "constructor arguments in the object store" in log  # Ray Data's own error line
     if phase == "mid_run":  # after the driver heard of its first shard
         assert done >= 1
 

@@ -235,24 +235,3 @@ def test_shard_files_honour_the_umask(tmp_path, umask):
         os.umask(old)
     for p in [*paths, run_shard]:
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
-
-
-@pytest.mark.slow
-def test_cli_sends_rays_own_lines_to_run_log(tmp_path):
-    """The real command line, in its own process: only salbench's lines on the terminal."""
-    import subprocess
-
-    cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(yaml.safe_dump(_cfg(tmp_path)))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    res = subprocess.run([sys.executable, "-m", "salbench.cli", "run", str(cfg_path)],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    err_lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert err_lines and all(ln.startswith("[salbench]") for ln in err_lines), res.stderr
-    assert "cells (100%)" in res.stderr
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    log = (run_dir / "run.log").read_text()
-    assert "Ray's own output" in log and "Started a local Ray instance" in log
-    assert "constructor arguments in the object store" in log  # Ray Data's own error line
-    assert "run directory:" in res.stdout
