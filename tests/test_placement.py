@@ -200,19 +200,26 @@ def test_pool_sizes_round_trip_through_the_config():
         parse_config({**BASE, "models": [{"name": "tiny_cnn", "num_gpus": 2.5}]})
 
 
-def _stream(tmp_path: Path, gpus: float, models: int, *share: str) -> dict:
-    res = subprocess.run([sys.executable, str(SCRIPTS / "gpu_stream.py"), str(tmp_path),
-                          str(gpus), str(models), *share],
+@pytest.fixture(scope="module")
+def one_gpu(tmp_path_factory) -> dict[str, dict]:
+    """Two runs in turn on one private Ray with 1 "GPU" (one subprocess, one Ray start):
+    ``stream``, 1 model with PIC; ``too_big``, 2 models asking 1 GPU each. Each report
+    lists only the actors its own run started."""
+    outs = {name: tmp_path_factory.mktemp(name) for name in ("stream", "too_big")}
+    res = subprocess.run([sys.executable, str(SCRIPTS / "gpu_stream.py"), "1",
+                          f"{outs['stream']}:1", f"{outs['too_big']}:2:1"],
                          capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stderr[-3000:]
     # Ray's raylet may print to stdout too: the report is the script's one JSON line
-    (line,) = [ln for ln in res.stdout.splitlines() if ln.startswith('{"')]
-    return json.loads(line)
+    (line,) = [ln for ln in res.stdout.splitlines() if ln.startswith('[{"')]
+    stream, too_big = json.loads(line)
+    return {"stream": {**stream, "out": outs["stream"]},
+            "too_big": {**too_big, "out": outs["too_big"]}}
 
 
 @pytest.mark.slow
-def test_one_gpu_with_pic_streams_every_pool_alive_at_once(tmp_path):
-    report = _stream(tmp_path, 1, 1)
+def test_one_gpu_with_pic_streams_every_pool_alive_at_once(one_gpu):
+    report = one_gpu["stream"]
     assert report["rows"] == report["ok"] == 24, report  # 12 images x 2 methods
     assert "plan fits: GPU run" in report["log"]
     assert "attribute m0" in report["log"] and "0.5" in report["log"]
@@ -226,12 +233,12 @@ def test_one_gpu_with_pic_streams_every_pool_alive_at_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_run_that_does_not_fit_fails_in_seconds(tmp_path):
-    report = _stream(tmp_path, 1, 2, "1")  # 2 models x 1 GPU each on a 1-GPU Ray
+def test_gpu_run_that_does_not_fit_fails_in_seconds(one_gpu):
+    report = one_gpu["too_big"]  # 2 models x 1 GPU each on a 1-GPU Ray
     assert "need 2 GPUs" in report["config_error"] and "has 1" in report["config_error"]
     assert report["seconds"] < 20, report["seconds"]
     assert not any(report["actors"].values())  # no actor was ever asked for
-    assert list(tmp_path.iterdir()) == []  # refused before any run directory was made
+    assert list(report["out"].iterdir()) == []  # refused before any run directory was made
 
 
 @pytest.mark.slow

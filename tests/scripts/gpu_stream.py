@@ -1,9 +1,10 @@
 """Run salbench on a private local Ray whose GPUs are only a Ray resource (no CUDA; the
-model actors compute on CPU) and print one JSON line: what the planner logged, the wall
-time, and per stage the Ray actors' lifetimes (from the GCS). Used by tests/test_placement.py
-in a subprocess, since a process can join only one Ray cluster.
+model actors compute on CPU), one run per scenario in turn, and print one JSON line: per
+scenario what the planner logged, the wall time, and per stage the lifetimes of the Ray
+actors started during that run (from the GCS). Used by tests/test_placement.py in a
+subprocess, since a process can join only one Ray cluster.
 
-    python gpu_stream.py OUT_DIR GPUS MODELS [attribute_num_gpus]
+    python gpu_stream.py GPUS OUT_DIR:MODELS[:attribute_num_gpus] [OUT_DIR:MODELS...]
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from salbench.pipeline.run import run
 STAGES = ("AttributeActor", "BokehActor", "ScoreActor", "FinalizeActor")
 
 
-def actor_lifetimes() -> dict[str, list[tuple[int, int]]]:
-    """Per stage, each actor's (start, end) in ms since the epoch (end 0: still alive).
+def actor_lifetimes(since_ms: int) -> dict[str, list[tuple[int, int]]]:
+    """Per stage, each actor started at or after ``since_ms``: (start, end, state), times in
+    ms since the epoch (end 0: still alive).
 
     ``ray._private.state`` reads the GCS directly; the public state API needs the dashboard,
     which this Ray does not run.
@@ -35,17 +37,14 @@ def actor_lifetimes() -> dict[str, list[tuple[int, int]]]:
     out: dict[str, list[tuple[int, int]]] = {s: [] for s in STAGES}
     for info in state.actors().values():
         for stage in STAGES:
-            if info["ActorClassName"] == f"MapWorker(MapBatches({stage}))":
+            if (info["ActorClassName"] == f"MapWorker(MapBatches({stage}))"
+                    and int(info["StartTime"]) >= since_ms):
                 out[stage].append((int(info["StartTime"]), int(info["EndTime"]), info["State"]))
     return out
 
 
-def main(out: str, gpus: float, n_models: int, share: str | None) -> None:
-    ray.init(address="local", num_cpus=2, num_gpus=gpus, include_dashboard=False,
-             object_store_memory=200 * 1024 * 1024, log_to_driver=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.enable_operator_progress_bars = False
+def scenario(out: str, n_models: int, share: str | None) -> dict:
+    """One run of ``n_models`` tiny models into ``out``: its report."""
     logged = io.StringIO()
     handler = logging.StreamHandler(logged)
     logging.getLogger("salbench").addHandler(handler)
@@ -72,11 +71,24 @@ def main(out: str, gpus: float, n_models: int, share: str | None) -> None:
         report["config_error"] = str(exc)
     report["seconds"] = round(time.time() - t0, 2)
     report["t0_ms"] = int(t0 * 1000)
+    logging.getLogger("salbench").removeHandler(handler)
     report["log"] = logged.getvalue()
-    report["actors"] = actor_lifetimes()
-    print(json.dumps(report))
+    report["actors"] = actor_lifetimes(report["t0_ms"])
+    return report
+
+
+def main(gpus: float, scenarios: list[str]) -> None:
+    ray.init(address="local", num_cpus=2, num_gpus=gpus, include_dashboard=False,
+             object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+    reports = []
+    for spec in scenarios:
+        out, models, *share = spec.split(":")
+        reports.append(scenario(out, int(models), share[0] if share else None))
+    print(json.dumps(reports))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]),
-         sys.argv[4] if len(sys.argv) > 4 else None)
+    main(float(sys.argv[1]), sys.argv[2:])
