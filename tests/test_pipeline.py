@@ -1,4 +1,14 @@
-"""The Ray pipeline end to end: tables, error rows, determinism, resume, config errors, CLI."""
+"""The Ray pipeline end to end: tables, error rows, determinism, resume, config errors, CLI.
+
+What is Ray's own runs on the session's local Ray (``ray_session``): the tables and stage
+statistics of a run (``tiny_run``), windows and multi-shard blocks (Ray Data executions and
+blocks), the writer actor's failure, the placement of two models on two CPUs, the CLI.
+What does not depend on the executor runs in-process (``in_process=True``: the same stage
+functions, actors and ShardWriter in this process; both executors write equal tables,
+tests/test_api.py and tests/test_numerics.py): error rows made by the reader and the decoder,
+resume's bookkeeping, every metric's columns, an embedded model's predictions, and the
+second run of a config whose tables must equal ``tiny_run``'s.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +29,6 @@ from salbench.config import load_config, parse_config
 from salbench.errors import ConfigError
 from salbench.pipeline.run import resume, run
 from salbench.results.tables import finished_shards, read_samples, shard_paths
-
-pytestmark = pytest.mark.usefixtures("ray_session")
 
 TINY = {
     "name": "t",
@@ -60,7 +68,8 @@ def _stages(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(ray_session, tmp_path_factory):
+    """TINY on the Ray graph (its manifest has Ray Data's stage statistics)."""
     tmp = tmp_path_factory.mktemp("tiny")
     return run(parse_config(_config(tmp)), progress=None)
 
@@ -97,7 +106,11 @@ def test_tables_and_manifest(tiny_run):
 
 
 def test_same_config_twice_gives_identical_tables(tiny_run, tmp_path):
-    again = run(parse_config(_config(tiny_run.run_dir.parent.parent)), progress=None)
+    """The second run is in-process: equal tables to the Ray run's need everything seeded
+    (run after run, executor aside). Ray reruns of TINY equal it too: the windows, blocks
+    and writer tests."""
+    again = run(parse_config(_config(tiny_run.run_dir.parent.parent)), progress=None,
+                in_process=True)
     assert again.run_dir != tiny_run.run_dir  # a second run gets its own directory
     a, b = _tables(tiny_run.run_dir), _tables(again.run_dir)
     pd.testing.assert_frame_equal(a[0], b[0])
@@ -130,6 +143,10 @@ def test_blocks_of_several_shards_give_the_one_shard_blocks_tables(tiny_run, tmp
 
 
 def test_resume_recomputes_only_missing_shards(tiny_run, tmp_path):
+    """Resume's bookkeeping (finished shards, leftovers, manifest) is the driver's, the same
+    for both executors: the missing shards are computed in-process. (The Ray graph resumes
+    in test_a_shard_that_cannot_be_written_fails_the_run_with_its_cause, and this same
+    half-finished run, on object storage, in tests/test_s3.py.)"""
     copy = tmp_path / "copy"
     shutil.copytree(tiny_run.run_dir, copy)
     # a run killed mid-way: shard 1 never finished, shard 2 was written but not marked
@@ -139,7 +156,7 @@ def test_resume_recomputes_only_missing_shards(tiny_run, tmp_path):
     (copy / "samples" / ".shard-00003.parquet.tmp-99").write_bytes(b"partial")
     (copy / "summary.parquet").unlink()
     assert finished_shards(copy) == {0}
-    res = resume(copy, progress=None)
+    res = resume(copy, progress=None, in_process=True)
     man = json.loads((copy / "manifest.json").read_text())
     assert man["counts"]["shards_run_now"] == 2
     a, b = _tables(tiny_run.run_dir), _tables(copy)
@@ -177,6 +194,8 @@ def _png(rng: np.random.Generator, size=(40, 48)) -> bytes:
 
 
 def test_bad_files_become_error_rows(tmp_path):
+    """Error rows come from the reader and the decoder (read_shard, decode_batch), the same
+    functions in both executors: in-process."""
     rng = np.random.default_rng(0)
     root = tmp_path / "photos"
     root.mkdir()
@@ -194,7 +213,7 @@ def test_bad_files_become_error_rows(tmp_path):
     )
     cfg = _config(tmp_path, dataset={"kind": "folder", "path": str(root),
                                      "labels": str(root / "labels.csv")})
-    res = run(parse_config(cfg), progress=None)
+    res = run(parse_config(cfg), progress=None, in_process=True)
     s = res.samples
     assert len(s) == 6 * 2  # nothing dropped: 6 files x 2 methods
     by_id = s.groupby("sample_id")["status"].first()
@@ -238,6 +257,7 @@ def test_config_errors_name_the_bad_key(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_missing_weights_fail_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setenv("SALBENCH_WEIGHTS", str(tmp_path / "none"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
@@ -246,6 +266,7 @@ def test_missing_weights_fail_before_any_work(tmp_path, monkeypatch):
         run(parse_config(cfg), progress=None)
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_cli_list_run_and_errors(tmp_path, capsys):
     assert main(["list", "methods"]) == 0
     assert {"vg", "gxi", "ig"} <= set(capsys.readouterr().out.split())
@@ -277,10 +298,11 @@ def test_demo_config_file_matches_the_cli():
 
 @pytest.mark.slow
 def test_embedded_model_on_sample_photos(tmp_path):
+    """The embedded model's predictions on the sample photos (in-process)."""
     cfg = _config(tmp_path, dataset={"kind": "sample", "names": ["chelsea", "coffee", "coins"]},
                   models=["efficientnet_lite0"], methods=["vg", {"name": "ig", "steps": 4}],
                   resources={"shard_size": 3, "batch_size": 3})
-    res = run(parse_config(cfg), progress=None)
+    res = run(parse_config(cfg), progress=None, in_process=True)
     s = res.samples.set_index(["sample_id", "method"])
     assert (s["status"] == "ok").all() and len(s) == 6
     assert s.loc[("coffee", "vg"), "target"] == 967 and s.loc[("coffee", "vg"), "pred"] == 967
@@ -291,12 +313,15 @@ def test_embedded_model_on_sample_photos(tmp_path):
 
 
 def test_every_metric_through_the_pipeline(tmp_path):
+    """Every registered metric's columns through the pipeline's stages, in-process (the Ray
+    graph with every metric writes the in-process tables:
+    test_complexity_localisation_metrics.test_metrics_all_ray_and_in_process_agree)."""
     import salbench
 
     cfg = _config(tmp_path, dataset={"kind": "synthetic", "n": 2, "size": 64, "seed": 1},
                   methods=["vg", "idgi_ig"], metrics=salbench.metrics.names())
     config = parse_config(cfg)
-    res = run(config, progress=None)
+    res = run(config, progress=None, in_process=True)
     s = res.samples
     assert (s["status"] == "ok").all(), s["error"].tolist()
     cols = config.value_columns()
@@ -309,6 +334,7 @@ def test_every_metric_through_the_pipeline(tmp_path):
             "sic_aggregate_auc", "aic_msssim_aggregate_auc"} <= summary_metrics
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_two_models_with_pic_fit_a_two_cpu_cluster(tmp_path):
     """Two models x (attribute, bokeh, score) pools + finalize ask for more than 2 CPUs;
     the graph scales the requests so the run finishes instead of waiting forever."""
@@ -337,15 +363,20 @@ def _save(img: Image.Image, path: Path, fmt: str, **kw) -> None:
     img.save(path, fmt, **kw)
 
 
-def test_bad_input_zoo_nothing_valid_is_lost(tmp_path):
+def test_bad_input_zoo_nothing_valid_is_lost(tmp_path, monkeypatch):
     """Every odd-but-valid image is evaluated; every unusable one is an error row with its
-    reason; a poisoned Parquet shard (corrupt pages) and a junk shard do not stop the run."""
+    reason; a poisoned Parquet shard (corrupt pages) and a junk shard do not stop the run.
+    The rows and their errors are the reader's and the decoder's: in-process."""
     import struct
     import zlib
 
+    from salbench import storage
     from salbench.datasets import open_dataset
     from salbench.datasets.parquet import write_shards
 
+    # the poisoned shard's reads fail with an OSError that storage.retry retries (5 attempts,
+    # 0.2 s doubling: 6 s of waiting in this run); the attempts stay, the waits go
+    monkeypatch.setattr(storage, "RETRY_BASE_SECONDS", 0.0)
     rng = np.random.default_rng(1)
     root = tmp_path / "zoo"
     root.mkdir()
@@ -366,7 +397,7 @@ def test_bad_input_zoo_nothing_valid_is_lost(tmp_path):
     (root / "bomb.png").write_bytes(bomb + chunk(b"IEND", b""))
     (root / "empty.png").write_bytes(b"")
     res = run(parse_config(_config(tmp_path, dataset={"kind": "folder", "path": str(root)},
-                                   methods=["vg"])), progress=None)
+                                   methods=["vg"])), progress=None, in_process=True)
     by_id = res.samples.set_index("sample_id")
     ok = {"cmyk.jpg", "g16.png", "gray.png", "rgba.png", "palette.png"}
     assert (by_id.loc[sorted(ok), "status"] == "ok").all(), by_id["error"].to_dict()
@@ -383,7 +414,7 @@ def test_bad_input_zoo_nothing_valid_is_lost(tmp_path):
     poisoned.write_bytes(bytes(data))
     (shards / "zz-junk.parquet").write_bytes(b"this is not parquet")
     cfg = _config(tmp_path, dataset={"kind": "parquet", "path": str(shards)}, methods=["vg"])
-    res = run(parse_config(cfg), progress=None)
+    res = run(parse_config(cfg), progress=None, in_process=True)
     s = res.samples
     assert len(s) == 7  # 6 rows + 1 stand-in row for the junk file: nothing dropped
     assert (s["status"] == "ok").sum() == 4
