@@ -44,8 +44,10 @@ def _table(run_dir: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The uninterrupted run."""
-    return run(parse_config(_cfg(tmp_path_factory.mktemp("ref"))), progress=None).run_dir
+    """The uninterrupted run (in-process: both executors write equal tables,
+    tests/test_numerics.py)."""
+    return run(parse_config(_cfg(tmp_path_factory.mktemp("ref"))), progress=None,
+               in_process=True).run_dir
 
 
 def _pids(title: str) -> list[int]:
