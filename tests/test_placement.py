@@ -202,19 +202,21 @@ def test_pool_sizes_round_trip_through_the_config():
 
 @pytest.fixture(scope="module")
 def one_gpu(tmp_path_factory) -> dict[str, dict]:
-    """Two runs in turn on one private Ray with 1 "GPU" (one subprocess, one Ray start):
-    ``stream``, 1 model with PIC; ``too_big``, 2 models asking 1 GPU each. Each report
-    lists only the actors its own run started."""
-    outs = {name: tmp_path_factory.mktemp(name) for name in ("stream", "too_big")}
+    """Three scenarios in turn on one private Ray with 1 "GPU" (one subprocess, one Ray
+    start): ``stream``, 1 model with PIC; ``too_big``, 2 models asking 1 GPU each;
+    ``placement``, the graph of 2 models asking half a GPU each. Each run's report lists
+    only the actors it started."""
+    outs = {name: tmp_path_factory.mktemp(name) for name in ("stream", "too_big", "placement")}
     res = subprocess.run([sys.executable, str(SCRIPTS / "gpu_stream.py"), "1",
-                          f"{outs['stream']}:1", f"{outs['too_big']}:2:1"],
+                          f"{outs['stream']}:1", f"{outs['too_big']}:2:1",
+                          f"{outs['placement']}:placement"],
                          capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stderr[-3000:]
     # Ray's raylet may print to stdout too: the report is the script's one JSON line
     (line,) = [ln for ln in res.stdout.splitlines() if ln.startswith('[{"')]
-    stream, too_big = json.loads(line)
-    return {"stream": {**stream, "out": outs["stream"]},
-            "too_big": {**too_big, "out": outs["too_big"]}}
+    reports = json.loads(line)
+    return {name: {**report, "out": outs[name]}
+            for name, report in zip(outs, reports, strict=True)}
 
 
 @pytest.mark.slow
@@ -242,12 +244,10 @@ def test_gpu_run_that_does_not_fit_fails_in_seconds(one_gpu):
 
 
 @pytest.mark.slow
-def test_model_stages_get_their_gpu_share_and_one_model_each(tmp_path):
-    script = Path(__file__).parent / "scripts" / "placement.py"
-    res = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
-                         text=True, timeout=420)  # a shared 2-core machine: minutes
-    assert res.returncode == 0, res.stderr[-3000:]
-    report = json.loads(res.stdout.strip().splitlines()[-1])
+def test_model_stages_get_their_gpu_share_and_one_model_each(one_gpu):
+    """Two models asking half a GPU each: per model one AttributeActor and one ScoreActor,
+    each with the GPU in its Ray context, each its own process."""
+    report = one_gpu["placement"]
     assert report["rows"] == 8  # 4 images x 2 models x 1 method
     pids = set()
     for model, where in report["models"].items():

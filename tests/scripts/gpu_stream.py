@@ -5,6 +5,10 @@ actors started during that run (from the GCS). Used by tests/test_placement.py i
 subprocess, since a process can join only one Ray cluster.
 
     python gpu_stream.py GPUS OUT_DIR:MODELS[:attribute_num_gpus] [OUT_DIR:MODELS...]
+        [OUT_DIR:placement]
+
+``OUT_DIR:placement``: the graph alone (no run) for two models asking half a GPU each; per
+model, where its AttributeActor and ScoreActor ran (``placement`` in the report).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import ray.data
 
 from salbench.config import parse_config
 from salbench.errors import ConfigError
+from salbench.pipeline.graph import build_graph
 from salbench.pipeline.run import run
 
 STAGES = ("AttributeActor", "BokehActor", "ScoreActor", "FinalizeActor")
@@ -77,6 +82,29 @@ def scenario(out: str, n_models: int, share: str | None) -> dict:
     return report
 
 
+def placement(out: str) -> dict:
+    """The graph of two models with half a GPU each on 4 images: per model, the placements
+    its AttributeActor and ScoreActor reported, and the rows."""
+    config = parse_config({
+        "out": out, "dataset": {"kind": "synthetic", "n": 4, "size": 32},
+        "models": [{"name": "tiny_smooth", "num_gpus": 0.5}, {"name": "tiny_cnn",
+                                                              "num_gpus": 0.5}],
+        "methods": ["vg"], "metrics": ["sic"],
+        "resources": {"shard_size": 2, "torch_threads": 1},
+    })
+    geometries = [((32, 32), 1.0), ((32, 32), 1.0)]
+    items = [{"shard": 0, "start": 0, "stop": 2}, {"shard": 1, "start": 2, "stop": 4}]
+    seen: dict[str, dict[str, set[str]]] = {}
+    rows = 0
+    for row in build_graph(config, items, geometries).iter_rows():
+        rows += 1
+        entry = seen.setdefault(row["model"], {"attribute": set(), "score": set()})
+        entry["attribute"].add(row["placement"])
+        entry["score"].add(row["score_placement"])
+    return {"rows": rows, "models": {m: {k: sorted(v) for k, v in e.items()}
+                                     for m, e in seen.items()}}
+
+
 def main(gpus: float, scenarios: list[str]) -> None:
     ray.init(address="local", num_cpus=2, num_gpus=gpus, include_dashboard=False,
              object_store_memory=200 * 1024 * 1024, log_to_driver=False)
@@ -86,7 +114,8 @@ def main(gpus: float, scenarios: list[str]) -> None:
     reports = []
     for spec in scenarios:
         out, models, *share = spec.split(":")
-        reports.append(scenario(out, int(models), share[0] if share else None))
+        reports.append(placement(out) if models == "placement" else
+                       scenario(out, int(models), share[0] if share else None))
     print(json.dumps(reports))
 
 
