@@ -276,21 +276,22 @@ def test_placement_outside_ray_does_not_start_ray():
 @pytest.mark.slow
 def test_elastic_pools_run_and_give_the_fixed_pools_tables(ray_session, tmp_path):
     """Autoscaling pools (``[min, max]``, ``auto``) are valid Ray Data strategies, and the
-    tables do not depend on the pools' sizes."""
+    tables do not depend on the pools' sizes: they equal the in-process executor's, which
+    equal the fixed pools' (tests/test_numerics.py, tests/test_api.py)."""
     from salbench.pipeline.run import run
     from salbench.results.tables import read_samples
 
-    def table(resources: dict, out: str):
+    def table(resources: dict, out: str, in_process: bool):
         cfg = {**BASE, "dataset": {"kind": "synthetic", "n": 6, "size": 32, "seed": 4},
                "models": ["tiny_cnn"], "metrics": ["insertion", "pointing_game"],
                "out": str(tmp_path / out),
                "resources": {"shard_size": 2, "torch_threads": 1, **resources}}
-        res = run(parse_config(cfg), progress=None)
+        res = run(parse_config(cfg), progress=None, in_process=in_process)
         return read_samples(res.run_dir).drop(columns=["run_id"])
 
-    elastic = table({"attribute_actors": [1, 2], "cpu_actors": "auto"}, "elastic")
+    elastic = table({"attribute_actors": [1, 2], "cpu_actors": "auto"}, "elastic", False)
     assert len(elastic) == 6 and (elastic["status"] == "ok").all()
-    pd.testing.assert_frame_equal(elastic, table({}, "fixed"))
+    pd.testing.assert_frame_equal(elastic, table({}, "in-process", True))
 
 
 def _threads_in_actor(num_cpus: float, torch_threads: int | None) -> int:
