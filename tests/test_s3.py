@@ -450,7 +450,7 @@ def test_hugging_face_layout_errors_name_the_file(tmp_path):
     assert "column 'label' has type string, expected an integer" in row["error"]
 
 
-def test_hugging_face_layout_runs(ray_session, tmp_path):
+def test_hugging_face_layout_runs(tmp_path):
     rng = np.random.default_rng(3)
     images = [_png(rng) for _ in range(4)]
     _hf_file(tmp_path / "validation-00000-of-00001.parquet", images, [1, 2, 3, 4],
@@ -458,7 +458,7 @@ def test_hugging_face_layout_runs(ray_session, tmp_path):
     cfg = parse_config({**CONFIG, "methods": ["vg"], "out": str(tmp_path / "runs"),
                         "dataset": {"kind": "parquet",
                                     "path": str(tmp_path / "validation-*.parquet")}})
-    res = run(cfg, progress=None)
+    res = run(cfg, progress=None, in_process=True)  # both executors read with one reader
     s = res.samples
     assert list(s["sample_id"]) == [f"v{i}.JPEG" for i in range(4)]
     assert list(s["label"]) == [1, 2, 3, 4] and (s["status"] == "ok").all()
