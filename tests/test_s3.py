@@ -194,10 +194,11 @@ def test_cli_shard_run_resume_report_compare_on_s3(s3_server, ray_session, bucke
     assert len(s3_rows) == 7 * 2 and (s3_rows["status"] == "ok").all()
     assert s3_rows["pointing_game_hit"].isna().all()  # no boxes in a folder of photos
 
-    # the same config with out on local disk: the same rows
+    # the same config with out on local disk (in-process: both executors write equal
+    # tables, tests/test_numerics.py): the same rows
     local_out = tmp_path / "local-runs"
-    assert main(["run", str(cfg), "--quiet", "--out", str(local_out)]) == 0
-    local_run = Path(_run_dir(capsys.readouterr().out))
+    local_cfg = {**yaml.safe_load(cfg.read_text()), "out": str(local_out)}
+    local_run = run(parse_config(local_cfg), progress=None, in_process=True).run_dir
     pd.testing.assert_frame_equal(s3_rows, _rows(local_run))
 
     # killed mid-way: shard 1 never finished, shard 2 was written but not marked
