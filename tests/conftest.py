@@ -204,3 +204,46 @@ def temp_dirs(tmp_path, monkeypatch):
     real = tempfile.mkdtemp
     monkeypatch.setattr(tempfile, "mkdtemp", lambda **kw: made.append(real(**kw)) or made[-1])
     return spill, made
+
+
+#: The dataset of :func:`ray_batch_run`: three 32x32 synthetic images in one shard.
+RAY_BATCH_DATASET = {"kind": "synthetic", "n": 3, "size": 32, "seed": 5}
+
+
+@pytest.fixture(scope="session")
+def ray_batch_run(ray_session, tmp_path_factory):
+    """One Ray pipeline run shared by the tests that check that methods computed in a batch of
+    3 inside the Ray graph store the maps single-image calls give (test_fullgrad,
+    test_relu_variants, test_cams_pipeline, test_lrp_deeplift_mask_pipeline): starting the
+    actor pools costs seconds, the computing well under one.
+
+    Both models (tiny_cnn, tiny_smooth) and the union of those tests' methods, each with the
+    parameters its test compares with (dga: steps 3; the ReLU variants and dga_gxi: steps 4;
+    meaningful_perturbation: 4 iterations, mask_size 8; the others their defaults), profile
+    fast, maps saved, 3 images per shard and per batch. A config's methods run on every
+    model: on tiny_smooth (GELU) fullgrad, dga (FullGrad inside) and lrp refuse the model, so
+    those cells are ``method_error`` rows that no test reads; each test takes its own
+    model's and methods' rows.
+
+    Returns a dict: ``samples`` (the per-sample table read back from the run directory),
+    ``run_dir`` and ``dataset`` (the run's dataset mapping, :data:`RAY_BATCH_DATASET`)."""
+    from salbench.config import parse_config
+    from salbench.pipeline.run import run
+    from salbench.results.tables import read_samples
+
+    cams = ["gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam",
+            "ablationcam"]
+    methods = [
+        "fullgrad", {"name": "dga", "steps": 3},
+        *({"name": n, "steps": 4} for n in ("ig_p1", "ig_p2", "gig_p1", "gig_p2", "dga_gxi")),
+        *cams,
+        "lrp", "deeplift", {"name": "meaningful_perturbation", "iterations": 4, "mask_size": 8},
+    ]
+    cfg = {"name": "batch", "seed": 0, "profile": "fast",
+           "out": str(tmp_path_factory.mktemp("ray_batch_run")),
+           "dataset": dict(RAY_BATCH_DATASET), "models": ["tiny_cnn", "tiny_smooth"],
+           "methods": methods, "metrics": ["insertion"], "save_maps": True,
+           "resources": {"shard_size": 3, "batch_size": 3, "torch_threads": 1}}
+    run_dir = run(parse_config(cfg), progress=None).run_dir
+    return {"samples": read_samples(run_dir), "run_dir": run_dir,
+            "dataset": dict(RAY_BATCH_DATASET)}

@@ -178,31 +178,25 @@ def test_contract_determinism_and_batch_equals_loop(relu_model, images32):
     torch.testing.assert_close(_map(batch), ref[:, 0], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.usefixtures("ray_session")
-def test_fullgrad_and_dga_through_the_ray_pipeline_batch_equals_singles(tmp_path):
+def test_fullgrad_and_dga_through_the_ray_pipeline_batch_equals_singles(ray_batch_run):
     """A Ray run that attributes 3 images in one batch stores the maps that single-image calls
-    give on its stored input crops (maps are stored as float16)."""
+    give on its stored input crops (maps are stored as float16). The run is the session's
+    shared one (conftest ``ray_batch_run``: fullgrad and dga with steps 3 on tiny_cnn among
+    other models and methods); its tiny_cnn fullgrad and dga rows are this test's."""
     import io
 
     from PIL import Image
 
-    from salbench.config import parse_config
     from salbench.models.base import to_tensor
-    from salbench.pipeline.run import run
-    from salbench.results.tables import read_samples
 
-    dga = {"name": "dga", "steps": 3}
-    cfg = {"name": "fg", "seed": 0, "profile": "fast", "out": str(tmp_path),
-           "dataset": {"kind": "synthetic", "n": 3, "size": 32, "seed": 3},
-           "models": ["tiny_cnn"], "methods": ["fullgrad", dga],
-           "metrics": ["insertion"], "save_maps": True,
-           "resources": {"shard_size": 3, "batch_size": 3, "torch_threads": 1}}
-    s = read_samples(run(parse_config(cfg), progress=None).run_dir)
+    model_rows = ray_batch_run["samples"].query("model == 'tiny_cnn'")
+    s = model_rows[model_rows["method"].isin(["fullgrad", "dga"])]
     assert len(s) == 6 and (s["status"] == "ok").all()
     assert (s.loc[s["method"] == "fullgrad", "completeness_error"] < 1e-3).all()
     model = salbench.models.load("tiny_cnn")
+    # the input crop is stored on the first row of each sample x model, whichever its method
     crops = {r.index: to_tensor(np.asarray(Image.open(io.BytesIO(r.input_png))))[None]
-             for r in s.itertuples() if r.input_png}
+             for r in model_rows.itertuples() if r.input_png}
     assert len(crops) == 3
     for r in s.itertuples():
         params = {"steps": 3} if r.method == "dga" else {}

@@ -1,6 +1,8 @@
 """lrp, deeplift and meaningful_perturbation through the Ray pipeline (issue 26): the maps a
 run writes for three images attributed in one batch equal ``methods.attribute`` on each image
-alone (outside the pipeline, on the run's own decoded crops), and the run's diagnostics too."""
+alone (outside the pipeline, on the run's own decoded crops), and the run's diagnostics too.
+The run is the session's shared one (conftest ``ray_batch_run``: these methods with the
+parameters below on tiny_cnn, among other models and methods)."""
 
 from __future__ import annotations
 
@@ -12,32 +14,25 @@ import pytest
 import torch
 
 import salbench
-from salbench.config import parse_config
 from salbench.datasets.shards import decode_batch, read_shard
 from salbench.models.base import to_tensor
-from salbench.pipeline.run import run
 
-pytestmark = [pytest.mark.usefixtures("ray_session"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
-DATASET = {"kind": "synthetic", "n": 3, "size": 32, "seed": 5}
 METHODS = {"lrp": {}, "deeplift": {},
            "meaningful_perturbation": {"iterations": 4, "mask_size": 8}}
 
 
 @pytest.mark.timeout(900)
-def test_a_batch_in_the_pipeline_equals_single_images(tmp_path):
-    cfg = {
-        "name": "nm", "seed": 0, "profile": "fast", "out": str(tmp_path / "runs"),
-        "dataset": DATASET, "models": ["tiny_cnn"],
-        "methods": [{"name": k, **v} for k, v in METHODS.items()],
-        "metrics": ["insertion"], "save_maps": True,
-        "resources": {"shard_size": 3, "batch_size": 3, "torch_threads": 1},
-    }
-    s = run(parse_config(cfg), progress=None).samples
+def test_a_batch_in_the_pipeline_equals_single_images(ray_batch_run):
+    s = ray_batch_run["samples"]
+    s = s[(s["model"] == "tiny_cnn") & s["method"].isin(list(METHODS))]
+    assert len(s) == 3 * len(METHODS)
     assert (s["status"] == "ok").all(), s["error"].tolist()
     model = salbench.models.load("tiny_cnn")
+    dataset = ray_batch_run["dataset"]  # the run's dataset: its one shard, decoded again
     rows = pd.DataFrame(list(read_shard({"shard": 0, "start": 0, "stop": 3},
-                                        dataset_json=json.dumps(DATASET, sort_keys=True))))
+                                        dataset_json=json.dumps(dataset, sort_keys=True))))
     decoded = decode_batch(rows, input_size=model.input_size,
                            crop_fraction=model.crop_fraction).sort_values("index")
     h, w = model.input_size

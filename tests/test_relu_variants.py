@@ -83,31 +83,27 @@ def test_contract_determinism_and_batch_equals_loop(name, smooth_model, images32
     torch.testing.assert_close(batch, singles, atol=1e-6, rtol=1e-5)
 
 
-def test_variants_and_dga_gxi_through_the_ray_pipeline_batch_equals_singles(tmp_path):
+def test_variants_and_dga_gxi_through_the_ray_pipeline_batch_equals_singles(ray_batch_run):
     """A Ray run that attributes 3 images in one batch stores the maps that single-image calls
     give on its stored input crops (maps are stored as float16; the smooth model, where the
-    path methods' batching changes nothing beyond float rounding)."""
+    path methods' batching changes nothing beyond float rounding). The run is the session's
+    shared one (conftest ``ray_batch_run``: these five methods with steps 4 on tiny_smooth
+    among other models and methods); its tiny_smooth rows of these methods are this test's."""
     import io
 
     import numpy as np
     from PIL import Image
 
-    from salbench.config import parse_config
     from salbench.models.base import to_tensor
-    from salbench.pipeline.run import run
-    from salbench.results.tables import read_samples
 
     names = ["ig_p1", "ig_p2", "gig_p1", "gig_p2", "dga_gxi"]
-    cfg = {"name": "rv", "seed": 0, "profile": "fast", "out": str(tmp_path),
-           "dataset": {"kind": "synthetic", "n": 3, "size": 32, "seed": 3},
-           "models": ["tiny_smooth"], "methods": [{"name": n, "steps": 4} for n in names],
-           "metrics": ["insertion"], "save_maps": True,
-           "resources": {"shard_size": 3, "batch_size": 3, "torch_threads": 1}}
-    s = read_samples(run(parse_config(cfg), progress=None).run_dir)
+    model_rows = ray_batch_run["samples"].query("model == 'tiny_smooth'")
+    s = model_rows[model_rows["method"].isin(names)]
     assert len(s) == 15 and (s["status"] == "ok").all(), s["error"].tolist()
     model = salbench.models.load("tiny_smooth")
+    # the input crop is stored on the first row of each sample x model, whichever its method
     crops = {r.index: to_tensor(np.asarray(Image.open(io.BytesIO(r.input_png))))[None]
-             for r in s.itertuples() if r.input_png}
+             for r in model_rows.itertuples() if r.input_png}
     assert len(crops) == 3
     for r in s.itertuples():
         attr = salbench.methods.attribute(r.method, model, crops[r.index],
