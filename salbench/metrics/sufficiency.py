@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.spatial.distance import cdist
 
 from salbench.errors import BadInputError
 from salbench.metrics.registry import register
@@ -39,6 +38,8 @@ def local_sufficiency(a: np.ndarray, classes: np.ndarray, threshold: float = 0.6
     if a.shape[1] == 0:  # no pixel varies over the batch: the maps are all equal
         dist = np.zeros((b, b))
     else:
+        from scipy.spatial.distance import cdist  # 0.2 s: not at every model actor's start
+
         try:
             dist = cdist(a, a, distance_func)
         except ValueError as exc:
