@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from salbench.report.data import direction
-from salbench.report.format import fmt, fmt_signed
+from salbench.report.format import arrow, fmt, fmt_signed
 from salbench.report.html import collapsible, page, section, table_html
 from salbench.report.tables import Cell, Table, to_markdown
 from salbench.results.compare import compare_runs
@@ -49,8 +49,8 @@ def _rows(table: pd.DataFrame, strong: bool = False) -> list[list[Cell]]:
     for r in table.itertuples(index=False):
         ci = (f"[{fmt(r.ci95_low)}, {fmt(r.ci95_high)}]" if math.isfinite(r.ci95_low) else "–")
         delta = fmt_signed(r.delta)
-        arrow = {1: " (↑)", -1: " (↓)", 0: ""}[direction(r.metric)]
-        rows.append([Cell(r.model), Cell(r.method), Cell(r.metric + arrow), Cell(fmt(r.mean_a)),
+        label = r.metric + arrow(direction(r.metric))
+        rows.append([Cell(r.model), Cell(r.method), Cell(label), Cell(fmt(r.mean_a)),
                      Cell(fmt(r.mean_b)), Cell(delta, strong=strong and r.significant),
                      Cell(ci), Cell(str(r.n_a)), Cell(str(r.n_b)),
                      Cell("yes" if r.paired else "no")])

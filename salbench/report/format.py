@@ -15,6 +15,12 @@ def fmt(value: float, digits: int = 3) -> str:
     return f"{v:.{digits}f}"
 
 
+def arrow(sign: int) -> str:
+    """The suffix of a metric's label for its better direction: " (↑)" for higher (sign 1),
+    " (↓)" for lower (-1), nothing for neither (0)."""
+    return {1: " (↑)", -1: " (↓)", 0: ""}[sign]
+
+
 def fmt_signed(value: float, digits: int = 3) -> str:
     """:func:`fmt` with a leading ``+`` for non-negative values."""
     text = fmt(value, digits)

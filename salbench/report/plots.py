@@ -114,7 +114,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def _margins(fig: Figure, nrows: int, ncols: int) -> None:
+def _margins(fig: Figure, nrows: int) -> None:
     """Fixed margins in inches for a grid of panels with shared axes (tick labels on the
     outer panels only): room for the two-line title, the panel titles, the outer tick
     labels and axis labels. Computed, not measured: ``tight_layout`` measures every tick
@@ -164,7 +164,7 @@ def curve_plot(run: RunTables, model: str, column: str, path: Path) -> Plot | No
     fig.suptitle(f"{title} — {model}\n{band_name(column)}", fontsize=10)
     fig.text(0.995, 0.005, f"salbench run {run.run_id}", ha="right", va="bottom",
              fontsize=6.5, color="0.45")
-    _margins(fig, nrows, ncols)
+    _margins(fig, nrows)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     caption = (f"{title}, {model}: one panel per method, {band_name(column)}; grey: the other "

@@ -24,7 +24,7 @@ from salbench.report.data import (
     method_names,
     skipped,
 )
-from salbench.report.format import fmt, fmt_signed
+from salbench.report.format import arrow, fmt, fmt_signed
 from salbench.report.intervals import kind as interval_kind
 from salbench.results.compare import paired_interval
 from salbench.results.groups import GroupCounts
@@ -217,8 +217,7 @@ def interval_caption(metric: str) -> str:
 
 
 def _label(metric: str) -> str:
-    arrow = {1: " (↑)", -1: " (↓)", 0: ""}[direction(metric)]
-    return f"{metric}{arrow}"
+    return f"{metric}{arrow(direction(metric))}"
 
 
 def _best(values: dict[str, float], sign: int) -> set[str]:
@@ -472,8 +471,8 @@ def idgi_tables(run: RunTables) -> list[Table]:
                 o = stat(run, model, other, metric)
                 row.append(o.cell() if o else Cell("–"))
             rows.append(row)
-        arrow = "↑" if sign > 0 else "↓"
-        out.append(Table(f"{short}, {ref}: {title} ({arrow}) — {metric}", header, rows,
+        better = "↑" if sign > 0 else "↓"
+        out.append(Table(f"{short}, {ref}: {title} ({better}) — {metric}", header, rows,
                          key="paper", lead=lead))
     return out
 
