@@ -226,7 +226,14 @@ def ray_batch_run(ray_session, tmp_path_factory):
     model's and methods' rows.
 
     Returns a dict: ``samples`` (the per-sample table read back from the run directory),
-    ``run_dir`` and ``dataset`` (the run's dataset mapping, :data:`RAY_BATCH_DATASET`)."""
+    ``run_dir``, ``dataset`` (the run's dataset mapping, :data:`RAY_BATCH_DATASET`) and
+    ``crops``: per model, sample index -> the run's stored input crop (uint8 [H, W, 3] RGB,
+    decoded from the PNG on the first row of each sample x model, whichever its method)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
     from salbench.config import parse_config
     from salbench.pipeline.run import run
     from salbench.results.tables import read_samples
@@ -245,5 +252,11 @@ def ray_batch_run(ray_session, tmp_path_factory):
            "methods": methods, "metrics": ["insertion"], "save_maps": True,
            "resources": {"shard_size": 3, "batch_size": 3, "torch_threads": 1}}
     run_dir = run(parse_config(cfg), progress=None).run_dir
-    return {"samples": read_samples(run_dir), "run_dir": run_dir,
-            "dataset": dict(RAY_BATCH_DATASET)}
+    samples = read_samples(run_dir)
+    crops: dict[str, dict[int, np.ndarray]] = {}
+    for r in samples.itertuples():
+        if r.input_png is not None:
+            crops.setdefault(r.model, {})[r.index] = np.asarray(
+                Image.open(io.BytesIO(r.input_png)).convert("RGB"))
+    return {"samples": samples, "run_dir": run_dir, "dataset": dict(RAY_BATCH_DATASET),
+            "crops": crops}

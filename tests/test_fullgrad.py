@@ -183,10 +183,6 @@ def test_fullgrad_and_dga_through_the_ray_pipeline_batch_equals_singles(ray_batc
     give on its stored input crops (maps are stored as float16). The run is the session's
     shared one (conftest ``ray_batch_run``: fullgrad and dga with steps 3 on tiny_cnn among
     other models and methods); its tiny_cnn fullgrad and dga rows are this test's."""
-    import io
-
-    from PIL import Image
-
     from salbench.models.base import to_tensor
 
     model_rows = ray_batch_run["samples"].query("model == 'tiny_cnn'")
@@ -194,9 +190,7 @@ def test_fullgrad_and_dga_through_the_ray_pipeline_batch_equals_singles(ray_batc
     assert len(s) == 6 and (s["status"] == "ok").all()
     assert (s.loc[s["method"] == "fullgrad", "completeness_error"] < 1e-3).all()
     model = salbench.models.load("tiny_cnn")
-    # the input crop is stored on the first row of each sample x model, whichever its method
-    crops = {r.index: to_tensor(np.asarray(Image.open(io.BytesIO(r.input_png))))[None]
-             for r in model_rows.itertuples() if r.input_png}
+    crops = {i: to_tensor(c)[None] for i, c in ray_batch_run["crops"]["tiny_cnn"].items()}
     assert len(crops) == 3
     for r in s.itertuples():
         params = {"steps": 3} if r.method == "dga" else {}

@@ -89,10 +89,7 @@ def test_variants_and_dga_gxi_through_the_ray_pipeline_batch_equals_singles(ray_
     path methods' batching changes nothing beyond float rounding). The run is the session's
     shared one (conftest ``ray_batch_run``: these five methods with steps 4 on tiny_smooth
     among other models and methods); its tiny_smooth rows of these methods are this test's."""
-    import io
-
     import numpy as np
-    from PIL import Image
 
     from salbench.models.base import to_tensor
 
@@ -101,9 +98,7 @@ def test_variants_and_dga_gxi_through_the_ray_pipeline_batch_equals_singles(ray_
     s = model_rows[model_rows["method"].isin(names)]
     assert len(s) == 15 and (s["status"] == "ok").all(), s["error"].tolist()
     model = salbench.models.load("tiny_smooth")
-    # the input crop is stored on the first row of each sample x model, whichever its method
-    crops = {r.index: to_tensor(np.asarray(Image.open(io.BytesIO(r.input_png))))[None]
-             for r in model_rows.itertuples() if r.input_png}
+    crops = {i: to_tensor(c)[None] for i, c in ray_batch_run["crops"]["tiny_smooth"].items()}
     assert len(crops) == 3
     for r in s.itertuples():
         attr = salbench.methods.attribute(r.method, model, crops[r.index],
