@@ -3,6 +3,8 @@ local S3 server (moto)."""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
 import shutil
 import signal
@@ -10,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,9 +72,37 @@ def _init_local_ray() -> None:
     """
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             object_store_memory=200 * 1024 * 1024, log_to_driver=False,
-             configure_logging=False, _system_config={"num_workers_soft_limit": 8})
+    with _any_agent_port():
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 object_store_memory=200 * 1024 * 1024, log_to_driver=False,
+                 configure_logging=False, _system_config={"num_workers_soft_limit": 8})
+
+
+@contextlib.contextmanager
+def _any_agent_port() -> Iterator[None]:
+    """A local Ray started in this block puts its dashboard agent on a free port.
+
+    ``ray.init(address="local")`` has no argument for it and always takes 52365, and every
+    other Ray that starts on this machine while the session's holds that port (the local Ray
+    of each ``salbench run`` a test starts in a subprocess, a ``Cluster``'s head) waits while
+    its agent retries the port, ~3.3 s with nothing to do, then runs without it (measured on
+    the 2-core VM, 2026-12-06). Port 0 is Ray's own "any free port" (what
+    ``ray.cluster_utils`` gives its extra nodes). Without the field (another Ray version)
+    the block changes nothing.
+    """
+    from ray._private.parameter import RayParams
+
+    init = RayParams.__init__
+    names, defaults = list(inspect.signature(init).parameters), init.__defaults__ or ()
+    if "dashboard_agent_listen_port" not in names[len(names) - len(defaults):]:
+        yield
+        return
+    i = names.index("dashboard_agent_listen_port") - (len(names) - len(defaults))
+    init.__defaults__ = (*defaults[:i], 0, *defaults[i + 1:])
+    try:
+        yield
+    finally:
+        init.__defaults__ = defaults
 
 
 def _free_port() -> int:

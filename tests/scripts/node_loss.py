@@ -27,6 +27,12 @@ from salbench.config import parse_config
 from salbench.pipeline.run import run
 
 STORE = 100 * 1024 * 1024
+#: The GCS declares a node dead after this many failed health checks in a row, one a second
+#: (Ray's defaults, 5 every 3 s, left the run waiting ~13 s for the removed node's death
+#: before its actors restarted; measured on the 2-core VM, 2026-12-06). A check waits 2 s for
+#: a busy raylet's answer.
+HEALTH_CHECKS = {"health_check_period_ms": 1000, "health_check_timeout_ms": 2000,
+                 "health_check_failure_threshold": 3}
 
 
 def actors_on(node_id: str) -> list[str]:
@@ -41,7 +47,8 @@ def actors_on(node_id: str) -> list[str]:
 def main(config_json: str) -> None:
     config = parse_config(json.loads(config_json))
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "object_store_memory": STORE, "include_dashboard": False})
+        "num_cpus": 0, "object_store_memory": STORE, "include_dashboard": False,
+        "_system_config": HEALTH_CHECKS})
     node_a = cluster.add_node(num_cpus=2, object_store_memory=STORE)
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()
