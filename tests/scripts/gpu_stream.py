@@ -106,8 +106,11 @@ def placement(out: str) -> dict:
 
 
 def main(gpus: float, scenarios: list[str]) -> None:
+    # idle workers kept (as the test session's Ray does): each scenario's read/decode tasks
+    # reuse the workers that imported torch for the previous one's
     ray.init(address="local", num_cpus=2, num_gpus=gpus, include_dashboard=False,
-             object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+             object_store_memory=200 * 1024 * 1024, log_to_driver=False,
+             _system_config={"num_workers_soft_limit": 8})
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
