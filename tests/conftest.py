@@ -68,7 +68,8 @@ def _init_local_ray() -> None:
     """The session's Ray. It keeps up to 8 idle workers (Ray's soft limit is otherwise the 2
     CPUs): each run's read/decode tasks then reuse the workers that imported torch for the
     previous run's tasks instead of booting new ones (measured on the 2-core VM, 2026-12-06:
-    a 4-image run 6.2-7.1 s -> 4.4-5.5 s, ~2.5 CPU-s less). Actors get new workers either way.
+    a 4-image run after the first 6.2-7.1 s -> 4.4-5.5 s, ~2.5 CPU-s less). Actors get new
+    workers either way.
     """
     import ray
 
@@ -94,10 +95,11 @@ def _any_agent_port() -> Iterator[None]:
 
     init = RayParams.__init__
     names, defaults = list(inspect.signature(init).parameters), init.__defaults__ or ()
-    if "dashboard_agent_listen_port" not in names[len(names) - len(defaults):]:
+    with_default = names[len(names) - len(defaults):]  # the parameters __defaults__ covers
+    if "dashboard_agent_listen_port" not in with_default:
         yield
         return
-    i = names.index("dashboard_agent_listen_port") - (len(names) - len(defaults))
+    i = with_default.index("dashboard_agent_listen_port")
     init.__defaults__ = (*defaults[:i], 0, *defaults[i + 1:])
     try:
         yield

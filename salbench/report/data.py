@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from salbench import storage
+from salbench.report.format import sign
 from salbench.results.samples import RunSamples, load_run
 from salbench.results.summary import summarize_run
 
@@ -107,7 +108,7 @@ def direction(metric: str) -> int:
 
     if not is_metric(metric):
         return 0
-    return {"higher": 1, "lower": -1}.get(registry_direction(metric), 0)
+    return sign(registry_direction(metric))
 
 
 def metric_columns() -> set[str]:

@@ -15,6 +15,12 @@ def fmt(value: float, digits: int = 3) -> str:
     return f"{v:.{digits}f}"
 
 
+def sign(direction: str) -> int:
+    """A metric direction as a sign: 1 for "higher" is better, -1 for "lower", 0 otherwise
+    ("neutral")."""
+    return {"higher": 1, "lower": -1}.get(direction, 0)
+
+
 def arrow(sign: int) -> str:
     """The suffix of a metric's label for its better direction: " (↑)" for higher (sign 1),
     " (↓)" for lower (-1), nothing for neither (0)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from salbench.report.format import arrow, fmt
+from salbench.report.format import arrow, fmt, sign
 from salbench.report.tables import Cell, Table
 from salbench.results.rankings import rank_agreement, rank_methods
 
@@ -17,7 +17,6 @@ from salbench.results.rankings import rank_agreement, rank_methods
 #: metrics than that take several tables, so that each fits a 1400 px window.
 RANK_METRICS_PER_TABLE = 8
 TAU_METRICS_PER_TABLE = 14
-SIGNS = {"higher": 1, "lower": -1}  # a rank table's direction column -> arrow()'s sign
 RANK_CAPTION = (
     "Rank of each method under each metric with a direction (↑ higher, ↓ lower is better; "
     "1 = best; ties share the better rank), its mean and 95% interval from the summary. "
@@ -73,7 +72,7 @@ def ranking_tables(summary: pd.DataFrame, methods: list[str]) -> list[Table]:
         names += sorted(set(g["method"]) - set(names))
         by = {(r.metric, r.method): r for r in g.itertuples(index=False)}
         metric_names = list(dict.fromkeys(g["metric"]))
-        arrows = {m: arrow(SIGNS[d]) for m, d in zip(g["metric"], g["direction"], strict=True)}
+        arrows = {m: arrow(sign(d)) for m, d in zip(g["metric"], g["direction"], strict=True)}
         parts = _columns(metric_names, RANK_METRICS_PER_TABLE)
         for part in parts:
             rows = [[Cell(method), *(_rank_cell(by.get((metric, method))) for metric in part)]
