@@ -126,6 +126,14 @@ def _live_members(pgid: int) -> list[int]:
     return live
 
 
+#: The part of a config that makes a run a driver can be killed in the middle of: 8
+#: one-image shards whose IG (2000 steps) keeps the model pool busy, so that a kill after
+#: the first shards lands mid-run (tests/test_interrupt.py locally, tests/test_s3.py on S3).
+KILLED_MID_RUN = {"dataset": {"kind": "synthetic", "n": 8, "size": 32, "seed": 5},
+                  "methods": [{"name": "ig", "steps": 2000}, "vg"],
+                  "resources": {"shard_size": 1, "torch_threads": 1}}
+
+
 def stop_process_group(pgid: int, timeout: float = 60.0) -> None:
     """SIGKILL what is left of process group ``pgid`` and wait until none of it runs.
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import stop_process_group
+from conftest import KILLED_MID_RUN, stop_process_group
 
 from salbench import heartbeat
 from salbench.config import parse_config
@@ -133,18 +133,11 @@ def test_ctrl_c_marks_a_run_failed_and_a_signalled_resume_too(tmp_path):
     assert not (run_dir / heartbeat.FILE).exists()
 
 
-#: The killed run: 8 one-image shards whose IG (2000 steps) keeps the pool busy, so that the
-#: SIGKILL after the first shard lands mid-run.
-KILLED = {"dataset": {"kind": "synthetic", "n": 8, "size": 32, "seed": 5},
-          "methods": [{"name": "ig", "steps": 2000}, "vg"],
-          "resources": {"shard_size": 1, "torch_threads": 1}}
-
-
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory) -> Path:
     """A run whose driver was SIGKILLed after its first shard (beat every 0.3 s)."""
     tmp = tmp_path_factory.mktemp("killed")
-    res = _salbench(["run", str(_config(tmp, **KILLED))], tmp, signal_at="mid_run:KILL",
+    res = _salbench(["run", str(_config(tmp, **KILLED_MID_RUN))], tmp, signal_at="mid_run:KILL",
                     SALBENCH_HEARTBEAT_S="0.3")
     assert res.returncode == -9, res.stderr[-3000:]
     (run_dir,) = _run_dirs(tmp)
@@ -204,7 +197,7 @@ def test_a_stale_heartbeat_from_another_host_means_interrupted(killed_run, tmp_p
     assert "taking over" in said.getvalue() and "other-host" in said.getvalue()
     assert mf.read_manifest(run_dir)["status"] == "complete"
     assert tables.finished_shards(run_dir) == set(range(8))
-    reference = run(parse_config({**CFG, **KILLED, "out": str(tmp_path / "reference")}),
+    reference = run(parse_config({**CFG, **KILLED_MID_RUN, "out": str(tmp_path / "reference")}),
                     progress=None, in_process=True).run_dir
     rows = tables.read_samples(run_dir).drop(columns=["run_id"])
     assert not rows.duplicated(["index", "model", "method"]).any()

@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import stop_process_group
+from conftest import KILLED_MID_RUN, stop_process_group
 from PIL import Image
 
 from salbench import heartbeat, storage
@@ -290,9 +290,7 @@ def test_driver_killed_mid_run_on_s3_then_resumed(s3_server, ray_session, bucket
     salbench_bin = Path(sys.executable).with_name("salbench")
     if not salbench_bin.exists():
         pytest.skip("salbench console script not installed next to this Python")
-    cfg = {**CONFIG, "dataset": {"kind": "synthetic", "n": 8, "size": 32, "seed": 5},
-           "methods": [{"name": "ig", "steps": 2000}, "vg"], "metrics": ["insertion"],
-           "resources": {"shard_size": 1, "torch_threads": 1}}
+    cfg = {**CONFIG, **KILLED_MID_RUN, "metrics": ["insertion"]}
     reference = run(parse_config({**cfg, "out": str(tmp_path / "ref")}), progress=None,
                     in_process=True)  # both executors write equal tables (test_numerics)
     out = f"{bucket}/runs"
